@@ -1,0 +1,2 @@
+//! Placeholder: this chapter is being written.
+fn main() {}
