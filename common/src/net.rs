@@ -63,7 +63,9 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let old = lim.rlim_cur as u64;
+    // `rlim_t` is u64 on Linux; `From` keeps this portable without a cast.
+    #[allow(clippy::useless_conversion)]
+    let old = u64::from(lim.rlim_cur);
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: setrlimit only reads the struct we pass.
@@ -71,7 +73,9 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok((old, lim.rlim_cur as u64))
+    #[allow(clippy::useless_conversion)]
+    let new = u64::from(lim.rlim_cur);
+    Ok((old, new))
 }
 
 /// Can the accept loop carry on after this `accept()` error?
