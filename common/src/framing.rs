@@ -277,6 +277,8 @@ pub struct FramedStream<S> {
     eof: bool,
     /// Bytes asked of the next `read()`: 4 KiB up to [`READ_CHUNK`].
     chunk: usize,
+    /// Total bytes received, so a server can tell "idle" from "slow".
+    bytes_read: u64,
 }
 
 impl<S: Read + Write> FramedStream<S> {
@@ -288,6 +290,7 @@ impl<S: Read + Write> FramedStream<S> {
             wbuf: BytesMut::new(),
             eof: false,
             chunk: 4 * 1024,
+            bytes_read: 0,
         }
     }
 
@@ -342,6 +345,7 @@ impl<S: Read + Write> FramedStream<S> {
         let n = *result.as_ref().unwrap_or(&0);
         self.rbuf.truncate(start + n);
         let n = result?;
+        self.bytes_read += n as u64;
         if n == 0 {
             self.eof = true;
         } else if n == self.chunk {
@@ -385,6 +389,12 @@ impl<S: Read + Write> FramedStream<S> {
     /// True once the peer has closed its write side.
     pub fn is_eof(&self) -> bool {
         self.eof
+    }
+
+    /// Total bytes received so far. A server compares it across read
+    /// timeouts to tell an idle client from one sending a big frame slowly.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
     }
 
     /// Take the next frame only if it is already buffered: no syscall.

@@ -1,1 +1,173 @@
-fn main() {}
+//! `tcp-echo`: the blocking TCP chapter.
+//!
+//! ```text
+//! cargo run -p tcp-echo                          # demo: server + client in one process
+//! cargo run -p tcp-echo -- server                # listen on 127.0.0.1:7001
+//! cargo run -p tcp-echo -- client hello world    # talk to it
+//! nc 127.0.0.1 7001                              # or use netcat
+//! ```
+//!
+//! `main` only parses arguments and reports errors; the server and client
+//! are library code (`src/server.rs`, `src/client.rs`) so tests run them
+//! in-process on port 0.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use common::Shutdown;
+use common::cli::{ServerArgs, parse_duration, parse_size, ports};
+use common::framing::{DEFAULT_MAX_FRAME, Framing};
+use tcp_echo::{client, server};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tcp-echo",
+    version,
+    about = "Chapter 5.1: a blocking, iterative TCP echo server and its client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Server and client in one process on an ephemeral port; prints the transcript (default).
+    Demo,
+    /// Serve clients one at a time until Ctrl-C.
+    Server {
+        #[command(flatten)]
+        args: ServerArgs,
+    },
+    /// Send each MESSAGE (or each stdin line) as one frame and print its echo.
+    Client(ClientArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ClientArgs {
+    /// Server address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7001")]
+    addr: String,
+    #[arg(long, value_enum, default_value_t = Framing::Line)]
+    framing: Framing,
+    /// Largest echo frame accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_size)]
+    max_frame: usize,
+    /// Bound on connecting and on waiting for each echo.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Messages to send; without any, each line of stdin is one message.
+    messages: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    common::log::init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the whole cause chain, no backtrace: an unreachable
+            // server is an expected failure, not a bug.
+            eprintln!("tcp-echo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command.unwrap_or(Command::Demo) {
+        Command::Demo => demo(),
+        Command::Server { args } => {
+            let addr = args.socket_addr(ports::TCP_ECHO)?;
+            let listener =
+                common::net::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+            let local = listener.local_addr()?;
+            common::net::announce(local);
+            log::info!(
+                "tcp-echo (iterative) on {local}, framing {}, max frame {} bytes, idle timeout {:?}: one client at a time, Ctrl-C to stop",
+                args.framing,
+                args.max_frame,
+                args.idle().map_or("off".to_string(), |d| format!("{d:?}"))
+            );
+            let shutdown = Shutdown::new();
+            shutdown.install_signal_handler()?;
+            server::run(listener, &server::Config::from_args(&args), &shutdown)?;
+            Ok(())
+        }
+        Command::Client(c) => {
+            let config = client::ClientConfig {
+                addr: common::cli::resolve(Some(&c.addr), ports::TCP_ECHO)?,
+                framing: c.framing,
+                max_frame: c.max_frame,
+                timeout: c.timeout,
+            };
+            let mut out = io::stdout().lock();
+            if c.messages.is_empty() {
+                client::exchange(&config, client::stdin_lines(), &mut out)
+            } else {
+                client::exchange(
+                    &config,
+                    c.messages.into_iter().map(String::into_bytes),
+                    &mut out,
+                )
+            }
+        }
+    }
+}
+
+/// The whole chapter in one process: for each framing, a server thread on
+/// an ephemeral port, a client exchange, a graceful shutdown, the summary.
+/// (Both ends must agree on the framing: a `line` client talking to a
+/// `length` server just waits, since the server is still reading a length.)
+fn demo() -> Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "== tcp-echo demo: an iterative server and a client in one process =="
+    )?;
+    for framing in Framing::ALL {
+        let listener = common::net::listen("127.0.0.1:0".parse()?)?;
+        let addr = listener.local_addr()?;
+        writeln!(
+            out,
+            "\n-- framing `{framing}`: server listening on {addr} (port 0: the kernel chose) --"
+        )?;
+        let shutdown = Shutdown::new();
+        let server = {
+            let shutdown = shutdown.clone();
+            let config = server::Config {
+                framing,
+                idle_timeout: Some(Duration::from_secs(5)),
+                ..server::Config::default()
+            };
+            std::thread::Builder::new()
+                .name("server".into())
+                .spawn(move || server::run(listener, &config, &shutdown))?
+        };
+        let config = client::ClientConfig {
+            addr,
+            framing,
+            max_frame: DEFAULT_MAX_FRAME,
+            timeout: Duration::from_secs(5),
+        };
+        let messages = ["hello", "TCP keeps bytes in order", "bye"];
+        client::exchange(
+            &config,
+            messages.iter().map(|m| m.as_bytes().to_vec()),
+            &mut out,
+        )?;
+        shutdown.trigger();
+        let stats = server
+            .join()
+            .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+        writeln!(out, "server stopped: {stats}")?;
+    }
+    writeln!(
+        out,
+        "\nTry it with two terminals: `cargo run -p tcp-echo -- server` and `nc 127.0.0.1 {}`.",
+        ports::TCP_ECHO
+    )?;
+    Ok(())
+}
