@@ -1,2 +1,217 @@
-//! Placeholder: this chapter is being written.
-fn main() {}
+//! `udp-echo`: the UDP chapter's one binary.
+//!
+//! ```text
+//! udp-echo                      demo: server + client in one process (default)
+//! udp-echo server [--addr HOST:PORT] [--drop PERCENT --seed N] [--guard-ports LIST]
+//! udp-echo client [--addr HOST:PORT] [--timeout 1s] [--retries 3] [--window 1]
+//!                 [--count N --size BYTES] [MESSAGE ...]     (stdin lines when none)
+//! ```
+//!
+//! Run with, in two terminals: `cargo run -p udp-echo -- server` and
+//! `nc -u 127.0.0.1 7002` (or `cargo run -p udp-echo -- client hello`).
+//! Watch the server's log (`RUST_LOG=debug` shows every datagram) and the
+//! client's per-datagram RTTs. The work is in the library (`src/server.rs`,
+//! `src/client.rs`); this file only parses flags and prints.
+
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use common::Shutdown;
+use common::cli::{parse_duration, parse_size, ports};
+
+use udp_echo::client::{self, ClientConfig};
+use udp_echo::guard::PortSet;
+use udp_echo::server::{self, ServerConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Chapter 5.2: UDP echo server and client (loss, retries, reflection guard)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Server and client in one process on an ephemeral port, with simulated loss (default).
+    Demo,
+    /// Echo every datagram back to its sender.
+    Server(ServerCmd),
+    /// Send numbered datagrams, time out, retry, and report RTTs and losses.
+    Client(ClientCmd),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerCmd {
+    /// Address to bind, HOST:PORT (IPv6 as [::1]:PORT; [::] takes IPv4 too).
+    /// Port 0 picks a free port, printed as `listening on ADDR`.
+    /// [default: 127.0.0.1:7002]
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+
+    /// Throw away this share of incoming datagrams (0-100), to see loss happen.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0, value_parser = parse_percent)]
+    drop: f64,
+
+    /// Seed for --drop: the same seed drops the same datagrams every run.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+
+    /// Source ports never answered (reflection guard): ports and ranges like
+    /// `0-1023,5353`, or `none`.
+    #[arg(long, value_name = "LIST", default_value_t = PortSet::privileged())]
+    guard_ports: PortSet,
+}
+
+#[derive(clap::Args, Debug)]
+struct ClientCmd {
+    /// Server address, HOST:PORT. [default: 127.0.0.1:7002]
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: Option<String>,
+
+    /// Wait this long for a reply before resending (`1s`, `200ms`).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
+    timeout: Duration,
+
+    /// Resend a datagram this many times before counting it lost.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    retries: u16,
+
+    /// Datagrams in flight at once (1 = send, wait, send the next).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    window: u16,
+
+    /// Send N generated datagrams instead of messages.
+    #[arg(long, value_name = "N", conflicts_with = "messages")]
+    count: Option<u64>,
+
+    /// Size of each generated datagram in bytes, our 6-byte header included
+    /// (65507 is the IPv4 maximum; try 65508).
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_size)]
+    size: usize,
+
+    /// Messages to send, one datagram each. With none (and no --count), each
+    /// line of stdin is one datagram.
+    messages: Vec<String>,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{s}` is not a percentage from 0 to 100")),
+    }
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("the timeout must be above zero".into());
+    }
+    Ok(d)
+}
+
+fn main() -> ExitCode {
+    common::log::init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // Output piped into `head`, which has exited: not our failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Demo) {
+        Command::Demo => {
+            udp_echo::demo::run(&mut io::stdout().lock()).context("demo")?;
+        }
+        Command::Server(cmd) => serve(cmd)?,
+        Command::Client(cmd) => send(cmd)?,
+    }
+    Ok(())
+}
+
+fn serve(cmd: ServerCmd) -> anyhow::Result<()> {
+    let addr =
+        common::cli::resolve(cmd.addr.as_deref(), ports::UDP_ECHO).context("resolving --addr")?;
+    let socket = server::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
+    let shutdown = Shutdown::new();
+    shutdown
+        .install_signal_handler()
+        .context("installing the signal handler")?;
+    common::net::announce(socket.local_addr()?);
+    let config = ServerConfig {
+        drop_percent: cmd.drop,
+        seed: cmd.seed,
+        guard: cmd.guard_ports,
+    };
+    server::run(socket, config, shutdown).context("serving")?;
+    Ok(())
+}
+
+fn send(cmd: ClientCmd) -> anyhow::Result<()> {
+    let addr =
+        common::cli::resolve(cmd.addr.as_deref(), ports::UDP_ECHO).context("resolving --addr")?;
+    let socket = client::connect(addr).with_context(|| format!("connecting to UDP {addr}"))?;
+    let config = ClientConfig {
+        timeout: cmd.timeout,
+        retries: cmd.retries,
+        window: usize::from(cmd.window),
+    };
+    let payloads: Box<dyn Iterator<Item = io::Result<Vec<u8>>>> = if let Some(count) = cmd.count {
+        Box::new(client::generated(count, cmd.size))
+    } else if !cmd.messages.is_empty() {
+        Box::new(cmd.messages.into_iter().map(|m| Ok(m.into_bytes())))
+    } else {
+        // One datagram per line, without its line ending. Lines are read
+        // one at a time, so with --window 1 you can type and see each echo.
+        Box::new(io::stdin().lock().split(b'\n').map(|line| {
+            line.map(|mut l| {
+                if l.last() == Some(&b'\r') {
+                    l.pop();
+                }
+                l
+            })
+        }))
+    };
+
+    let mut out = io::stdout().lock();
+    let mut write_error = None;
+    let report = client::run(&socket, payloads, &config, |event| {
+        if write_error.is_none()
+            && let Err(e) = writeln!(out, "{event}")
+        {
+            write_error = Some(e);
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing to stdout");
+    }
+    writeln!(out, "--- {addr} udp echo statistics ---\n{report}")?;
+    out.flush()?;
+    if report.lost > 0 {
+        bail!(
+            "{} of {} datagrams got no reply after {} retries",
+            report.lost,
+            report.sent,
+            config.retries
+        );
+    }
+    Ok(())
+}
