@@ -60,12 +60,21 @@ impl ServerProcess {
         quiet: bool,
         timeout: Duration,
     ) -> Result<Self> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::start_command(cmd, quiet, timeout)
+    }
+
+    /// Start a prepared command (say, with CPU pinning set up by
+    /// [`crate::sys::pin_command`], or `python3 script.py`), and wait up to
+    /// `timeout` for its `listening on` line.
+    pub fn start_command(mut cmd: Command, quiet: bool, timeout: Duration) -> Result<Self> {
+        let program = std::path::PathBuf::from(cmd.get_program());
         let name = program
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut child = Command::new(program)
-            .args(args)
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(if quiet {

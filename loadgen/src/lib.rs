@@ -4,11 +4,21 @@
 //! | module      | what it does                                                  |
 //! |-------------|---------------------------------------------------------------|
 //! | [`child`]   | start a chapter's server binary on port 0, learn its address, stop it |
-//! | [`run`]     | drive one server: connections, sizes, pipelining, rate, latency |
+//! | [`run`]     | drive one server: flags, configuration, the report            |
+//! | [`drive`]   | the engine: a writer and a reader per connection, open or closed loop |
+//! | [`payload`] | a different payload per request, verified byte for byte       |
+//! | [`tls`]     | the rustls client behind `--tls --ca FILE`                    |
 //! | [`compare`] | every server, the same matrix, one table and charts           |
+//! | [`chart`]   | the SVG charts of `compare` (plotters, no system fonts)       |
+//! | [`sys`]     | the machine: CPU pinning, kernel, CPU count, fd limit, date   |
 //! | [`check`]   | conformance and robustness cases, `PASS`/`FAIL`/`SKIP` per case |
 
+pub mod chart;
 pub mod check;
 pub mod child;
 pub mod compare;
+pub mod drive;
+pub mod payload;
 pub mod run;
+pub mod sys;
+pub mod tls;

@@ -1,0 +1,156 @@
+//! `loadgen compare --quick` restricted to two servers writes well-formed
+//! markdown, JSON and SVG. One server is the Python baseline (needs only
+//! python3); the other is the first chapter server that is built and
+//! starts; if none does yet, a chapter server that is shown as skipped or
+//! failed, which the files must show too.
+
+// Helpers outside #[test] functions may unwrap too: a test failing loudly is the point.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use loadgen::child::ServerProcess;
+
+/// A chapter server that starts and announces its address, if any.
+fn working_chapter_server() -> Option<&'static str> {
+    let candidates = [
+        ("async-tokio", "async-server", &["--model", "tokio"][..]),
+        ("event-loop", "async-server", &["--model", "event-loop"][..]),
+        ("threaded-pool", "threaded-server", &["--model", "pool"][..]),
+        ("tcp-echo", "tcp-echo", &[][..]),
+    ];
+    for (name, bin, model) in candidates {
+        let mut args: Vec<String> = vec!["server".into()];
+        args.extend(model.iter().map(|s| s.to_string()));
+        args.extend(["--addr", "127.0.0.1:0", "--framing", "raw"].map(String::from));
+        let Ok(path) = loadgen::child::find_binary(bin) else {
+            continue;
+        };
+        if let Ok(server) = ServerProcess::start(&path, &args, true, Duration::from_secs(5)) {
+            let _ = server.stop(Duration::from_secs(5));
+            return Some(name);
+        }
+    }
+    None
+}
+
+fn out_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("loadgen-compare-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn quick_compare_of_two_servers_writes_md_json_svg() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 not installed: skipping");
+        return;
+    }
+    let other = working_chapter_server();
+    let second = other.unwrap_or("tcp-echo");
+    let out = out_dir();
+    let result = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compare", "--quick", "--servers"])
+        .arg(format!("python-asyncio,{second}"))
+        .args([
+            "--conns",
+            "1,10",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+
+    // JSON: one cell per server x connection count, python's all ok.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let cells = json["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 4, "{stderr}");
+    assert_eq!(
+        json["environment"]["nproc"].as_u64().map(|n| n >= 1),
+        Some(true)
+    );
+    assert!(
+        json["environment"]["kernel"]
+            .as_str()
+            .unwrap()
+            .contains("Linux")
+    );
+    for c in cells.iter().filter(|c| c["server"] == "python-asyncio") {
+        assert_eq!(c["status"], "ok", "{c}");
+        let m = &c["median"];
+        assert!(m["requests_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(
+            m["server_cpu_us_per_request"].as_f64().unwrap() > 0.0,
+            "{m}"
+        );
+        assert_eq!(m["errors"], 0);
+        assert_eq!(m["clean_exit"], true);
+    }
+    let second_status: Vec<&str> = cells
+        .iter()
+        .filter(|c| c["server"] == second)
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    if other.is_some() {
+        // tcp-echo serves one client at a time: its 10-connection cell is
+        // skipped, with the reason, never hidden.
+        assert!(second_status[0] == "ok", "{second_status:?} {stderr}");
+        assert!(result.status.success(), "{stderr}");
+    } else {
+        assert!(
+            second_status
+                .iter()
+                .all(|s| *s == "skipped" || *s == "failed"),
+            "{second_status:?}"
+        );
+    }
+
+    // Markdown: a header, a separator, one row per cell, environment, rules.
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    let header = "| server | conns | size | work | req/s |";
+    assert!(md.contains(header), "{md}");
+    let table: Vec<&str> = md
+        .lines()
+        .skip_while(|l| !l.starts_with(header))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert_eq!(table.len(), 2 + 4, "{md}");
+    let columns = table[0].matches('|').count();
+    assert!(
+        table
+            .iter()
+            .all(|l| l.matches('|').count() - l.matches("\\|").count() == columns)
+    );
+    assert!(md.contains("| python-asyncio | 10 | 64 B | 0 |"), "{md}");
+    assert!(md.contains("fd limit") && md.contains("## Fairness rules"));
+
+    // SVG: three charts for the one (size, work) load, each naming python.
+    for kind in ["throughput", "p99", "cpu"] {
+        let svg = std::fs::read_to_string(out.join(format!("{kind}-64B-w0.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("python-asyncio") && svg.contains("<text"));
+        assert!(md.contains(&format!("({kind}-64B-w0.svg)")));
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn unknown_server_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["compare", "--servers", "nginx", "--out"])
+        .arg(std::env::temp_dir().join("loadgen-never-written"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown server `nginx`") && stderr.contains("python-asyncio"));
+}
