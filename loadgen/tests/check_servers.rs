@@ -1,0 +1,208 @@
+//! `loadgen check` against every server of the workspace, in every framing
+//! it supports, each started as a child process on an ephemeral port
+//! (`<bin> server --addr 127.0.0.1:0 ...`, address read from its
+//! `listening on` line), checked with `--server-pid` so memory is measured,
+//! then stopped with SIGTERM, which must end it cleanly.
+//!
+//! A case a design fails by its nature is declared in
+//! `loadgen::check::EXPECTED` and passed here via `--expect <server>`, so it
+//! shows as XFAIL rather than being skipped silently.
+//!
+//! The chapter binaries must be built: `cargo test --workspace` builds them
+//! before running any test; with `cargo test -p loadgen` alone, run
+//! `cargo build --workspace` first. A missing binary fails the test, by
+//! name. Run with: `cargo test -p loadgen --test check_servers -- --nocapture`
+//! to see every case line.
+
+// A test fails by panicking; helpers outside #[test] fns may unwrap too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use loadgen::check::{self, CheckArgs, Status};
+use loadgen::child::ServerProcess;
+
+/// Smaller than the defaults (K=200, N=1000) so the whole matrix stays
+/// well under a minute on 2 cores; `defaults_against_async_tokio` runs the
+/// real defaults once.
+const QUICK: [&str; 4] = ["--idle-clients", "50", "--clients", "200"];
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Start `bin server --addr 127.0.0.1:0 <server_flags>`, run the checker
+/// with `check_flags`, print its lines, stop the server. Returns the failing
+/// lines (empty when all is well) so one test can try several framings and
+/// report them all.
+fn check_server(
+    bin: &str,
+    expect: &str,
+    server_flags: &[&str],
+    check_flags: &[&str],
+) -> Vec<String> {
+    let mut args = strings(&["server", "--addr", "127.0.0.1:0"]);
+    args.extend(strings(server_flags));
+    let server = ServerProcess::start_bin(bin, &args, true).unwrap_or_else(|e| {
+        panic!("cannot start `{bin} {}`: {e:#}\n(build the chapter binaries first: cargo build --workspace)", args.join(" "))
+    });
+    let addr = server.addr().to_string();
+    let pid = server.pid().to_string();
+    let mut flags = strings(&["--addr", &addr, "--server-pid", &pid, "--expect", expect]);
+    flags.extend(strings(check_flags));
+    let cli = format!("loadgen check {}", flags.join(" "));
+    let parsed = CheckArgs::from_flags(&flags).unwrap();
+    println!("== {bin} {} | {cli}", server_flags.join(" "));
+    let report = check::run(&parsed, |r| println!("{}", r.line())).unwrap();
+    println!("{}", report.closing_line());
+    let mut failures: Vec<String> = report
+        .cases
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| format!("{bin} {}: {}", server_flags.join(" "), c.line()))
+        .collect();
+    // Something must actually have been checked.
+    if report.passed == 0 {
+        failures.push(format!("{bin} {}: no case passed", server_flags.join(" ")));
+    }
+    match server.stop(Duration::from_secs(10)) {
+        Ok((status, false)) if status.success() => {}
+        Ok((status, killed)) => failures.push(format!(
+            "{bin} {}: after SIGTERM exit status {status}{}",
+            server_flags.join(" "),
+            if killed { " (had to be killed)" } else { "" }
+        )),
+        Err(e) => failures.push(format!("{bin}: stopping failed: {e:#}")),
+    }
+    failures
+}
+
+/// Every framing of one TCP server; fails listing every failing case.
+fn every_framing(bin: &str, expect: &str, model: &[&str]) {
+    let mut failures = Vec::new();
+    for framing in ["line", "length", "raw"] {
+        let mut server_flags = model.to_vec();
+        server_flags.extend(["--framing", framing]);
+        let mut check_flags = vec!["--framing", framing];
+        check_flags.extend(QUICK);
+        failures.extend(check_server(bin, expect, &server_flags, &check_flags));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn tcp_echo_iterative() {
+    every_framing("tcp-echo", "tcp-echo", &[]);
+}
+
+#[test]
+fn threaded_server_per_client() {
+    every_framing(
+        "threaded-server",
+        "threaded-server/per-client",
+        &["--model", "per-client"],
+    );
+}
+
+#[test]
+fn threaded_server_pool() {
+    every_framing(
+        "threaded-server",
+        "threaded-server/pool",
+        &["--model", "pool"],
+    );
+}
+
+#[test]
+fn async_server_tokio() {
+    every_framing("async-server", "async-server/tokio", &["--model", "tokio"]);
+}
+
+#[test]
+fn async_server_event_loop() {
+    every_framing(
+        "async-server",
+        "async-server/event-loop",
+        &["--model", "event-loop"],
+    );
+}
+
+#[test]
+fn tls_echo() {
+    let mut failures = Vec::new();
+    for framing in ["line", "length", "raw"] {
+        let ca = std::env::temp_dir().join(format!(
+            "loadgen-check-tls-{}-{framing}.pem",
+            std::process::id()
+        ));
+        let ca = ca.to_string_lossy().into_owned();
+        let mut check_flags = vec!["--framing", framing, "--tls", "--ca", &ca];
+        check_flags.extend(QUICK);
+        failures.extend(check_server(
+            "tls-echo",
+            "tls-echo",
+            &["--framing", framing, "--ca-out", &ca],
+            &check_flags,
+        ));
+        let _ = std::fs::remove_file(&ca);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn udp_echo() {
+    // An unprivileged port put on the server's guard list, so the checker
+    // can bind it without root.
+    let guard = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let failures = check_server(
+        "udp-echo",
+        "udp-echo",
+        &["--guard-ports", &guard],
+        &["--proto", "udp", "--guard-ports", &guard],
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The checker's real defaults (200 idle clients, 1,000 concurrent ones)
+/// once, against the server built for many connections: the cases those
+/// numbers drive (the rest ran above with the same server and framing).
+#[test]
+fn defaults_against_async_tokio() {
+    let failures = check_server(
+        "async-server",
+        "async-server/tokio",
+        &["--model", "tokio", "--framing", "line"],
+        &[
+            "--framing",
+            "line",
+            "--cases",
+            "idle-clients,concurrent-clients,send-never-read",
+        ],
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
