@@ -1,2 +1,239 @@
-//! Placeholder: this chapter is being written.
-fn main() {}
+//! `threaded-server`: chapter 5.3, threads + sockets. Thin: parse the command
+//! line, bind, hand over to the library (`src/lib.rs` maps the files).
+//!
+//! Run with:
+//!
+//! ```text
+//! cargo run -p threaded-server                                         # demo: both models, transcript
+//! cargo run -p threaded-server -- server --model pool --workers 4      # terminal 1
+//! nc 127.0.0.1 7003                                                    # terminal 2
+//! cargo run -p threaded-server -- client --connections 100 --echoes 50 # terminal 3
+//! ```
+
+use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use common::cli::{ServerArgs, parse_duration, parse_size, ports};
+use common::{Framing, Shutdown, Stats};
+use threaded_server::client::{EchoClient, LoadSpec};
+use threaded_server::{Config, Model, WhenFull};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "threaded-server",
+    version,
+    about = "Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool echo server.",
+    long_about = None
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an echo server (default port 7003) until Ctrl-C.
+    Server(ServerCmd),
+    /// Send messages (arguments, or stdin lines) and print the echoes; or,
+    /// with --connections, drive N concurrent connections and verify echoes.
+    Client(ClientCmd),
+    /// Both models in this process, with concurrent clients (the default).
+    Demo,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerCmd {
+    /// Which design serves the clients.
+    #[arg(long, value_enum, default_value_t = Model::PerClient)]
+    model: Model,
+
+    #[command(flatten)]
+    common: ServerArgs,
+
+    /// Pool: number of worker threads (each serves one connection at a time).
+    #[arg(long, value_name = "N", default_value_t = threaded_server::DEFAULT_WORKERS,
+          value_parser = parse_positive)]
+    workers: usize,
+
+    /// Pool: accepted connections that may wait for a free worker.
+    #[arg(long, value_name = "N", default_value_t = threaded_server::DEFAULT_QUEUE)]
+    queue: usize,
+
+    /// Pool: when every worker is busy and the queue is full, `wait`
+    /// (stop accepting; clients wait in the kernel backlog) or `refuse`
+    /// (close new connections at once, logged).
+    #[arg(long, value_enum, default_value_t = WhenFull::Wait)]
+    when_full: WhenFull,
+
+    /// Stack reserved for each serving thread (K, KiB, M, MiB). Rust's own
+    /// default is 2MiB.
+    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = parse_size)]
+    stack_size: usize,
+
+    /// TESTING ONLY: panic the serving thread when a frame equals this text,
+    /// to watch the panic being contained.
+    #[arg(long, value_name = "PAYLOAD", hide = true)]
+    inject_panic_on: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ClientCmd {
+    /// Server address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", default_value_t = format!("127.0.0.1:{}", ports::THREADED_SERVER))]
+    addr: String,
+
+    /// Framing, as the server's --framing.
+    #[arg(long, value_enum, default_value_t = Framing::Line)]
+    framing: Framing,
+
+    /// Load mode: this many concurrent connections (one thread each).
+    #[arg(long, value_name = "N")]
+    connections: Option<usize>,
+
+    /// Load mode: round trips per connection, each echo verified.
+    #[arg(long, value_name = "M", default_value_t = 10)]
+    echoes: usize,
+
+    /// Load mode: payload bytes per frame.
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_size)]
+    size: usize,
+
+    /// Bound on connect and on every read.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// Messages to send, one frame each; without any, each stdin line is one.
+    message: Vec<String>,
+}
+
+/// `--workers 0` would be a pool that never serves anyone.
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    common::log::init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Output piped into `head`: the reader left, not our failure.
+            if e.downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    match Cli::parse().command.unwrap_or(Command::Demo) {
+        Command::Demo => threaded_server::demo::run(&mut io::stdout().lock()),
+        Command::Server(cmd) => server(cmd),
+        Command::Client(cmd) => client(cmd),
+    }
+}
+
+fn server(cmd: ServerCmd) -> anyhow::Result<()> {
+    let addr = cmd
+        .common
+        .socket_addr(ports::THREADED_SERVER)
+        .context("resolving --addr")?;
+    // Every connection is a file descriptor; the usual soft limit of 1024
+    // would cap us near a thousand clients.
+    match common::net::raise_fd_limit() {
+        Ok((old, new)) if old != new => {
+            log::info!("raised the open-files limit from {old} to {new}")
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("could not raise the open-files limit: {e}"),
+    }
+    let listener = common::net::listen(addr).with_context(|| format!("listening on {addr}"))?;
+    common::net::announce(listener.local_addr()?);
+
+    let shutdown = Shutdown::new();
+    shutdown
+        .install_signal_handler()
+        .context("installing the Ctrl-C handler")?;
+    let config = Config {
+        workers: cmd.workers,
+        queue: cmd.queue,
+        when_full: cmd.when_full,
+        stack_size: cmd.stack_size,
+        inject_panic_on: cmd.inject_panic_on.map(String::into_bytes),
+        ..Config::from_args(&cmd.common, cmd.model)
+    };
+    let stats = Arc::new(Stats::new());
+    threaded_server::run(listener, &config, &shutdown, &stats).context("serving")?;
+    Ok(())
+}
+
+fn client(cmd: ClientCmd) -> anyhow::Result<()> {
+    let addr = common::cli::resolve(Some(&cmd.addr), ports::THREADED_SERVER)
+        .with_context(|| format!("resolving {}", cmd.addr))?;
+
+    if let Some(connections) = cmd.connections {
+        let spec = LoadSpec {
+            addr,
+            framing: cmd.framing,
+            connections,
+            echoes: cmd.echoes,
+            size: cmd.size,
+            timeout: cmd.timeout,
+        };
+        let r = threaded_server::client::load(&spec);
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "{connections} connections x {} echoes of {} bytes ({}): {} verified in {:.3} s, \
+             slowest first echo {} ms, {} failed connections",
+            cmd.echoes,
+            cmd.size,
+            cmd.framing,
+            r.verified,
+            r.elapsed.as_secs_f64(),
+            r.max_first_echo.as_millis(),
+            r.failures.len()
+        )?;
+        for f in r.failures.iter().take(10) {
+            writeln!(out, "  {f}")?;
+        }
+        anyhow::ensure!(
+            r.failures.is_empty(),
+            "{} connections failed",
+            r.failures.len()
+        );
+        return Ok(());
+    }
+
+    let mut conn = EchoClient::connect(addr, cmd.framing, cmd.timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    let mut send = |msg: &[u8]| -> anyhow::Result<()> {
+        let echo = conn.echo(msg)?;
+        let mut out = io::stdout().lock();
+        out.write_all(&echo)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        Ok(())
+    };
+    if cmd.message.is_empty() {
+        for line in io::stdin().lock().lines() {
+            send(line.context("reading stdin")?.as_bytes())?;
+        }
+    } else {
+        for msg in &cmd.message {
+            send(msg.as_bytes())?;
+        }
+    }
+    Ok(())
+}
