@@ -225,7 +225,10 @@ fn echo_loop(
                     last_bytes = framed.bytes_read();
                     last_activity = Instant::now();
                 }
-                if config.idle_timeout.is_some_and(|idle| last_activity.elapsed() >= idle) {
+                if config
+                    .idle_timeout
+                    .is_some_and(|idle| last_activity.elapsed() >= idle)
+                {
                     return Ok("idle timeout");
                 }
             }
