@@ -264,6 +264,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx, shutdown: &Shutd
         decoder: Decoder::new(ctx.config.framing, ctx.config.max_frame),
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
+        chunk: KEEP_BUFFER,
         frames: 0,
         bytes: 0,
         last_active: Instant::now(),
@@ -300,6 +301,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx, shutdown: &Shutd
 /// would overflow).
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Buffers up to this size stay with an idle connection (see `serve`).
+const KEEP_BUFFER: usize = 4 * 1024;
+
 /// One connection: its socket, its two buffers and its idle timer.
 struct Conn {
     stream: TcpStream,
@@ -309,6 +313,8 @@ struct Conn {
     rbuf: BytesMut,
     /// Echoes encoded but not yet accepted by the kernel.
     wbuf: BytesMut,
+    /// Bytes asked of the next `read()`: 4 KiB, doubling up to 64 KiB.
+    chunk: usize,
     frames: u64,
     bytes: u64,
     /// Last time a read or a write made progress.
@@ -325,9 +331,11 @@ impl Conn {
         let stop = shutdown.triggered();
         tokio::pin!(stop);
         loop {
-            // While waiting, a connection holds no buffer at all: 10,000 idle
-            // clients cost their sockets and this small struct, nothing more.
-            if self.rbuf.is_empty() {
+            // While waiting, a connection holds at most a small buffer: a
+            // large one (from a bulk transfer) is given back, a small one is
+            // kept, since freeing and re-allocating it on every echo costs a
+            // busy connection more CPU than its 4 KiB are worth.
+            if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_BUFFER {
                 self.rbuf = BytesMut::new();
             }
             // The await point of the whole server: park this task until the
@@ -362,10 +370,10 @@ impl Conn {
     /// One non-blocking `read()` into `rbuf` (`WouldBlock` if the kernel
     /// has nothing after all).
     fn read_some(&mut self) -> io::Result<usize> {
-        // 64 KiB: one syscall usually takes everything that has arrived, and
-        // a bulk sender's 64 KiB writes come in whole. The room is reserved
-        // only now that data is waiting, and released when the buffer empties.
-        self.rbuf.reserve(READ_CHUNK);
+        // The room is reserved only now that data is waiting. It starts at
+        // 4 KiB and doubles each time a read fills it, up to 64 KiB, where
+        // one syscall takes everything a bulk sender's 64 KiB writes bring.
+        self.rbuf.reserve(self.chunk);
         let room = self.rbuf.capacity() - self.rbuf.len();
         let mut got = None;
         // tokio remembers "readable" until a read says WouldBlock. A *short*
@@ -387,6 +395,9 @@ impl Conn {
             (Some(n), _) => n,
             (None, result) => result?,
         };
+        if n == room {
+            self.chunk = (self.chunk * 2).min(READ_CHUNK);
+        }
         self.last_active = Instant::now();
         Ok(n)
     }
@@ -457,8 +468,10 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        // Release the (possibly large) allocation; the next echo makes a new one.
-        self.wbuf = BytesMut::new();
+        // Release a large allocation; keep a small one for the next echo.
+        if self.wbuf.capacity() > KEEP_BUFFER {
+            self.wbuf = BytesMut::new();
+        }
         Ok(())
     }
 

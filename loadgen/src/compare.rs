@@ -102,8 +102,13 @@ pub const SERVERS: &[ServerSpec] = &[
         program: Program::Bin("threaded-server"),
         args: &["--model", "pool"],
         framings: ALL_FRAMINGS,
-        max_conns: 10_000,
-        limit_reason: "",
+        // Measured, then skipped by default: with 10,000 clients and 16
+        // workers the acceptor waits on the full queue, the kernel backlog
+        // overflows, SYNs are dropped and most `connect()`s time out (8,641
+        // of 10,000 got no echo) while each such cell takes ~3 minutes of
+        // SYN retries. `--over-limit` still runs it.
+        max_conns: 1_000,
+        limit_reason: "fixed pool: at 10,000 clients the queue and the kernel backlog overflow and most connect()s time out (measured: 8,641 of 10,000 got no echo, ~3 min per cell)",
         work: true,
         tls: false,
         threads: "1 acceptor + a fixed pool (see threaded-server's README)",
@@ -255,6 +260,11 @@ pub struct CompareArgs {
     #[arg(long)]
     pub pin: bool,
 
+    /// Also run cells above a design's declared limit (shown as skipped
+    /// otherwise): slow, but shows how the design fails.
+    #[arg(long)]
+    pub over_limit: bool,
+
     /// Pin the server to these CPUs (`0`, `0-1`), overrides --pin.
     #[arg(long, value_parser = parse_cpus, value_name = "CPUS")]
     pub server_cpus: Option<Vec<usize>>,
@@ -401,6 +411,7 @@ struct Plan {
     loadgen_cpus: Option<Vec<usize>>,
     threads: usize,
     verbose: bool,
+    over_limit: bool,
     out: PathBuf,
 }
 
@@ -469,6 +480,7 @@ impl CompareArgs {
                 Duration::from_millis(500)
             }),
             repeat: self.repeat.max(1),
+            over_limit: self.over_limit,
             pipeline: self.pipeline.max(1),
             timeout: self.timeout,
             server_cpus,
@@ -554,7 +566,7 @@ fn compare(plan: &Plan) -> Result<Comparison> {
                         Some(why.clone())
                     } else if !spec.framings.contains(&plan.framing) {
                         Some(format!("speaks {} framing only", names(spec.framings)))
-                    } else if conns > spec.max_conns {
+                    } else if conns > spec.max_conns && !plan.over_limit {
                         Some(format!("{} (max {})", spec.limit_reason, spec.max_conns))
                     } else if cell.work_rounds > 0 && !spec.work {
                         Some("has no --work".into())
