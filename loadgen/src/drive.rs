@@ -271,7 +271,9 @@ async fn connection(sh: Arc<Shared>, idx: usize, budget: Option<u64>) {
     }
 }
 
-/// Counts a connection that got no echo at all after the warm-up: a
+/// Counts a connection that got no echo at all between the end of the
+/// warm-up and the end of the run (echoes that only arrive once the load
+/// stops do not count): a
 /// server that serves some clients and starves others looks fine in the
 /// averages, so the starved ones are reported on their own.
 struct Starved<'a> {
@@ -545,7 +547,12 @@ impl Session<'_> {
                 sh.counters.verified.fetch_add(1, Relaxed);
                 if now >= tl.warmup_end {
                     lat.record(now.saturating_duration_since(t));
-                    conn_measured.fetch_add(1, Relaxed);
+                    // Served *within* the window? A design that starves a
+                    // client until others leave serves it only after the
+                    // end, when the load stops: that must not count.
+                    if tl.end.is_none_or(|e| now < e) {
+                        conn_measured.fetch_add(1, Relaxed);
+                    }
                     sh.counters.measured.fetch_add(1, Relaxed);
                     sh.counters.last_measured_ns.fetch_max(
                         now.saturating_duration_since(tl.start).as_nanos() as u64,
@@ -723,7 +730,9 @@ impl Session<'_> {
                                 c.verified.fetch_add(1, Relaxed);
                                 if now >= tl.warmup_end {
                                     lat.record(now.saturating_duration_since(t));
-                                    self.measured.fetch_add(1, Relaxed);
+                                    if tl.end.is_none_or(|e| now < e) {
+                                        self.measured.fetch_add(1, Relaxed);
+                                    }
                                     c.measured.fetch_add(1, Relaxed);
                                     c.last_measured_ns.fetch_max(now.saturating_duration_since(tl.start).as_nanos() as u64, Relaxed);
                                 }

@@ -124,3 +124,39 @@ fn binary_rejects_bad_flags_with_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--pipeline"), "{stderr}");
 }
+
+/// An iterative echo server: one client at a time, the next only after the
+/// previous one leaves (like tcp-echo).
+fn iterative_echo_server() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                if s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_client_served_only_after_the_run_ends_counts_as_starved() {
+    // Connection 2 waits in the backlog while connection 1 is served; it is
+    // served only when the load stops and connection 1 closes. Its late echo
+    // must not make it look served.
+    let addr = iterative_echo_server();
+    let mut c = RunConfig::new(addr);
+    c.framing = Framing::Raw;
+    c.conns = 2;
+    c.warmup = Duration::ZERO;
+    c.timeout = Duration::from_secs(5);
+    c.stop = Stop::Duration(Duration::from_millis(300));
+    let r = run(&c).unwrap();
+    assert_eq!(r.starved_conns, 1, "{r}");
+}
