@@ -65,13 +65,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use common::framing::READ_CHUNK;
-use common::net::{Backoff, is_disconnect, is_fd_exhaustion, is_transient_accept_error};
+use common::net::{Backoff, is_fd_exhaustion, is_transient_accept_error};
 use common::{ConnError, Decoder, FrameError, Shutdown, Stats, encode};
 use log::{debug, error, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::{Config, Offload};
+use crate::{Config, End, Offload, log_close};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -148,13 +148,6 @@ pub fn run(
     drop(waker);
     info!("summary: {stats}");
     Ok(stats)
-}
-
-/// Why a connection ended without an error.
-#[derive(Debug, Clone, Copy)]
-enum End {
-    PeerClosed,
-    Shutdown,
 }
 
 /// What to do with a connection after `drive`.
@@ -404,31 +397,11 @@ impl EventLoop {
         // epoll_ctl(DEL). Closing the fd would also remove it from the
         // interest list; saying so explicitly keeps mio portable.
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        let peer = conn.peer;
-        let served = format!(
-            "{} frames, {} payload bytes echoed",
-            conn.frames, conn.bytes
-        );
         let how = match (how, conn.error.take()) {
             (Ok(_), Some(e)) => Err(ConnError::Frame(e)),
             (how, _) => how,
         };
-        match how {
-            Ok(End::PeerClosed) => info!("{peer}: closed by peer, {served}"),
-            Ok(End::Shutdown) => info!("{peer}: closed for shutdown, {served}"),
-            Err(e) => {
-                Stats::inc(&self.stats.errors);
-                match e {
-                    ConnError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        info!("{peer}: closed: {e}, {served}")
-                    }
-                    ConnError::Io(e) if is_disconnect(&e) => {
-                        info!("{peer}: disconnected: {e}, {served}")
-                    }
-                    e => warn!("{peer}: {e}; closing, {served}"),
-                }
-            }
-        }
+        log_close(conn.peer, conn.frames, conn.bytes, how, &self.stats);
         // `conn` drops here: close(fd).
     }
 

@@ -20,11 +20,12 @@
 //! a [`Config`] and a [`Shutdown`], so tests start them on port 0 in-process.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::Framing;
-use common::Shutdown;
 use common::cli::ServerArgs;
+use common::net::is_disconnect;
+use common::{ConnError, Framing, Shutdown, Stats};
 
 pub mod client;
 pub mod demo;
@@ -150,5 +151,44 @@ pub fn raise_fd_limit_logged() {
             log::info!("open-file limit (RLIMIT_NOFILE) raised from {old} to {new}")
         }
         Err(e) => log::warn!("could not raise the open-file limit: {e}"),
+    }
+}
+
+/// Why a connection ended without an error (both models).
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// The peer closed its side (after any half-close, we echoed everything).
+    PeerClosed,
+    /// The server is shutting down; owed echoes were sent.
+    Shutdown,
+}
+
+/// The one line both models log when a connection closes, with what it
+/// served; an error also counts in `stats.errors`. Idle timeouts and peers
+/// that vanished are `info` (normal life on a network); protocol errors and
+/// unexpected I/O errors are `warn`.
+fn log_close(
+    peer: SocketAddr,
+    frames: u64,
+    bytes: u64,
+    how: Result<End, ConnError>,
+    stats: &Stats,
+) {
+    let served = format!("{frames} frames, {bytes} payload bytes echoed");
+    match how {
+        Ok(End::PeerClosed) => log::info!("{peer}: closed by peer, {served}"),
+        Ok(End::Shutdown) => log::info!("{peer}: closed for shutdown, {served}"),
+        Err(e) => {
+            Stats::inc(&stats.errors);
+            match e {
+                ConnError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    log::info!("{peer}: closed: {e}, {served}")
+                }
+                ConnError::Io(e) if is_disconnect(&e) => {
+                    log::info!("{peer}: disconnected: {e}, {served}")
+                }
+                e => log::warn!("{peer}: {e}; closing, {served}"),
+            }
+        }
     }
 }

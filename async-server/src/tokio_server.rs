@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use common::framing::READ_CHUNK;
-use common::net::{Backoff, is_disconnect, is_fd_exhaustion, is_transient_accept_error};
+use common::net::{Backoff, is_fd_exhaustion, is_transient_accept_error};
 use common::{ConnError, Decoder, Shutdown, Stats, encode};
 use log::{debug, error, info, trace, warn};
 use tokio::io::{AsyncWriteExt, Interest};
@@ -52,7 +52,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
-use crate::{Config, Offload};
+use crate::{Config, End, Offload, log_close};
 
 /// Build the runtime `config.threads` asks for and serve `listener` on it
 /// until `shutdown`. Blocks the calling thread.
@@ -241,15 +241,6 @@ impl Ctx {
     }
 }
 
-/// Why a connection ended without an error.
-#[derive(Debug)]
-enum End {
-    /// The peer closed its side (after any half-close, we echoed everything).
-    PeerClosed,
-    /// The server is shutting down; owed echoes were sent.
-    Shutdown,
-}
-
 /// Serve one connection and log how it ended. Never fails: a connection's
 /// error ends only that connection.
 async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx, shutdown: &Shutdown) {
@@ -274,27 +265,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx, shutdown: &Shutd
         )),
     };
     let result = conn.serve(ctx, shutdown).await;
-    let served = format!(
-        "{} frames, {} payload bytes echoed",
-        conn.frames, conn.bytes
-    );
-    match result {
-        Ok(End::PeerClosed) => info!("{peer}: closed by peer, {served}"),
-        Ok(End::Shutdown) => info!("{peer}: closed for shutdown, {served}"),
-        Err(e) => {
-            Stats::inc(&ctx.stats.errors);
-            match e {
-                ConnError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    info!("{peer}: closed: {e}, {served}")
-                }
-                ConnError::Io(e) if is_disconnect(&e) => {
-                    info!("{peer}: disconnected: {e}, {served}")
-                }
-                // Oversized or truncated frames, and unexpected I/O errors.
-                e => warn!("{peer}: {e}; closing, {served}"),
-            }
-        }
-    }
+    log_close(peer, conn.frames, conn.bytes, result, &ctx.stats);
 }
 
 /// "Never" for a disabled idle timer (a year; `Instant + Duration::MAX`

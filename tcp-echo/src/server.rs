@@ -29,7 +29,7 @@
 //!
 //! `strace -f -e trace=network cargo run -p tcp-echo -- server` shows them live.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -288,28 +288,4 @@ fn drain_on_shutdown(
         );
     }
     Ok("server shutting down")
-}
-
-/// Read until EOF with a deadline; used by the client and the tests to
-/// collect "everything the server sent before it closed".
-pub fn read_to_end_within(stream: &mut TcpStream, limit: Duration) -> io::Result<Vec<u8>> {
-    let deadline = Instant::now() + limit;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no EOF before the deadline",
-            ));
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use common::framing::{Framing, encode};
 use common::{Shutdown, Stats};
-use tcp_echo::server::{self, Config, read_to_end_within};
+use tcp_echo::server::{self, Config};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -62,6 +62,30 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown.trigger();
+    }
+}
+
+/// Read until EOF with a deadline: "everything the server sent before it
+/// closed". Fails with `TimedOut` if the server never closes.
+fn read_to_end_within(stream: &mut TcpStream, limit: Duration) -> io::Result<Vec<u8>> {
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no EOF before the deadline",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 

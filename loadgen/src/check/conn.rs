@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::BytesMut;
 use common::Framing;
 use common::rng::SplitMix64;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
@@ -68,28 +67,10 @@ pub struct Opts {
 
 /// A rustls client config trusting only the certificates in `ca` (PEM).
 pub fn tls_connector(ca: &Path, server_name: &str) -> Result<(TlsConnector, ServerName<'static>)> {
-    // rustls needs one process-wide crypto provider; the workspace builds
-    // only `ring`. Installing twice (a second check in one test process)
-    // returns Err, which just means it is already there.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("cannot read CA file {}", ca.display()))?;
-    for cert in certs {
-        let cert = cert.with_context(|| format!("bad PEM in {}", ca.display()))?;
-        roots
-            .add(cert)
-            .with_context(|| format!("unusable certificate in {}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        anyhow::bail!("no certificate found in {}", ca.display());
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from(server_name.to_string())
-        .with_context(|| format!("--server-name {server_name} is not a DNS name or IP address"))?;
-    Ok((TlsConnector::from(Arc::new(config)), name))
+    // The same client configuration `loadgen run --tls` uses (ring as the
+    // process's provider, the CA file's certificates as the only roots).
+    let client = crate::tls::TlsClient::new(ca, server_name)?;
+    Ok((client.connector, client.server_name))
 }
 
 impl Target {
