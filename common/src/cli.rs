@@ -1,23 +1,47 @@
 //! The command-line arguments every server shares, so that a flag means the
-//! same thing and has the same default in every chapter.
+//! same thing, has the same default and is checked the same way in every
+//! chapter, and the edges of every command (a bad flag, a bad address, a
+//! closed pipe) behave alike.
 //!
-//! A chapter flattens [`ServerArgs`] into its own `server` subcommand:
+//! A chapter flattens [`ServerArgs`] into its own `server` subcommand, parses
+//! with [`parse`] (which fills in the chapter's default port, so `--help`
+//! shows the real one) and ends `main` with [`exit`]:
 //!
 //! ```ignore
 //! #[derive(clap::Parser)]
-//! struct Server {
-//!     #[command(flatten)]
-//!     common: common::cli::ServerArgs,
-//!     // chapter-specific flags...
+//! struct Cli { #[command(subcommand)] command: Option<Command> }
+//! #[derive(clap::Subcommand)]
+//! enum Command { Server { #[command(flatten)] args: common::cli::ServerArgs } }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let cli: Cli = common::cli::parse(common::cli::ports::TCP_ECHO);
+//!     common::log::init();
+//!     common::cli::exit("tcp-echo", run(cli))
 //! }
 //! ```
 //!
-//! Each chapter has its own default port (see the root README) so several
-//! servers can run side by side; `--addr` overrides it.
+//! **Validation happens while parsing**, before anything is bound or
+//! announced: every numeric flag has a value parser with its accepted range,
+//! so `--max-conns 0` ends the program with status 2 and clap's one line,
+//! `error: invalid value '0' for '--max-conns <N>': must be 1 or more (at most
+//! 1000000)`. A script waiting for `listening on` never sees that line from a
+//! server that cannot serve.
+//!
+//! **Addresses are parsed, not guessed** ([`parse_host_port`]): exactly
+//! `HOST:PORT`, `[V6]:PORT` or `IPV4:PORT`; a string that is not one of those
+//! is an error that names what is wrong, and never reaches a DNS lookup.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::config::{
+    DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_PENDING,
+    DEFAULT_STALL_TIMEOUT, ServerConfig,
+};
 use crate::framing::{DEFAULT_MAX_FRAME, Framing};
 
 /// Default ports, one per chapter, so all servers can run at once.
@@ -30,40 +54,66 @@ pub mod ports {
     pub const PYTHON_ASYNCIO: u16 = 7006;
 }
 
-/// Default `--max-conns`.
-pub const DEFAULT_MAX_CONNS: usize = 1024;
+/// Accepted ranges of the shared flags; a value outside is refused at parse
+/// time with the range in the message.
+pub mod limits {
+    use std::time::Duration;
+    pub const MAX_FRAME: (usize, usize) = (1, 1 << 30);
+    pub const MAX_CONNS: (usize, usize) = (1, 1_000_000);
+    pub const MAX_PENDING: (usize, usize) = (1 << 10, 1 << 30);
+    /// `--idle-timeout`: 0 (off) up to a day.
+    pub const IDLE: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(86_400));
+    pub const STALL: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(3600));
+    pub const GRACE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(600));
+    pub const WORK: (u32, u32) = (0, 1_000_000);
+}
 
-/// Flags shared by every TCP server.
+/// Flags shared by every TCP server. Defaults live in [`crate::config`].
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// Address to listen on, HOST:PORT (IPv6 as [::1]:PORT). Port 0 picks a
-    /// free port, which the server logs. [default: 127.0.0.1:<chapter port>]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub addr: Option<String>,
+    /// Address to listen on: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT. Port 0
+    /// picks a free port, printed as `listening on ADDR`.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub addr: Option<HostPort>,
 
     /// How frames are delimited: `line` (up to \n), `length` (4-byte
     /// big-endian length prefix) or `raw` (no framing, echo as received).
     #[arg(long, value_enum, default_value_t = Framing::Line)]
     pub framing: Framing,
 
-    /// Largest frame accepted, in bytes (suffixes K, M, KiB, MiB). A bigger
-    /// frame is logged and its connection closed; nothing is allocated for it.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_size)]
+    /// Largest frame accepted (suffixes K, M, KiB, MiB). A bigger frame is
+    /// logged and its connection closed; nothing is allocated for it.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
     pub max_frame: usize,
 
     /// Most clients served at once. Over the limit a client is refused (or
-    /// waits; each chapter documents which) and that is logged.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS)]
+    /// waits in the backlog; each chapter documents which), and that is logged.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNS, value_parser = parse_max_conns)]
     pub max_conns: usize,
+
+    /// Unsent echo bytes one connection may hold; at the limit the server
+    /// stops reading that client until it reads its echoes (backpressure).
+    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = parse_max_pending)]
+    pub max_pending: usize,
 
     /// Close a connection that sends nothing for this long (`30s`, `500ms`,
     /// `2m`; `0` turns it off).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_idle)]
     pub idle_timeout: Duration,
+
+    /// Close a connection whose echoes have waited this long without the
+    /// client taking a byte of them (it stopped reading).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_stall)]
+    pub stall_timeout: Duration,
+
+    /// Shutdown deadline after Ctrl-C/SIGTERM: owed echoes are sent within
+    /// it, and connections still open when it passes are cut.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_grace)]
+    pub grace: Duration,
 
     /// CPU work per frame: N rounds of a hash over the payload before the
     /// echo (a stand-in for parsing or crypto). 0 = pure I/O.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_work)]
     pub work: u32,
 }
 
@@ -74,43 +124,337 @@ impl Default for ServerArgs {
             framing: Framing::Line,
             max_frame: DEFAULT_MAX_FRAME,
             max_conns: DEFAULT_MAX_CONNS,
-            idle_timeout: Duration::from_secs(30),
+            max_pending: DEFAULT_MAX_PENDING,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            grace: DEFAULT_GRACE,
             work: 0,
         }
     }
 }
 
 impl ServerArgs {
-    /// `--addr`, or 127.0.0.1 with the chapter's default port.
-    pub fn socket_addr(&self, default_port: u16) -> std::io::Result<SocketAddr> {
-        resolve(self.addr.as_deref(), default_port)
+    /// `--addr` (resolved if it is a host name), or 127.0.0.1 with the
+    /// chapter's default port.
+    pub fn socket_addr(&self, default_port: u16) -> io::Result<SocketAddr> {
+        match &self.addr {
+            Some(a) => a.resolve(),
+            None => Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), default_port)),
+        }
     }
 
     /// The idle timeout, or `None` when turned off with `0`.
     pub fn idle(&self) -> Option<Duration> {
         (!self.idle_timeout.is_zero()).then_some(self.idle_timeout)
     }
-}
 
-/// Resolve `HOST:PORT` (or the default on 127.0.0.1) to one address.
-pub fn resolve(addr: Option<&str>, default_port: u16) -> std::io::Result<SocketAddr> {
-    match addr {
-        None => Ok(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            default_port,
-        )),
-        Some(s) => s.to_socket_addrs()?.next().ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{s}: no address found"),
-            )
-        }),
+    /// The one configuration every server is built from.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig::from(self)
     }
 }
 
+/// A parsed `--addr`: an IP socket address, or a host name and a port
+/// (resolved only when the program binds or connects, and only because the
+/// string *is* a host name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPort {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl HostPort {
+    /// The socket address: as written, or the first address the host name
+    /// resolves to (`getaddrinfo`, which reads /etc/hosts before DNS).
+    pub fn resolve(&self) -> io::Result<SocketAddr> {
+        match self {
+            HostPort::Ip(addr) => Ok(*addr),
+            HostPort::Name { host, port } => (host.as_str(), *port)
+                .to_socket_addrs()
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {host}: {e}")))?
+                .next()
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address found"))
+                }),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            HostPort::Ip(a) => a.port(),
+            HostPort::Name { port, .. } => *port,
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPort::Ip(a) => write!(f, "{a}"),
+            HostPort::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_host_port(s)
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(a: SocketAddr) -> Self {
+        HostPort::Ip(a)
+    }
+}
+
+const ADDR_FORM: &str = "write HOST:PORT, e.g. 127.0.0.1:7001 or [::1]:7001";
+
+/// Parse `--addr`: `IPV4:PORT`, `[IPV6]:PORT` or `HOSTNAME:PORT`, and
+/// nothing else. The message says what is wrong with the string; a string
+/// that is neither an IP address nor a valid host name is refused here, so a
+/// typo never turns into a DNS query and a confusing "Name or service not
+/// known".
+pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
+    if s.is_empty() {
+        return Err(format!("empty address ({ADDR_FORM})"));
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(format!("unclosed `[` ({ADDR_FORM})"));
+        };
+        let ip: Ipv6Addr = inside
+            .parse()
+            .map_err(|_| format!("`{inside}` is not an IPv6 address"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => parse_port(p)?,
+            None if after.is_empty() => return Err(format!("missing :PORT ({ADDR_FORM})")),
+            None => return Err(format!("unexpected `{after}` after `]` ({ADDR_FORM})")),
+        };
+        return Ok(HostPort::Ip(SocketAddr::new(IpAddr::V6(ip), port)));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("missing :PORT ({ADDR_FORM})"));
+    };
+    if host.contains(':') {
+        return Err("an IPv6 address goes in brackets with its port, e.g. [::1]:7001".to_owned());
+    }
+    if host.is_empty() {
+        return Err(format!("missing host before `:` ({ADDR_FORM})"));
+    }
+    let port = parse_port(port)?;
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let ip: Ipv4Addr = host
+            .parse()
+            .map_err(|_| format!("`{host}` is not an IPv4 address"))?;
+        return Ok(HostPort::Ip(SocketAddr::new(IpAddr::V4(ip), port)));
+    }
+    if !is_host_name(host) {
+        return Err(format!("`{host}` is neither an IP address nor a host name"));
+    }
+    Ok(HostPort::Name {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    if p.is_empty() {
+        return Err(format!("missing port after `:` ({ADDR_FORM})"));
+    }
+    p.parse()
+        .map_err(|_| format!("`{p}` is not a port (0 to 65535)"))
+}
+
+/// RFC 1123 host names: dot-separated labels of letters, digits and `-`, no
+/// label starting or ending with `-`, at most 253 characters, and a last
+/// label that is not all digits (that would be a mistyped IPv4 address).
+fn is_host_name(h: &str) -> bool {
+    let h = h.strip_suffix('.').unwrap_or(h);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    h.len() <= 253
+        && h.split('.').all(label_ok)
+        && !h
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Resolve `HOST:PORT` (or the default on 127.0.0.1): parsed first with
+/// [`parse_host_port`], so a malformed string is an `InvalidInput` error and
+/// never a DNS lookup.
+pub fn resolve(addr: Option<&str>, default_port: u16) -> io::Result<SocketAddr> {
+    match addr {
+        None => Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), default_port)),
+        Some(s) => parse_host_port(s)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{s}: {e}")))?
+            .resolve(),
+    }
+}
+
+/// Parse the command line of a chapter binary, with that chapter's default
+/// port filled in as the default of every `--addr` (server and client), so
+/// `--help` shows the real `[default: 127.0.0.1:7001]`. Exits with status 2
+/// and clap's one-line message on any bad flag or value, before the program
+/// has bound or printed anything.
+pub fn parse<C: clap::Parser>(default_port: u16) -> C {
+    // clap wants a `'static` default; this one string per process is the
+    // cost of a default decided at run time.
+    let default: &'static str = Box::leak(format!("127.0.0.1:{default_port}").into_boxed_str());
+    let matches = with_default_addr(C::command(), default).get_matches();
+    C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn with_default_addr(mut cmd: clap::Command, default: &'static str) -> clap::Command {
+    if cmd.get_arguments().any(|a| a.get_id() == "addr") {
+        cmd = cmd.mut_arg("addr", |a| a.default_value(default));
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, |s| with_default_addr(s, default));
+    }
+    cmd
+}
+
+/// The end of every binary's `main`: success, or one line on stderr
+/// (`NAME: error: CAUSE: CAUSE`, the whole chain, no backtrace: an
+/// unreachable server is an expected failure, not a bug) and status 1.
+///
+/// A closed stdout (`loadgen compare --list | head -1`) is a normal way for a
+/// command-line program to end: when the error chain holds a `BrokenPipe`,
+/// exit 0 and print nothing. (Rust ignores SIGPIPE, so the write fails with
+/// `EPIPE` instead of killing the process; write with [`crate::outln!`] and
+/// `?`, never `println!`, which panics on that error.)
+pub fn exit(name: &str, result: anyhow::Result<()>) -> ExitCode {
+    use std::io::Write as _;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "{name}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Does this error (or anything in its cause chain) say stdout was closed?
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` that returns the write's `io::Result` instead of panicking
+/// when stdout is closed: `common::outln!("{echo}")?;`.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        ::std::writeln!(::std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+fn size_name(n: usize) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
+fn size_in(s: &str, (lo, hi): (usize, usize)) -> Result<usize, String> {
+    let v = parse_size(s)?;
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be between {} and {}",
+            size_name(lo),
+            size_name(hi)
+        ))
+    }
+}
+
+fn duration_in(s: &str, (lo, hi): (Duration, Duration)) -> Result<Duration, String> {
+    let v = parse_duration(s)?;
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else if lo.is_zero() {
+        Err(format!("must be 0 (off) or at most {hi:?}"))
+    } else {
+        Err(format!("must be between {lo:?} and {hi:?}"))
+    }
+}
+
+/// `--max-frame`: a size in [`limits::MAX_FRAME`]. 0 would refuse every frame.
+pub fn parse_max_frame(s: &str) -> Result<usize, String> {
+    size_in(s, limits::MAX_FRAME)
+}
+
+/// `--max-pending`: a size in [`limits::MAX_PENDING`].
+pub fn parse_max_pending(s: &str) -> Result<usize, String> {
+    size_in(s, limits::MAX_PENDING)
+}
+
+/// `--max-conns`: a count in [`limits::MAX_CONNS`]. 0 would refuse every client.
+pub fn parse_max_conns(s: &str) -> Result<usize, String> {
+    let (lo, hi) = limits::MAX_CONNS;
+    let v: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be between {lo} and {hi}"))
+    }
+}
+
+/// `--work`: rounds in [`limits::WORK`].
+pub fn parse_work(s: &str) -> Result<u32, String> {
+    let (lo, hi) = limits::WORK;
+    let v: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be between {lo} and {hi}"))
+    }
+}
+
+/// `--idle-timeout`: 0 (off) up to a day.
+pub fn parse_idle(s: &str) -> Result<Duration, String> {
+    duration_in(s, limits::IDLE)
+}
+
+/// `--stall-timeout`: 1 ms to an hour.
+pub fn parse_stall(s: &str) -> Result<Duration, String> {
+    duration_in(s, limits::STALL)
+}
+
+/// `--grace`: 1 ms to ten minutes. Zero would cut every owed echo.
+pub fn parse_grace(s: &str) -> Result<Duration, String> {
+    duration_in(s, limits::GRACE)
+}
 /// Parse `30s`, `500ms`, `2m`, `1.5s`, `100us`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
+    if s.starts_with('-') {
+        return Err(format!("`{s}`: a duration cannot be negative"));
+    }
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
@@ -180,6 +524,7 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
     }
 
     #[test]
@@ -194,12 +539,8 @@ mod tests {
     #[test]
     fn defaults_match_default_impl() {
         let t = T::try_parse_from(["x"]).unwrap();
-        let d = ServerArgs::default();
-        assert_eq!(t.a.framing, d.framing);
-        assert_eq!(t.a.max_frame, d.max_frame);
-        assert_eq!(t.a.max_conns, d.max_conns);
-        assert_eq!(t.a.idle_timeout, d.idle_timeout);
-        assert_eq!(t.a.work, d.work);
+        assert_eq!(t.a.config(), ServerConfig::default());
+        assert_eq!(t.a.config(), ServerArgs::default().config());
         let t = T::try_parse_from([
             "x",
             "--framing",
@@ -213,5 +554,111 @@ mod tests {
         assert_eq!(t.a.framing, Framing::Length);
         assert_eq!(t.a.idle(), None);
         assert!(t.a.socket_addr(1).unwrap().is_ipv6());
+    }
+
+    /// Each value that would make a server useless is refused by the parser,
+    /// with clap's exit status 2 and a message naming the flag and range.
+    #[test]
+    fn useless_values_are_refused_while_parsing() {
+        for (flag, value, says) in [
+            ("--max-conns", "0", "between 1 and 1000000"),
+            ("--max-conns", "-1", "not a whole number"),
+            ("--max-frame", "0", "between 1 bytes and 1GiB"),
+            ("--max-frame", "2GiB", "between 1 bytes and 1GiB"),
+            ("--max-pending", "10", "between 1KiB and 1GiB"),
+            ("--grace", "0", "between 1ms and 600s"),
+            ("--grace", "-1s", "cannot be negative"),
+            ("--stall-timeout", "0", "between 1ms and 3600s"),
+            ("--idle-timeout", "2d", "unknown unit"),
+            ("--idle-timeout", "100000h", "0 (off) or at most 86400s"),
+            ("--work", "4000000000", "between 0 and 1000000"),
+            ("--addr", "127.0.0.1", "missing :PORT"),
+        ] {
+            // `--flag=value`, so that clap reads `-1` as a value, not a flag.
+            let err = T::try_parse_from(["x".to_owned(), format!("{flag}={value}")]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{flag} {value}");
+            let text = err.to_string();
+            assert!(
+                text.contains(flag) && text.contains(value) && text.contains(says),
+                "{flag} {value}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_are_parsed_never_guessed() {
+        let ok = |s: &str| parse_host_port(s).unwrap();
+        assert_eq!(
+            ok("127.0.0.1:7001"),
+            HostPort::Ip("127.0.0.1:7001".parse().unwrap())
+        );
+        assert_eq!(ok("[::1]:0"), HostPort::Ip("[::1]:0".parse().unwrap()));
+        assert_eq!(
+            ok("localhost:80"),
+            HostPort::Name {
+                host: "localhost".into(),
+                port: 80
+            }
+        );
+        assert_eq!(ok("my-host.example.:1").port(), 1);
+        for (bad, says) in [
+            ("127.0.0.1", "missing :PORT"),
+            ("127.0.0.1:", "missing port after `:`"),
+            ("127.0.0.1:70000", "`70000` is not a port"),
+            ("[::1:7000", "unclosed `[`"),
+            ("[::1]", "missing :PORT"),
+            ("[::1]x", "unexpected `x`"),
+            ("[::g]:1", "is not an IPv6 address"),
+            ("::1:7000", "in brackets"),
+            ("1.2.3:80", "`1.2.3` is not an IPv4 address"),
+            ("300.1.1.1:80", "is not an IPv4 address"),
+            ("bad_host:80", "neither an IP address nor a host name"),
+            ("-x:80", "neither"),
+            (":80", "missing host"),
+            ("", "empty address"),
+        ] {
+            let e = parse_host_port(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        // The io::Error form keeps the message and never resolves.
+        let e = resolve(Some("[::1:7000"), 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("unclosed"), "{e}");
+    }
+
+    #[test]
+    fn parse_fills_in_the_chapter_port() {
+        #[derive(Parser, Debug)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: Sub,
+        }
+        #[derive(clap::Subcommand, Debug)]
+        enum Sub {
+            Server(ServerArgs),
+        }
+        let cmd = with_default_addr(<Cli as clap::CommandFactory>::command(), "127.0.0.1:7009");
+        let help = cmd
+            .find_subcommand("server")
+            .unwrap()
+            .clone()
+            .render_help()
+            .to_string();
+        assert!(help.contains("[default: 127.0.0.1:7009]"), "{help}");
+        let m = cmd.try_get_matches_from(["x", "server"]).unwrap();
+        let Sub::Server(a) = <Cli as clap::FromArgMatches>::from_arg_matches(&m)
+            .unwrap()
+            .cmd;
+        assert_eq!(a.socket_addr(1).unwrap().port(), 7009);
+    }
+
+    #[test]
+    fn broken_pipe_anywhere_in_the_chain_is_success() {
+        use anyhow::Context as _;
+        let e = Err::<(), _>(io::Error::from(io::ErrorKind::BrokenPipe))
+            .context("writing the report")
+            .unwrap_err();
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("refused")));
     }
 }

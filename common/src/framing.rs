@@ -76,8 +76,10 @@ pub enum FrameError {
     /// A length prefix announced more than the limit. Nothing was allocated.
     #[error("frame of {len} bytes over the limit of {max} bytes")]
     TooLarge { len: u64, max: usize },
-    /// `max` bytes arrived without a `\n`; the line can only be longer.
-    #[error("line of at least {seen} bytes without a newline, over the limit of {max} bytes")]
+    /// More than `max` bytes arrived and none of the first `max + 1` is a
+    /// `\n`: the line is over the limit whatever comes next (a newline later
+    /// in the buffer does not make it shorter).
+    #[error("line longer than the limit of {max} bytes (no newline in its first {} bytes; {seen} bytes buffered)", max + 1)]
     LineTooLong { seen: usize, max: usize },
     /// The peer closed its side in the middle of a frame.
     #[error("connection closed with {pending} bytes of an unfinished frame")]

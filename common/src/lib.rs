@@ -4,8 +4,10 @@
 //! |--------------|------------------------------------------------------------------|
 //! | [`framing`]  | the wire protocol as pure functions over buffers (sans-I/O), plus a blocking adapter and (feature `tokio`) an async one |
 //! | [`cli`]      | the flags every server shares (`--addr`, `--framing`, limits, `--work`) and duration/size parsers |
+//! | [`config`]   | [`ServerConfig`]: the numbers of the contract every server keeps (limits, timeouts, grace) |
+//! | [`conn`]     | how a connection ends: one closing log line and counter for every server |
 //! | [`shutdown`] | Ctrl-C / SIGTERM as a signal to poll, wait on, `select!` on or `.await` |
-//! | [`net`]      | `listen()` with the right socket options, fd limit, accept-error policy |
+//! | [`net`]      | `listen()` with the right socket options, fd limit, the one accept-error policy |
 //! | [`stats`]    | the counters behind every server's summary line                  |
 //! | [`work`]     | the CPU-bound function behind `--work N`                          |
 //! | [`rng`]      | a tiny seeded generator for reproducible loss and test data       |
@@ -15,6 +17,8 @@
 //! are tested, fuzzed and property-tested without any I/O.
 
 pub mod cli;
+pub mod config;
+pub mod conn;
 pub mod framing;
 pub mod log;
 pub mod net;
@@ -23,6 +27,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod work;
 
+pub use config::ServerConfig;
 pub use framing::{ConnError, Decoder, FrameError, FramedStream, Framing, encode};
 pub use shutdown::Shutdown;
 pub use stats::Stats;

@@ -8,7 +8,14 @@
 /// Start env_logger with millisecond timestamps, default level `info`.
 /// Calling it twice (say, from two tests in one process) is harmless.
 pub fn init() {
-    let env = env_logger::Env::default().default_filter_or("info");
+    init_with_default("info");
+}
+
+/// Like [`init`], with another default level. Demos use `warn`, so their
+/// stdout transcript is not interleaved with the server's `info` lines on
+/// stderr; `RUST_LOG=info` brings them back.
+pub fn init_with_default(level: &str) {
+    let env = env_logger::Env::default().default_filter_or(level);
     let _ = env_logger::Builder::from_env(env)
         .format_timestamp_millis()
         .try_init();

@@ -78,25 +78,106 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
     Ok((old, new))
 }
 
-/// Can the accept loop carry on after this `accept()` error?
+/// What an accept loop does after `accept()` failed. One classification,
+/// used by every accept loop of the workspace through [`accept_policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptAction {
+    /// Try again at once: the error was about one connection, which is gone.
+    Retry,
+    /// Wait this long before the next `accept()` (and let shutdown cut the
+    /// wait short): a resource is short and retrying at once would spin.
+    Wait(Duration),
+    /// The listener itself is broken; stop serving.
+    Fatal,
+}
+
+/// How to read an `accept()` error, in three classes (accept(2), "Error
+/// handling", and what each error means to a server that must stay up):
 ///
-/// Almost always yes. `ECONNABORTED` (the client gave up while queued),
-/// `EINTR`, and `EMFILE`/`ENFILE` (out of file descriptors), `ENOBUFS`/
-/// `ENOMEM` are about one connection or a passing shortage. Linux's man page
-/// adds that pending network errors (`ENETDOWN`, `EPROTO`, `EHOSTUNREACH`...)
-/// are reported by `accept()` and must be treated like `EAGAIN`. Only errors
-/// that say the listener itself is broken (`EBADF`, `EINVAL`, `ENOTSOCK`,
-/// `EFAULT`) are fatal.
+/// - **retry at once**: `ECONNABORTED` (the client gave up while queued),
+///   `EINTR` (a signal), and the pending network errors Linux reports
+///   through `accept()` and asks callers to treat like `EAGAIN`: `EPROTO`,
+///   `ENOPROTOOPT`, `EHOSTDOWN`, `ENONET`, `EHOSTUNREACH`, `EOPNOTSUPP`,
+///   `ENETDOWN`, `ENETUNREACH`, plus `EPERM` (a firewall rule refused this
+///   one connection);
+/// - **back off**: `EMFILE`/`ENFILE` (out of file descriptors),
+///   `ENOBUFS`/`ENOMEM` (out of memory for socket buffers). The pending
+///   connection stays in the backlog, the listener stays readable, and an
+///   immediate retry fails the same way at 100% CPU. Anything unknown is
+///   treated the same: it neither spins nor stops the server;
+/// - **fatal**: `EBADF`, `EINVAL`, `ENOTSOCK`, `EFAULT`: the listening
+///   socket is gone or was never listening.
+pub fn classify_accept_error(e: &io::Error) -> AcceptClass {
+    match e.raw_os_error() {
+        Some(
+            libc::ECONNABORTED
+            | libc::EINTR
+            | libc::EPROTO
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::ENONET
+            | libc::EHOSTUNREACH
+            | libc::EOPNOTSUPP
+            | libc::ENETDOWN
+            | libc::ENETUNREACH
+            | libc::EPERM,
+        ) => AcceptClass::Retry,
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT) => AcceptClass::Fatal,
+        _ if e.kind() == io::ErrorKind::Interrupted => AcceptClass::Retry,
+        _ => AcceptClass::BackOff,
+    }
+}
+
+/// The three classes of [`classify_accept_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptClass {
+    Retry,
+    BackOff,
+    Fatal,
+}
+
+/// The accept-error policy of every server: classify `e`, log it once at
+/// the level it deserves, and say what to do. `Wait` takes the next delay
+/// from `backoff` (call [`Backoff::reset`] after the next successful
+/// accept). The caller must make the wait interruptible by shutdown:
+/// `shutdown.wait_timeout(d)` in a blocking loop, `select!` with
+/// `shutdown.triggered()` under tokio, a poll timeout with the listener
+/// deregistered in a mio loop.
+///
+/// `WouldBlock` is not an error here: a non-blocking accept loop handles it
+/// before calling this (it means "the backlog is empty, go back to poll").
+pub fn accept_policy(e: &io::Error, backoff: &mut Backoff) -> AcceptAction {
+    match classify_accept_error(e) {
+        AcceptClass::Retry => {
+            log::debug!("accept: {e} (one connection lost; retrying at once)");
+            AcceptAction::Retry
+        }
+        AcceptClass::BackOff => {
+            let delay = backoff.next_delay();
+            let why = if is_fd_exhaustion(e) {
+                " (out of file descriptors: see ulimit -n)"
+            } else {
+                ""
+            };
+            log::warn!("accept failed: {e}{why}; pausing accepts for {delay:?}");
+            AcceptAction::Wait(delay)
+        }
+        AcceptClass::Fatal => {
+            log::error!("accept failed: {e}: the listening socket is unusable");
+            AcceptAction::Fatal
+        }
+    }
+}
+
+/// Transitional: true unless [`classify_accept_error`] says `Fatal`. Use
+/// [`accept_policy`] instead; this goes once every accept loop does.
+#[doc(hidden)]
 pub fn is_transient_accept_error(e: &io::Error) -> bool {
-    !matches!(
-        e.raw_os_error(),
-        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT | libc::EOPNOTSUPP)
-    )
+    classify_accept_error(e) != AcceptClass::Fatal
 }
 
 /// Out of file descriptors (`EMFILE` for the process, `ENFILE` for the
-/// system). The pending connection stays in the backlog and the listener
-/// stays readable, so retrying at once spins at 100% CPU: back off instead.
+/// system).
 pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
@@ -161,14 +242,41 @@ mod tests {
 
     #[test]
     fn classify_errors() {
+        let class = |n| classify_accept_error(&io::Error::from_raw_os_error(n));
+        for n in [
+            libc::ECONNABORTED,
+            libc::EINTR,
+            libc::EPROTO,
+            libc::EOPNOTSUPP,
+            libc::EPERM,
+        ] {
+            assert_eq!(class(n), AcceptClass::Retry, "errno {n}");
+        }
+        for n in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EIO,
+        ] {
+            assert_eq!(class(n), AcceptClass::BackOff, "errno {n}");
+        }
+        for n in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK, libc::EFAULT] {
+            assert_eq!(class(n), AcceptClass::Fatal, "errno {n}");
+        }
+        let mut b = Backoff::new();
         let emfile = io::Error::from_raw_os_error(libc::EMFILE);
-        assert!(is_transient_accept_error(&emfile) && is_fd_exhaustion(&emfile));
-        assert!(!is_transient_accept_error(&io::Error::from_raw_os_error(
-            libc::EBADF
-        )));
-        assert!(is_transient_accept_error(&io::Error::from_raw_os_error(
-            libc::ECONNABORTED
-        )));
+        assert!(is_fd_exhaustion(&emfile));
+        assert_eq!(
+            accept_policy(&emfile, &mut b),
+            AcceptAction::Wait(Duration::from_millis(10))
+        );
+        assert_eq!(
+            accept_policy(&emfile, &mut b),
+            AcceptAction::Wait(Duration::from_millis(20))
+        );
+        let aborted = io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(accept_policy(&aborted, &mut b), AcceptAction::Retry);
     }
 
     #[test]

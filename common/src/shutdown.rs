@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -34,6 +34,8 @@ pub struct Shutdown {
 
 struct Inner {
     flag: AtomicBool,
+    /// When the first trigger happened: the start of every grace period.
+    at: OnceLock<Instant>,
     state: Mutex<State>,
     cond: Condvar,
     #[cfg(feature = "tokio")]
@@ -69,6 +71,7 @@ impl Shutdown {
         Shutdown {
             inner: Arc::new(Inner {
                 flag: AtomicBool::new(false),
+                at: OnceLock::new(),
                 state: Mutex::new(State {
                     hooks: Vec::new(),
                     sender: Some(sender),
@@ -92,6 +95,7 @@ impl Shutdown {
 
     /// Ask everything to stop. Idempotent: only the first call runs hooks.
     pub fn trigger(&self) {
+        let _ = self.inner.at.set(Instant::now());
         if self.inner.flag.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -111,6 +115,13 @@ impl Shutdown {
     /// Has shutdown been asked for? Cheap: one atomic load.
     pub fn is_triggered(&self) -> bool {
         self.inner.flag.load(Ordering::SeqCst)
+    }
+
+    /// The end of the grace period: `grace` after the first trigger, or
+    /// `None` while nobody has asked to stop. Every server measures its
+    /// `--grace` from the signal, not from when each connection noticed it.
+    pub fn deadline(&self, grace: Duration) -> Option<Instant> {
+        self.inner.at.get().map(|&at| at + grace)
     }
 
     /// Run `hook` once when shutdown is triggered (at once if it already was).
@@ -227,11 +238,14 @@ mod tests {
             std::thread::spawn(move || s.wait())
         };
         assert!(!s.wait_timeout(Duration::from_millis(1)));
+        assert_eq!(s.deadline(Duration::from_secs(5)), None);
         assert!(rx.try_recv().is_err() && !s.is_triggered());
         s.trigger();
         s.trigger();
         waiter.join().unwrap();
         assert!(s.is_triggered());
+        let d = s.deadline(Duration::from_secs(5)).unwrap();
+        assert!(d > Instant::now() && d <= Instant::now() + Duration::from_secs(5));
         assert_eq!(hits.load(Ordering::SeqCst), 1, "hook ran exactly once");
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(5)),

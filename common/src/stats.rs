@@ -1,6 +1,13 @@
 //! Counters every server keeps and logs as its one summary line at shutdown.
 //! Atomics, so any number of threads or tasks can bump them without a lock
 //! (`Relaxed` is enough: they are tallies, never used to order other memory).
+//!
+//! Every server prints the same line, so two servers can be compared from
+//! their logs alone:
+//!
+//! ```text
+//! tcp-echo stopped: 3 connections served, 0 refused, 0 closed on error, 1 timed out, 0 cut at the deadline, 5 frames, 38 payload bytes echoed
+//! ```
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -11,8 +18,14 @@ pub struct Stats {
     pub accepted: AtomicU64,
     /// Connections refused (over `--max-conns`).
     pub refused: AtomicU64,
-    /// Connections closed because of an error (I/O, protocol, idle).
+    /// Connections closed because of an error: I/O (reset, broken pipe) or
+    /// protocol (oversized or truncated frame, garbage).
     pub errors: AtomicU64,
+    /// Connections closed by `--idle-timeout` or `--stall-timeout`: not the
+    /// server's fault nor necessarily the client's, so counted apart.
+    pub timed_out: AtomicU64,
+    /// Connections still open at the `--grace` deadline, closed there.
+    pub cut: AtomicU64,
     /// Frames echoed.
     pub frames: AtomicU64,
     /// Payload bytes received in complete frames.
@@ -42,10 +55,12 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} connections served, {} refused, {} closed on error, {} frames, {} payload bytes echoed",
+            "{} connections served, {} refused, {} closed on error, {} timed out, {} cut at the deadline, {} frames, {} payload bytes echoed",
             self.accepted.load(Relaxed),
             self.refused.load(Relaxed),
             self.errors.load(Relaxed),
+            self.timed_out.load(Relaxed),
+            self.cut.load(Relaxed),
             self.frames.load(Relaxed),
             self.bytes.load(Relaxed),
         )
