@@ -49,6 +49,7 @@ impl Relay {
         // Bound here, on the caller's thread, so a bind error (address in
         // use) is returned to the caller rather than lost in the thread.
         let socket = std::net::UdpSocket::bind(listen)?;
+        udp::grow_receive_buffer(&socket);
         socket.set_nonblocking(true)?;
         let addr = socket.local_addr()?;
         Self::spawn(addr, "impair-udp", move |stats, shutdown| async move {

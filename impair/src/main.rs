@@ -28,13 +28,7 @@ use impair::cli::{Cli, Command, CommonArgs, check_loopback};
 fn main() -> ExitCode {
     common::log::init();
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("impair: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    common::cli::exit("impair", run(cli))
 }
 
 /// Loopback only unless asked: a relay that drops and delays is harmless on

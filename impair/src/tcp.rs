@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use common::Shutdown;
-use common::net::Backoff;
+use common::net::{AcceptAction, Backoff};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -169,21 +169,19 @@ pub async fn run(
                         drop(slot);
                     });
                 }
-                // ECONNABORTED and friends are about one connection; EMFILE
-                // means wait for descriptors to come back. Either way the
-                // relay goes on, after a back-off that shutdown interrupts.
-                Err(e) if common::net::is_transient_accept_error(&e) => {
-                    let d = backoff.next_delay();
-                    log::warn!("accept: {e}; retrying in {d:?}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = shutdown.triggered() => break,
+                // The contract's one accept policy (logged inside): retry
+                // at once, back off (EMFILE...; the wait is interrupted by
+                // shutdown), or stop because the listener itself is broken.
+                Err(e) => match common::net::accept_policy(&e, &mut backoff) {
+                    AcceptAction::Retry => {}
+                    AcceptAction::Wait(d) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(d) => {}
+                            _ = shutdown.triggered() => break,
+                        }
                     }
-                }
-                Err(e) => {
-                    log::error!("accept: {e}: the listener is broken");
-                    return Err(e);
-                }
+                    AcceptAction::Fatal => return Err(e),
+                },
             }
         }
     }

@@ -49,6 +49,17 @@ use crate::stats::{DirStats, Stats};
 /// buffer silently truncates the datagram.
 const RECV_BUFFER: usize = 65_536;
 
+/// Ask for a 4 MiB receive buffer (the kernel caps it at
+/// `net.core.rmem_max`). A burst of datagrams that arrives faster than the
+/// relay reads is dropped by the kernel *before* our seeded decisions see
+/// it, when the default ~200 KiB queue overflows; that would be loss nobody
+/// asked for and no seed reproduces.
+pub fn grow_receive_buffer(s: impl std::os::fd::AsFd) {
+    if let Err(e) = socket2::SockRef::from(&s).set_recv_buffer_size(4 << 20) {
+        log::debug!("SO_RCVBUF: {e}");
+    }
+}
+
 /// Everything the UDP relay needs besides its socket.
 #[derive(Debug, Clone)]
 pub struct UdpConfig {
@@ -282,6 +293,7 @@ async fn open_flow(
     };
     let upstream = UdpSocket::bind(SocketAddr::new(any, 0)).await?;
     upstream.connect(config.upstream).await?;
+    grow_receive_buffer(&upstream);
     let upstream = Arc::new(upstream);
     log::info!(
         "{peer}: new flow, relayed from {} to {}",
