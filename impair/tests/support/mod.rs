@@ -1,7 +1,8 @@
 //! Helpers shared by the tests: tiny upstream servers on 127.0.0.1:0 (each
 //! on its own thread, every read with a timeout so nothing hangs a test
 //! run), and a bounded wait for a counter to reach a value.
-#![allow(dead_code)]
+// Test support: a failed unwrap here is a failed test, which is what we want.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
