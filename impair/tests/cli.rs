@@ -2,6 +2,9 @@
 //! status 2 before anything is bound; a good one prints `listening on ADDR`,
 //! relays, and on SIGTERM logs the summary and exits 0.
 
+// Helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Read};

@@ -3,6 +3,9 @@
 //! `--reset-after N` resets right after byte N; and the relay's buffers stay
 //! within `--buffer` when the upstream stops reading.
 
+// Helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{self, Read, Write};

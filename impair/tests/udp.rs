@@ -2,6 +2,9 @@
 //! which datagrams are lost, duplicated and reordered, in both directions;
 //! a full queue drops the tail; an idle flow is forgotten.
 
+// Helpers outside #[test] fns too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::UdpSocket;
