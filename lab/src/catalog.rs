@@ -1,0 +1,125 @@
+//! The exercises, in course order: where each one lives, the file the
+//! student edits, its grader, its hint, and the typical wrong solutions the
+//! self-check must see rejected (each with the words its rejection must say).
+//!
+//! Per exercise NN-name:
+//! - `lab/exercises/NN-name/`: the package the student builds; `file` is the
+//!   one file they edit (a library exercise also has `grader/main.rs`, the
+//!   driver half of its grader, compiled with their code);
+//! - `lab/solutions/NN-name/starter.rs`: the pristine starter (`lab reset`);
+//! - `lab/solutions/NN-name/reference.rs`: a correct solution;
+//! - `lab/solutions/NN-name/wrong-*.rs`: the typical mistakes.
+
+use crate::graders;
+use crate::harness::{Check, Run};
+
+#[derive(Debug)]
+pub struct Wrong {
+    /// `lab/solutions/NN-name/<file>`.
+    pub file: &'static str,
+    /// The mistake, in a few words (the self-check prints it).
+    pub mistake: &'static str,
+    /// The grader's failure message must contain this (case-insensitive).
+    pub must_say: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Exercise {
+    pub num: usize,
+    pub dir: &'static str,
+    pub package: &'static str,
+    /// The file the student edits, relative to the exercise directory.
+    pub file: &'static str,
+    pub title: &'static str,
+    /// The chapter crate it belongs to.
+    pub chapter: &'static str,
+    /// Graded through a driver binary `<package>-grade` built with the
+    /// student's code, instead of the student's own program.
+    pub driver: bool,
+    pub grade: fn(&mut Run) -> Check,
+    pub hint: &'static str,
+    pub wrongs: &'static [Wrong],
+}
+
+impl Exercise {
+    pub fn bin_name(&self) -> String {
+        if self.driver {
+            format!("{}-grade", self.package)
+        } else {
+            self.package.to_string()
+        }
+    }
+}
+
+pub static EXERCISES: &[Exercise] = &[
+    Exercise {
+        num: 1,
+        dir: "01-tcp-echo",
+        package: "ex01-tcp-echo",
+        file: "src/main.rs",
+        title: "the bare TCP echo server: read, write back exactly what arrived, stop at EOF",
+        chapter: "tcp-echo",
+        driver: false,
+        grade: graders::tcp::ex01_tcp_echo,
+        hint: "\
+In Python you wrote `data = conn.recv(1024)`, `if not data: break`, `conn.sendall(data)`.
+In Rust it is the same three lines inside `loop { }`:
+    let n = stream.read(&mut buf)?;      // recv(1024): 1..=1024 bytes, or 0
+    if n == 0 { return Ok(()); }         // 0 = the client closed its side
+    stream.write_all(&buf[..n])?;        // sendall, and only the n new bytes
+`write` (like Python's `send`) may write less than you ask; `write_all` loops.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-whole-buffer.rs",
+                mistake: "writes the whole 1024-byte buffer back instead of &buf[..n]",
+                must_say: "whole buffer",
+            },
+            Wrong {
+                file: "wrong-ignores-eof.rs",
+                mistake: "ignores read returning Ok(0), so it spins forever after the client's FIN",
+                must_say: "ignores Ok(0)",
+            },
+        ],
+    },
+    Exercise {
+        num: 2,
+        dir: "02-tcp-client",
+        package: "ex02-tcp-client",
+        file: "src/main.rs",
+        title: "a TCP client with timeouts and a one-line error instead of a panic",
+        chapter: "tcp-echo",
+        driver: false,
+        grade: graders::tcp::ex02_tcp_client,
+        hint: "\
+Three things, all in `run` and `main`:
+- `TcpStream::connect_timeout(&addr, d)`, then `stream.set_read_timeout(Some(d))`:
+  without it a read waits forever for a server that never answers.
+- In `main`, `match run(..)`: on `Err(e)` print ONE line to stderr
+  (`eprintln!(\"error: {addr}: {}\", describe(&e))`) and `std::process::exit(1)`.
+- On Linux a read timeout is `ErrorKind::WouldBlock` (EAGAIN, \"Resource temporarily
+  unavailable\"), not `TimedOut`: match both and say \"timed out\".",
+        wrongs: &[
+            Wrong {
+                file: "wrong-no-timeout.rs",
+                mistake: "sets no read timeout, so a silent server hangs the client forever",
+                must_say: "still waiting",
+            },
+            Wrong {
+                file: "wrong-raw-error.rs",
+                mistake: "prints the raw io::Error, so a timeout reads \"Resource temporarily unavailable\"",
+                must_say: "WouldBlock",
+            },
+        ],
+    },
+];
+
+/// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).
+pub fn find(key: &str) -> Option<&'static Exercise> {
+    let key = key.trim();
+    if let Ok(n) = key.parse::<usize>() {
+        return EXERCISES.iter().find(|e| e.num == n);
+    }
+    EXERCISES
+        .iter()
+        .find(|e| e.dir == key || e.package == key || e.dir.get(3..) == Some(key))
+}

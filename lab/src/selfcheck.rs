@@ -1,0 +1,167 @@
+//! `lab self-check`: prove every grader honest. For each exercise, in a
+//! temporary copy of the exercises workspace (`target/lab/selfcheck`), put
+//! in turn the pristine starter, each typical wrong solution and the
+//! reference solution in place of the student's file, build, grade:
+//!
+//! - the starter must build and FAIL (a fresh student starts from red);
+//! - each wrong solution must fail with a message containing the words it
+//!   declares (`Wrong::must_say`), so the grader names that mistake;
+//! - the reference must PASS.
+//!
+//! All builds share target/lab, and every dependency is built once up front.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::catalog::Exercise;
+use crate::harness::{Paths, cargo};
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let name = e.file_name();
+        if name == ".cargo" || name == "target" {
+            continue;
+        }
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(&name))?;
+        } else {
+            std::fs::copy(&p, to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// The first FAILED step of a grader's output, in one line, for the log.
+fn failed_step(out: &str) -> String {
+    let mut lines = out.lines();
+    while let Some(l) = lines.next() {
+        if l.trim_end().ends_with("FAILED") {
+            let got = lines
+                .find(|l| l.trim_start().starts_with("got:"))
+                .map(|g| g.trim().trim_start_matches("got:").trim().to_string())
+                .unwrap_or_default();
+            let step = l
+                .trim()
+                .trim_end_matches("FAILED")
+                .trim_end_matches(" ...")
+                .trim();
+            let mut got: String = got.chars().take(90).collect();
+            if got.len() == 90 {
+                got.push_str("...");
+            }
+            return format!("{step}: {got}");
+        }
+    }
+    "no failed step".into()
+}
+
+pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
+    let start = Instant::now();
+    let ws = paths.target.join("selfcheck");
+    let _ = std::fs::remove_dir_all(&ws);
+    copy_dir(&paths.exercises, &ws).context("copying lab/exercises")?;
+
+    // Warn (only) when the student's tree is not the starter: the self-check
+    // always uses the pristine copy, whatever is in lab/exercises.
+    for ex in exercises {
+        let mine = std::fs::read(paths.exercises.join(ex.dir).join(ex.file)).unwrap_or_default();
+        let starter =
+            std::fs::read(paths.solutions.join(ex.dir).join("starter.rs")).unwrap_or_default();
+        if mine != starter {
+            println!(
+                "note: lab/exercises/{}/{} differs from lab/solutions/{}/starter.rs (edited?)",
+                ex.dir, ex.file, ex.dir
+            );
+        }
+    }
+
+    println!("self-check: building every exercise and its dependencies once ...");
+    let status = cargo()
+        .arg("build")
+        .arg("--offline")
+        .arg("-q")
+        .arg("--manifest-path")
+        .arg(ws.join("Cargo.toml"))
+        .args(["--workspace", "--bins"])
+        .arg("--target-dir")
+        .arg(&paths.target)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        println!(
+            "self-check: the starters do not all build (the first error is shown below per exercise)"
+        );
+    }
+    println!(
+        "self-check: dependencies built after {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for ex in exercises {
+        let sol = paths.solutions.join(ex.dir);
+        let target_file = ws.join(ex.dir).join(ex.file);
+        let mut variants: Vec<(String, Option<&str>, bool)> =
+            vec![("starter.rs".into(), None, false)];
+        for w in ex.wrongs {
+            variants.push((w.file.into(), Some(w.must_say), false));
+        }
+        variants.push(("reference.rs".into(), None, true));
+        for (file, must_say, should_pass) in variants {
+            let t = Instant::now();
+            let label = format!("{} {}", ex.dir, file.trim_end_matches(".rs"));
+            let verdict = match std::fs::copy(sol.join(&file), &target_file) {
+                Err(e) => Err(format!("cannot copy lab/solutions/{}/{file}: {e}", ex.dir)),
+                Ok(_) => {
+                    let (ok, out) = crate::grade(paths, ex, &ws, false);
+                    let compiled = !out.contains("your code to compile");
+                    match (should_pass, ok, must_say) {
+                        (true, true, _) => Ok("passes".to_string()),
+                        (true, false, _) => Err(format!("the reference should pass:\n{out}")),
+                        (false, true, _) => {
+                            Err(format!("should fail, but the grader passed it:\n{out}"))
+                        }
+                        (false, false, _) if !compiled => Err(format!("does not compile:\n{out}")),
+                        (false, false, None) => Ok(format!("fails: {}", failed_step(&out))),
+                        (false, false, Some(words)) => {
+                            if out.to_lowercase().contains(&words.to_lowercase()) {
+                                Ok(format!(
+                                    "rejected, naming it (\"{words}\"): {}",
+                                    failed_step(&out)
+                                ))
+                            } else {
+                                Err(format!(
+                                    "rejected, but the message does not say \"{words}\":\n{out}"
+                                ))
+                            }
+                        }
+                    }
+                }
+            };
+            let secs = t.elapsed().as_secs_f64();
+            match verdict {
+                Ok(what) => {
+                    passed += 1;
+                    println!("ok    {label:<44} {secs:>5.1} s  {what}");
+                }
+                Err(what) => {
+                    failed += 1;
+                    println!("FAIL  {label:<44} {secs:>5.1} s  {what}");
+                }
+            }
+        }
+        // Leave the copy as a student would find it.
+        let _ = std::fs::copy(sol.join("starter.rs"), &target_file);
+    }
+    println!(
+        "{passed} passed, {failed} failed ({} exercises, {:.0} s)",
+        exercises.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(failed == 0)
+}
