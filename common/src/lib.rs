@@ -2,6 +2,7 @@
 //!
 //! | module       | what it holds                                                    |
 //! |--------------|------------------------------------------------------------------|
+//! | [`blocking`] | the contract over blocking sockets: bounded echo writes, stall timeout, the shutdown drain |
 //! | [`framing`]  | the wire protocol as pure functions over buffers (sans-I/O), plus a blocking adapter and (feature `tokio`) an async one |
 //! | [`cli`]      | the flags every server shares (`--addr`, `--framing`, limits, `--work`) and duration/size parsers |
 //! | [`config`]   | [`ServerConfig`]: the numbers of the contract every server keeps (limits, timeouts, grace) |
@@ -16,6 +17,7 @@
 //! Nothing here opens a socket on its own except [`net::listen`]; the codecs
 //! are tested, fuzzed and property-tested without any I/O.
 
+pub mod blocking;
 pub mod cli;
 pub mod config;
 pub mod conn;
