@@ -92,3 +92,12 @@ pub fn show(b: &[u8]) -> String {
     }
     s
 }
+
+/// A decoder's answer, with bytes shown as text.
+pub fn res<E: std::fmt::Debug>(r: &Result<Option<Vec<u8>>, E>) -> String {
+    match r {
+        Ok(Some(b)) => format!("Ok(Some({}))", show(b)),
+        Ok(None) => "Ok(None)".into(),
+        Err(e) => format!("Err({e:?})"),
+    }
+}

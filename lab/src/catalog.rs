@@ -111,6 +111,64 @@ Three things, all in `run` and `main`:
             },
         ],
     },
+    Exercise {
+        num: 3,
+        dir: "03-line-decoder",
+        package: "ex03-line-decoder",
+        file: "src/lib.rs",
+        title: "the line decoder, sans-I/O: a read is not a message",
+        chapter: "tcp-echo",
+        driver: true,
+        grade: graders::driver::grade,
+        hint: "\
+Look for the first b'\\n' in buf (`buf.iter().position(|&b| b == b'\\n')`):
+- found at pos: if pos > max it is too long; else take `buf[..pos].to_vec()`,
+  then `buf.drain(..=pos)` removes the line and its newline;
+- not found: if `buf.len() > max` the peer is sending a line we will never
+  accept, `Err(TooLong)`; otherwise `Ok(None)`: wait for more bytes.
+Never return bytes that have no newline after them: they are half a line.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-read-is-a-message.rs",
+                mistake: "returns whatever is in the buffer as a line (a read is taken for a message)",
+                must_say: "a read is not a message",
+            },
+            Wrong {
+                file: "wrong-no-limit.rs",
+                mistake: "no length limit: a peer that never sends a newline grows the buffer forever",
+                must_say: "over the limit",
+            },
+        ],
+    },
+    Exercise {
+        num: 4,
+        dir: "04-length-decoder",
+        package: "ex04-length-decoder",
+        file: "src/lib.rs",
+        title: "the length-prefixed decoder that refuses a huge length before allocating",
+        chapter: "tcp-echo",
+        driver: true,
+        grade: graders::driver::grade,
+        hint: "\
+In this order:
+1. fewer than 4 bytes in buf: Ok(None);
+2. len = u32::from_be_bytes(buf[..4]) as usize; if len > max: Err(TooLong) NOW,
+   before waiting for the payload and before any Vec::with_capacity(len);
+3. fewer than 4 + len bytes: Ok(None);
+4. take buf[4..4 + len], drain ..4 + len, Ok(Some(payload)).",
+        wrongs: &[
+            Wrong {
+                file: "wrong-allocates-announced-length.rs",
+                mistake: "Vec::with_capacity(announced length) before checking it against max",
+                must_say: "asked for 4294967295 bytes",
+            },
+            Wrong {
+                file: "wrong-checks-after-waiting.rs",
+                mistake: "checks the length only once the whole frame has arrived, so a huge announcement is waited for",
+                must_say: "before waiting for the payload",
+            },
+        ],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).

@@ -62,7 +62,10 @@ fn describe(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused (is the server running?)".into(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-            format!("timed out after {} s waiting for the server", TIMEOUT.as_secs())
+            format!(
+                "timed out after {} s waiting for the server",
+                TIMEOUT.as_secs()
+            )
         }
         _ => e.to_string(),
     }
