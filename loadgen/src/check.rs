@@ -45,6 +45,7 @@ use anyhow::{Context, Result, bail};
 use common::Framing;
 
 mod conn;
+mod contract;
 mod tcp;
 mod udp;
 
@@ -89,9 +90,21 @@ pub struct CheckArgs {
     pub server_name: String,
 
     /// The server's process id: memory cases then sample its RSS from
-    /// /proc/PID/status and report (and bound) the growth.
+    /// /proc/PID/status and report (and bound) the growth; the contract
+    /// cases need it (they send SIGTERM, or watch the server stay up) and
+    /// SKIP without it.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+
+    /// The server's `--grace`: the shutdown cases allow this plus 2 s for
+    /// the process to exit after SIGTERM.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = common::cli::parse_duration)]
+    pub server_grace: Duration,
+
+    /// The server's `--stall-timeout`: `stall-timeout` allows this plus 2 s
+    /// for a client that stopped reading to be closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = common::cli::parse_duration)]
+    pub server_stall: Duration,
 
     /// Idle connections held open while a fresh client must be served.
     #[arg(long, value_name = "K", default_value_t = 200)]
@@ -107,6 +120,8 @@ pub struct CheckArgs {
     pub guard_ports: Vec<u16>,
 
     /// Only run cases matching these comma-separated globs (`*`, `?`).
+    /// Cases that end the server (`shutdown-*`) run only when a pattern
+    /// other than a bare `*` names them.
     #[arg(long, value_name = "GLOB,...", default_value = "*")]
     pub cases: String,
 
@@ -155,6 +170,22 @@ pub struct CaseSpec {
     /// The case's own deadline; past it the case fails as "timed out".
     pub timeout: Duration,
     pub about: &'static str,
+    /// A contract case: needs `--server-pid` (SKIP without it).
+    pub needs_pid: bool,
+    /// Sends SIGTERM: runs last, only when named, once per server.
+    pub ends_server: bool,
+    /// Added to `timeout`: the server's grace or stall time.
+    pub plus: Plus,
+}
+
+/// What a case's timeout grows with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plus {
+    Nothing,
+    /// `--server-grace`.
+    Grace,
+    /// `--server-stall`.
+    Stall,
 }
 
 const fn case(name: &'static str, proto: Proto, secs: u64, about: &'static str) -> CaseSpec {
@@ -163,6 +194,57 @@ const fn case(name: &'static str, proto: Proto, secs: u64, about: &'static str) 
         proto,
         timeout: Duration::from_secs(secs),
         about,
+        needs_pid: false,
+        ends_server: false,
+        plus: Plus::Nothing,
+    }
+}
+
+/// A case of the server contract (needs `--server-pid`).
+const fn contract(
+    name: &'static str,
+    secs: u64,
+    plus: Plus,
+    ends_server: bool,
+    about: &'static str,
+) -> CaseSpec {
+    CaseSpec {
+        name,
+        proto: Proto::Tcp,
+        timeout: Duration::from_secs(secs),
+        about,
+        needs_pid: true,
+        ends_server,
+        plus,
+    }
+}
+
+impl CaseSpec {
+    /// The case's deadline for a server with these grace and stall times.
+    pub fn deadline(&self, grace: Duration, stall: Duration) -> Duration {
+        self.timeout
+            + match self.plus {
+                Plus::Nothing => Duration::ZERO,
+                Plus::Grace => grace,
+                Plus::Stall => stall,
+            }
+    }
+
+    /// The `--list` line.
+    pub fn list_line(&self) -> String {
+        let mut s = format!(
+            "{:<21} {:<4} {}",
+            self.name,
+            proto_name(self.proto).to_lowercase(),
+            self.about
+        );
+        if self.needs_pid {
+            s.push_str(" [needs --server-pid]");
+        }
+        if self.ends_server {
+            s.push_str(" [ends the server: runs only when named]");
+        }
+        s
     }
 }
 
@@ -252,6 +334,27 @@ pub const CASES: &[CaseSpec] = &[
         Proto::Udp,
         10,
         "a datagram from a port on the reflection guard list gets no reply (one from an ordinary port does)",
+    ),
+    contract(
+        "stall-timeout",
+        15,
+        Plus::Stall,
+        false,
+        "a client that sends and stops reading is closed within --server-stall + 2 s; another is served meanwhile",
+    ),
+    contract(
+        "shutdown-in-flight",
+        15,
+        Plus::Grace,
+        true,
+        "SIGTERM with frames in flight on several connections: every received frame echoed, then EOF; exit within --server-grace + 2 s",
+    ),
+    contract(
+        "shutdown-never-reader",
+        15,
+        Plus::Grace,
+        true,
+        "SIGTERM while a client floods and never reads: polite clients get echo + EOF; exit within --server-grace + 2 s",
     ),
 ];
 
@@ -372,12 +475,7 @@ impl Report {
 pub fn execute(args: CheckArgs) -> Result<bool> {
     if args.list {
         for c in CASES {
-            println!(
-                "{:<20} {:<4} {}",
-                c.name,
-                format!("{:?}", c.proto).to_lowercase(),
-                c.about
-            );
+            println!("{}", c.list_line());
         }
         return Ok(true);
     }
@@ -414,14 +512,7 @@ pub fn run(args: &CheckArgs, mut on_result: impl FnMut(&CaseResult)) -> Result<R
     if args.tls && args.proto == Proto::Udp {
         bail!("--tls applies to TCP only");
     }
-    let patterns: Vec<&str> = args.cases.split(',').map(str::trim).collect();
-    let selected: Vec<&CaseSpec> = CASES
-        .iter()
-        .filter(|c| patterns.iter().any(|p| glob_match(p, c.name)))
-        .collect();
-    if selected.is_empty() {
-        bail!("--cases {} matches no case (try --list)", args.cases);
-    }
+    let selected = select(&args.cases)?;
     // Hundreds of idle clients plus a thousand concurrent ones are more file
     // descriptors than the usual soft limit of 1024.
     let fd_limit = common::net::raise_fd_limit()
@@ -438,6 +529,8 @@ pub fn run(args: &CheckArgs, mut on_result: impl FnMut(&CaseResult)) -> Result<R
         framing: args.framing,
         max_frame: args.max_frame,
         pid: args.server_pid,
+        server_grace: args.server_grace,
+        server_stall: args.server_stall,
         idle_clients: args.idle_clients,
         clients: args.clients,
         guard_ports: args.guard_ports.clone(),
@@ -462,8 +555,11 @@ pub fn run(args: &CheckArgs, mut on_result: impl FnMut(&CaseResult)) -> Result<R
         skipped: 0,
         xfailed: 0,
     };
+    // The first case that sent SIGTERM; the server is gone after it.
+    let mut ended_by: Option<&str> = None;
     for spec in selected {
         let start = Instant::now();
+        let timeout = spec.deadline(args.server_grace, args.server_stall);
         let outcome = if spec.proto != args.proto {
             Outcome::Skip(
                 format!(
@@ -473,15 +569,26 @@ pub fn run(args: &CheckArgs, mut on_result: impl FnMut(&CaseResult)) -> Result<R
                 )
                 .to_lowercase(),
             )
+        } else if spec.needs_pid && args.server_pid.is_none() {
+            Outcome::Skip(
+                "needs --server-pid PID (it signals the server, or watches it stay up)".into(),
+            )
+        } else if let Some(earlier) = ended_by {
+            Outcome::Skip(format!(
+                "the server was stopped by {earlier}; check each shutdown case against a fresh server"
+            ))
         } else {
+            if spec.ends_server {
+                ended_by = Some(spec.name);
+            }
             runtime.block_on(async {
-                match tokio::time::timeout(spec.timeout, run_case(spec.name, &ctx)).await {
+                match tokio::time::timeout(timeout, run_case(spec.name, &ctx)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Outcome::Fail {
                         expected: spec.about.to_string(),
                         got: format!(
-                            "no verdict within the case's {} s timeout",
-                            spec.timeout.as_secs()
+                            "no verdict within the case's {} timeout",
+                            fmt_duration(timeout)
                         ),
                     },
                 }
@@ -541,6 +648,8 @@ struct Ctx {
     framing: Framing,
     max_frame: usize,
     pid: Option<u32>,
+    server_grace: Duration,
+    server_stall: Duration,
     idle_clients: usize,
     clients: usize,
     guard_ports: Vec<u16>,
@@ -583,8 +692,30 @@ async fn run_case(name: &str, ctx: &Ctx) -> Outcome {
         "datagram-sizes" => udp::datagram_sizes(ctx).await,
         "datagram-burst" => udp::datagram_burst(ctx).await,
         "guard-port" => udp::guard_port(ctx).await,
+        "stall-timeout" => contract::stall_timeout(ctx).await,
+        "shutdown-in-flight" => contract::shutdown_in_flight(ctx).await,
+        "shutdown-never-reader" => contract::shutdown_never_reader(ctx).await,
         other => Outcome::Skip(format!("no implementation for case {other}")),
     }
+}
+
+/// The cases `--cases` picks, in run order. A case that ends the server
+/// (SIGTERM) is picked only by a pattern other than a bare `*`, so the
+/// default run leaves the server up.
+pub fn select(cases: &str) -> Result<Vec<&'static CaseSpec>> {
+    let patterns: Vec<&str> = cases.split(',').map(str::trim).collect();
+    let selected: Vec<&CaseSpec> = CASES
+        .iter()
+        .filter(|c| {
+            patterns
+                .iter()
+                .any(|p| glob_match(p, c.name) && !(c.ends_server && *p == "*"))
+        })
+        .collect();
+    if selected.is_empty() {
+        bail!("--cases {cases} matches no case (try --list)");
+    }
+    Ok(selected)
 }
 
 /// `*` matches any run of characters, `?` one character.

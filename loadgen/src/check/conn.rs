@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +92,28 @@ impl Target {
                         io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                     })??;
                 Ok(Box::new(tls))
+            }
+        }
+    }
+
+    /// Like [`Target::connect_with`], and also return the TCP socket's file
+    /// descriptor (it stays valid as long as the returned [`Conn`] lives),
+    /// so a case can ask the kernel about the socket under a TLS session:
+    /// [`unacked_bytes`] and [`tcp_state`].
+    pub async fn connect_fd(&self, opts: Opts) -> io::Result<(Conn, RawFd)> {
+        let tcp = timeout(CONNECT_TIMEOUT, self.connect_tcp(opts))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let fd = tcp.as_raw_fd();
+        match &self.tls {
+            None => Ok((Box::new(tcp), fd)),
+            Some((connector, name)) => {
+                let tls = timeout(CONNECT_TIMEOUT, connector.connect(name.clone(), tcp))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                    })??;
+                Ok((Box::new(tls), fd))
             }
         }
     }
@@ -444,4 +467,58 @@ pub fn process_alive(pid: u32) -> bool {
         ),
         Err(_) => false,
     }
+}
+
+/// Bytes we wrote on this socket that the peer's kernel has not yet
+/// acknowledged (`ioctl(SIOCOUTQ)`, Linux). Everything written minus this
+/// has reached the server's receive queue (or beyond): the server has
+/// *received* it, whether or not it has read it yet.
+pub fn unacked_bytes(fd: RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (== SIOCOUTQ) writes one int through the pointer,
+    // which points at a live local; a stale fd makes it fail with EBADF.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (rc == 0).then(|| usize::try_from(n).unwrap_or(0))
+}
+
+/// The kernel's TCP state of a socket (`getsockopt(TCP_INFO)`, Linux):
+/// `ESTABLISHED` while both sides are open; `CLOSE_WAIT` once the peer's
+/// FIN arrived; `CLOSE` after a RST. Lets a case see the server close a
+/// connection without reading from it (reading would relieve the very
+/// back-pressure the case sets up).
+pub fn tcp_state(fd: RawFd) -> Option<TcpState> {
+    // SAFETY: tcp_info is plain integers, so all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, a live
+    // local of that size; a stale fd makes the call fail with EBADF.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    Some(match i32::from(info.tcpi_state) {
+        1 => TcpState::Established,
+        8 => TcpState::CloseWait,
+        7 => TcpState::Closed,
+        other => TcpState::Other(other),
+    })
+}
+
+/// The TCP states [`tcp_state`] tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    Established,
+    /// The server sent FIN.
+    CloseWait,
+    /// The server sent RST (or the connection is otherwise gone).
+    Closed,
+    Other(i32),
 }
