@@ -169,6 +169,57 @@ In this order:
             },
         ],
     },
+    Exercise {
+        num: 5,
+        dir: "05-udp-client",
+        package: "ex05-udp-client",
+        file: "src/main.rs",
+        title: "a UDP client with sequence numbers, a timeout and retries against a lossy server",
+        chapter: "udp-echo",
+        driver: false,
+        grade: graders::udp::ex05_udp_client,
+        hint: "\
+`socket.set_read_timeout(Some(TIMEOUT))`, then `for _ in 0..TRIES`:
+send the request, then loop on `recv`:
+- Ok(n): parse the number before the first space; if it is `seq`, return the
+  reply; if not, it answers an older request (late or duplicated): ignore it
+  and recv again;
+- Err(e) with kind WouldBlock or TimedOut: the timeout fired, break out and
+  send again.
+After TRIES tries, Ok(None): the request is lost.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-no-retry.rs",
+                mistake: "waits with a timeout but never resends, so one lost datagram loses the request",
+                must_say: "resend the request",
+            },
+            Wrong {
+                file: "wrong-no-sequence-check.rs",
+                mistake: "takes any reply as the answer, so a duplicate of an older reply is accepted",
+                must_say: "duplicate",
+            },
+        ],
+    },
+    Exercise {
+        num: 6,
+        dir: "06-udp-guard",
+        package: "ex06-udp-guard",
+        file: "src/main.rs",
+        title: "a UDP echo server with a reflection guard: never answer a low source port",
+        chapter: "udp-echo",
+        driver: false,
+        grade: graders::udp::ex06_udp_guard,
+        hint: "\
+`refuse` gets the datagram's source address. Every port below `guard_below`
+(1024 by default: where echo 7, daytime 13, chargen 19, DNS 53, NTP 123 live)
+must be refused, and port 0, which no real sender has:
+    src.port() < guard_below || src.port() == 0",
+        wrongs: &[Wrong {
+            file: "wrong-only-echo-and-chargen.rs",
+            mistake: "refuses only ports 7 and 19, so every other low-port service is still answered",
+            must_say: "your server answered a datagram from port",
+        }],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).

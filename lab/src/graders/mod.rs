@@ -4,3 +4,4 @@
 
 pub mod driver;
 pub mod tcp;
+pub mod udp;

@@ -1,0 +1,263 @@
+//! Graders for the UDP exercises: 5 (a client against a lossy server that
+//! also duplicates replies) and 6 (a server with a reflection guard).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::harness::{Check, Run, Server, fail, run_with_deadline, show};
+
+/// The grader's lossy echo server: it drops the first try of every odd
+/// sequence number and the first two tries of seq 4, and sends every reply
+/// TWICE, so a stale duplicate is waiting whenever the client asks again.
+struct Lossy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    tries: Arc<Mutex<HashMap<u32, u32>>>,
+}
+
+impl Lossy {
+    fn start() -> io::Result<Lossy> {
+        let s = UdpSocket::bind("127.0.0.1:0")?;
+        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let addr = s.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let tries = Arc::new(Mutex::new(HashMap::new()));
+        let (st, tr) = (Arc::clone(&stop), Arc::clone(&tries));
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !st.load(Ordering::Relaxed) {
+                let Ok((n, src)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let Some(seq) = text.split(' ').next().and_then(|t| t.parse::<u32>().ok()) else {
+                    let _ = s.send_to(&buf[..n], src);
+                    continue;
+                };
+                let attempt = {
+                    let Ok(mut m) = tr.lock() else { break };
+                    let a = m.entry(seq).or_insert(0);
+                    *a += 1;
+                    *a
+                };
+                let dropped = (seq % 2 == 1 && attempt == 1) || (seq == 4 && attempt <= 2);
+                if !dropped {
+                    let _ = s.send_to(&buf[..n], src);
+                    let _ = s.send_to(&buf[..n], src);
+                }
+            }
+        });
+        Ok(Lossy { addr, stop, tries })
+    }
+
+    fn tries(&self, seq: u32) -> u32 {
+        self.tries
+            .lock()
+            .map(|m| m.get(&seq).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lossy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn ex05_udp_client(run: &mut Run) -> Check {
+    const COUNT: u32 = 6;
+    run.step("start the grader's server: drops seq 1, 3, 5 once and seq 4 twice, sends every reply twice");
+    let server =
+        Lossy::start().map_err(|e| fail("a UDP socket for the grader", e.to_string(), ""))?;
+
+    run.step(format!(
+        "run your client: --addr {} --count {COUNT}",
+        server.addr
+    ));
+    let args = vec![
+        "--addr".to_string(),
+        server.addr.to_string(),
+        "--count".into(),
+        COUNT.to_string(),
+    ];
+    let bin = run.bin.clone();
+    let ran = run_with_deadline(&bin, &args, Duration::from_secs(8))
+        .map_err(|e| fail("your client to start", e.to_string(), "is it built?"))?;
+    if ran.status.is_none() {
+        let done = ran.stdout.lines().filter(|l| l.starts_with("seq ")).count();
+        return Err(fail(
+            "the client to finish within 8 s",
+            format!(
+                "your client was still waiting after 8 s (it had printed {done} of {COUNT} answers), so it was killed"
+            ),
+            "the server dropped a datagram and UDP tells nobody: set a read timeout (set_read_timeout), \
+             and when it fires, resend",
+        ));
+    }
+
+    for seq in 0..COUNT {
+        let tries = server.tries(seq);
+        run.step(format!(
+            "seq {seq}: {}",
+            match seq {
+                4 => "first two tries dropped, the third answered".to_string(),
+                s if s % 2 == 1 => "first try dropped, the second answered".to_string(),
+                _ => "answered (twice)".to_string(),
+            }
+        ));
+        let prefix = format!("seq {seq}: ");
+        let line = ran.stdout.lines().find(|l| l.starts_with(&prefix));
+        let want = format!("{seq} hello");
+        match line.map(|l| &l[prefix.len()..]) {
+            Some(r) if r == want => {}
+            Some("lost") => {
+                return Err(fail(
+                    format!(
+                        "`seq {seq}: {want}` (the server answers try {})",
+                        if seq == 4 { 3 } else { 2 }
+                    ),
+                    format!(
+                        "`seq {seq}: lost`, after your client sent it {}",
+                        crate::harness::plural(tries as usize, "time")
+                    ),
+                    "when the timeout fires, resend the request (up to TRIES times) before giving up",
+                ));
+            }
+            Some(r)
+                if r.split(' ')
+                    .next()
+                    .and_then(|t| t.parse::<u32>().ok())
+                    .is_some_and(|s| s != seq) =>
+            {
+                return Err(fail(
+                    format!("`seq {seq}: {want}`"),
+                    format!(
+                        "`seq {seq}: {r}`: the reply to an earlier request (a duplicate the server sent twice)"
+                    ),
+                    "compare the sequence number in every reply with the one you asked, and drop the others",
+                ));
+            }
+            Some(r) => {
+                return Err(fail(
+                    format!("`seq {seq}: {want}`"),
+                    format!("`seq {seq}: {r}`"),
+                    "print the reply's text as it came",
+                ));
+            }
+            None => {
+                return Err(fail(
+                    format!("a line `seq {seq}: {want}` on stdout"),
+                    format!("no such line; stdout was {}", show(ran.stdout.as_bytes())),
+                    "print one line per request, as main does",
+                ));
+            }
+        }
+    }
+    run.step("the closing line");
+    let want = format!("{COUNT}/{COUNT} answered");
+    if !ran.stdout.lines().any(|l| l == want) {
+        return Err(fail(
+            want,
+            show(ran.stdout.as_bytes()),
+            "count the answered requests",
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- exercise 6
+
+/// Where the grader's "low port" datagrams come from: unprivileged, below
+/// `GUARD`, above it the ephemeral ports real clients use.
+const GUARD: u16 = 20_000;
+
+fn recv_within(s: &UdpSocket, d: Duration) -> Option<Vec<u8>> {
+    let _ = s.set_read_timeout(Some(d));
+    let mut buf = vec![0u8; 65_536];
+    s.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+}
+
+fn udp_echo(from: &UdpSocket, msg: &[u8], what: &str) -> Check {
+    from.send(msg).map_err(|e| {
+        fail(
+            format!("to send {what}"),
+            e.to_string(),
+            "is your server still running?",
+        )
+    })?;
+    match recv_within(from, Duration::from_secs(2)) {
+        Some(b) if b == msg => Ok(()),
+        Some(b) => Err(fail(
+            format!("{} bytes back, the same", msg.len()),
+            format!("{} bytes: {}", b.len(), show(&b)),
+            if b.len() < msg.len() {
+                "recv_from cuts a datagram longer than the buffer: use a 65536-byte buffer"
+            } else {
+                "send back buf[..n], the n bytes recv_from returned"
+            },
+        )),
+        None => Err(fail(
+            format!("{what} echoed within 2 s"),
+            "nothing",
+            "this client's port is above the guard: it must be answered",
+        )),
+    }
+}
+
+/// Bind a UDP socket on 127.0.0.1 to some free port in `range`.
+fn bind_in(range: std::ops::Range<u16>) -> Option<UdpSocket> {
+    let start = range.start + (std::process::id() % 97) as u16 * 10;
+    (start..range.end)
+        .chain(range.start..start)
+        .find_map(|p| UdpSocket::bind(("127.0.0.1", p)).ok())
+}
+
+pub fn ex06_udp_guard(run: &mut Run) -> Check {
+    let guard = GUARD.to_string();
+    let server = Server::start(run, &["--guard-below", &guard])?;
+    let io = |e: io::Error| fail("a UDP socket for the grader", e.to_string(), "");
+
+    run.step("a client on a high port sends \"ping\"");
+    let trusted = bind_in(40_000..60_000).ok_or_else(|| fail("a free high port", "none", ""))?;
+    trusted.connect(server.addr).map_err(io)?;
+    udp_echo(&trusted, b"ping", "\"ping\"")?;
+
+    run.step("a 2000-byte datagram comes back whole");
+    udp_echo(&trusted, &crate::harness::pattern(2000, 3), "2000 bytes")?;
+
+    let forged = bind_in(10_000..GUARD).ok_or_else(|| fail("a free low port", "none", ""))?;
+    let low = forged.local_addr().map_err(io)?.port();
+    run.step(format!(
+        "a datagram from port {low}, below --guard-below {GUARD} (think: echo, port 7), must go unanswered"
+    ));
+    forged.connect(server.addr).map_err(io)?;
+    forged.send(b"from a low port").map_err(io)?;
+    // The server handles datagrams in arrival order: once the high-port
+    // client's marker is echoed, any answer to the low port is already queued.
+    udp_echo(&trusted, b"marker", "a marker from the high port")?;
+    let _ = forged.set_nonblocking(true);
+    let mut buf = [0u8; 2048];
+    if let Ok(n) = forged.recv(&mut buf) {
+        return Err(fail(
+            format!("no answer to the datagram from port {low}"),
+            format!(
+                "your server answered a datagram from port {low}: {}",
+                show(&buf[..n])
+            ),
+            format!(
+                "refuse every source port below the guard ({GUARD} here, 1024 by default), not just the famous \
+                 ones: a forged datagram \"from\" any low-port service starts a loop or a reflection"
+            ),
+        ));
+    }
+
+    run.step("and the server still answers the high-port client");
+    udp_echo(&trusted, b"still there?", "\"still there?\"")?;
+    drop(server);
+    Ok(())
+}
