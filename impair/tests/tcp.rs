@@ -83,6 +83,9 @@ fn coalesce_merges_separate_writes_into_one_and_keeps_the_bytes() {
     let mut buf = [0u8; 1024];
     let n = server.read(&mut buf).unwrap();
     assert_eq!(&buf[..n], &sent[..]);
+    // The relay counts a write after write() returns, which may be just
+    // after our read: wait for the count, then check it is exactly one.
+    wait_for("relay writes", &s.up.sent, 1);
     assert_eq!(s.up.sent.load(Relaxed), 1);
     assert_eq!(s.up.coalesced.load(Relaxed), 1);
     relay.stop().unwrap();

@@ -143,6 +143,8 @@ fn the_seed_decides_exactly_which_datagrams_are_lost_duplicated_and_reordered() 
         assert_eq!(d.tail_dropped.load(Relaxed), 0);
     }
     assert_eq!(s.up.received.load(Relaxed), u64::from(count));
+    // Counted after each send() returns, so possibly just after our recv.
+    wait_for("datagrams sent down", &s.down.sent, down.0.len() as u64);
     assert_eq!(s.down.sent.load(Relaxed), down.0.len() as u64);
     assert_eq!(s.opened.load(Relaxed), 1);
     relay.stop().unwrap();
