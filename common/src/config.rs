@@ -50,6 +50,7 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `--grace`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
+// ANCHOR: config
 /// What every server needs to know besides its listener and its shutdown
 /// signal. Chapters with flags of their own keep them next to this, never a
 /// copy of these.
@@ -71,6 +72,7 @@ pub struct ServerConfig {
     /// Rounds of [`crate::work::work`] per frame before its echo.
     pub work: u32,
 }
+// ANCHOR_END: config
 
 impl Default for ServerConfig {
     fn default() -> Self {

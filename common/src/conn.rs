@@ -13,6 +13,7 @@ use crate::framing::{ConnError, FrameError, is_timeout};
 use crate::net::is_disconnect;
 use crate::stats::Stats;
 
+// ANCHOR: end
 /// Why a connection ended.
 #[derive(Debug)]
 pub enum End {
@@ -31,6 +32,7 @@ pub enum End {
     /// The socket failed or the client broke the protocol.
     Error(ConnError),
 }
+// ANCHOR_END: end
 
 impl From<ConnError> for End {
     fn from(e: ConnError) -> Self {

@@ -119,6 +119,7 @@ impl Decoder {
         self.max_frame
     }
 
+    // ANCHOR: decode
     /// Try to cut one complete frame off the front of `buf`.
     ///
     /// - `Ok(Some(payload))`: one frame; its bytes (and its delimiter) are
@@ -184,6 +185,7 @@ impl Decoder {
             }
         }
     }
+    // ANCHOR_END: decode
 
     /// Call when the peer has closed its write side (`read` returned 0):
     /// returns the last frame if the buffer holds exactly whole frames'
@@ -204,6 +206,7 @@ impl Decoder {
     }
 }
 
+// ANCHOR: encode
 /// Append `payload` to `out` as one frame in `framing`.
 ///
 /// Fails only for payloads that cannot be represented: a `\n` inside a
@@ -231,6 +234,7 @@ pub fn encode(framing: Framing, payload: &[u8], out: &mut BytesMut) -> Result<()
     }
     Ok(())
 }
+// ANCHOR_END: encode
 
 /// Bytes asked of the kernel per `read()`. 64 KiB matches Linux's default
 /// socket receive queue well: one syscall usually drains what has arrived.
@@ -367,6 +371,7 @@ impl<S: Read + Write> FramedStream<S> {
         self.wbuf.len()
     }
 
+    // ANCHOR: flush
     /// Write everything queued. `write_all` loops over short writes: the
     /// kernel may accept fewer bytes than offered when the socket's send
     /// buffer is full, and a lossy single `write` would silently drop the rest.
@@ -380,6 +385,7 @@ impl<S: Read + Write> FramedStream<S> {
         }
         self.stream.flush()
     }
+    // ANCHOR_END: flush
 
     /// `queue_frame` + `flush`.
     pub fn write_frame(&mut self, payload: &[u8]) -> Result<(), ConnError> {

@@ -12,6 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Linux silently caps it at `net.core.somaxconn` (4096 on recent kernels).
 pub const BACKLOG: i32 = 1024;
 
+// ANCHOR: listen
 /// `socket()` + `setsockopt()` + `bind()` + `listen()`, done with socket2
 /// because std's `TcpListener::bind` does not let us set options first:
 ///
@@ -29,6 +30,7 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)?;
     Ok(socket.into())
 }
+// ANCHOR_END: listen
 
 /// The line a server prints on **stdout** once it is listening, e.g.
 /// `listening on 127.0.0.1:40123`. With `--addr 127.0.0.1:0` the kernel picks
@@ -91,6 +93,7 @@ pub enum AcceptAction {
     Fatal,
 }
 
+// ANCHOR: classify
 /// How to read an `accept()` error, in three classes (accept(2), "Error
 /// handling", and what each error means to a server that must stay up):
 ///
@@ -127,6 +130,7 @@ pub fn classify_accept_error(e: &io::Error) -> AcceptClass {
         _ => AcceptClass::BackOff,
     }
 }
+// ANCHOR_END: classify
 
 /// The three classes of [`classify_accept_error`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +198,7 @@ pub fn is_disconnect(e: &io::Error) -> bool {
     )
 }
 
+// ANCHOR: backoff
 /// Exponential back-off for accept errors: 10 ms, 20 ms, ... up to 1 s,
 /// reset after the next successful accept.
 #[derive(Debug, Clone)]
@@ -220,6 +225,7 @@ impl Backoff {
         self.next = Self::MIN;
     }
 }
+// ANCHOR_END: backoff
 
 impl Default for Backoff {
     fn default() -> Self {

@@ -188,6 +188,7 @@ impl Shutdown {
         }
     }
 
+    // ANCHOR: signals
     /// Turn SIGINT (Ctrl-C) and SIGTERM into `trigger()`. A second signal
     /// while shutting down exits the process at once with status 130.
     pub fn install_signal_handler(&self) -> std::io::Result<()> {
@@ -217,6 +218,7 @@ impl Shutdown {
             })?;
         Ok(())
     }
+    // ANCHOR_END: signals
 }
 
 #[cfg(test)]
