@@ -9,24 +9,26 @@
 //!
 //! `main` only parses arguments and reports errors; the server and client
 //! are library code (`src/server.rs`, `src/client.rs`) so tests run them
-//! in-process on port 0.
+//! in-process on port 0. A bad flag or address ends the program with status
+//! 2 and one line naming it, before anything is bound; a closed stdout
+//! (`tcp-echo | head -1`) ends it quietly with status 0.
 
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use common::Shutdown;
-use common::cli::{ServerArgs, parse_duration, parse_size, ports};
+use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_max_frame, ports};
 use common::framing::{DEFAULT_MAX_FRAME, Framing};
+use common::{ServerConfig, Shutdown};
 use tcp_echo::{client, server};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "tcp-echo",
     version,
-    about = "Chapter 5.1: a blocking, iterative TCP echo server and its client"
+    about = "Chapter 5.1: a blocking, iterative TCP echo server and its client (default: the demo)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,13 +50,13 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct ClientArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7001")]
-    addr: String,
+    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    addr: Option<HostPort>,
     #[arg(long, value_enum, default_value_t = Framing::Line)]
     framing: Framing,
-    /// Largest echo frame accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_size)]
+    /// Largest echo frame accepted (suffixes K, M, KiB, MiB).
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
     max_frame: usize,
     /// Bound on connecting and on waiting for each echo.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
@@ -64,41 +66,27 @@ struct ClientArgs {
 }
 
 fn main() -> ExitCode {
-    common::log::init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line, the whole cause chain, no backtrace: an unreachable
-            // server is an expected failure, not a bug.
-            eprintln!("tcp-echo: error: {e:#}");
-            ExitCode::FAILURE
-        }
+    let cli: Cli = common::cli::parse(ports::TCP_ECHO);
+    match cli.command {
+        // The demo's transcript is on stdout; the server's per-connection
+        // `info` lines would interleave with it (RUST_LOG=info brings them).
+        None | Some(Command::Demo) => common::log::init_with_default("warn"),
+        Some(_) => common::log::init(),
     }
+    common::cli::exit("tcp-echo", run(cli))
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => demo(),
-        Command::Server { args } => {
-            let addr = args.socket_addr(ports::TCP_ECHO)?;
-            let listener =
-                common::net::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
-            let local = listener.local_addr()?;
-            common::net::announce(local);
-            log::info!(
-                "tcp-echo (iterative) on {local}, framing {}, max frame {} bytes, idle timeout {:?}: one client at a time, Ctrl-C to stop",
-                args.framing,
-                args.max_frame,
-                args.idle().map_or("off".to_string(), |d| format!("{d:?}"))
-            );
-            let shutdown = Shutdown::new();
-            shutdown.install_signal_handler()?;
-            server::run(listener, &server::Config::from_args(&args), &shutdown)?;
-            Ok(())
-        }
+        Command::Server { args } => serve(&args),
         Command::Client(c) => {
+            let addr = match &c.addr {
+                Some(a) => a.resolve()?,
+                None => common::cli::resolve(None, ports::TCP_ECHO)?,
+            };
             let config = client::ClientConfig {
-                addr: common::cli::resolve(Some(&c.addr), ports::TCP_ECHO)?,
+                addr,
                 framing: c.framing,
                 max_frame: c.max_frame,
                 timeout: c.timeout,
@@ -117,30 +105,47 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn serve(args: &ServerArgs) -> Result<()> {
+    let addr = args.socket_addr(ports::TCP_ECHO)?;
+    let config = args.config();
+    let listener = common::net::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let shutdown = Shutdown::new();
+    shutdown.install_signal_handler()?;
+    common::net::announce(local);
+    log::info!(
+        "tcp-echo (iterative) on {local}, framing {}, max frame {} bytes, idle timeout {}, \
+         grace {:?}: one client at a time, Ctrl-C to stop",
+        config.framing,
+        config.max_frame,
+        config
+            .idle_timeout
+            .map_or("off".to_string(), |d| format!("{d:?}")),
+        config.grace,
+    );
+    server::run(listener, &config, &shutdown)?;
+    Ok(())
+}
+
 /// The whole chapter in one process: for each framing, a server thread on
 /// an ephemeral port, a client exchange, a graceful shutdown, the summary.
 /// (Both ends must agree on the framing: a `line` client talking to a
 /// `length` server just waits, since the server is still reading a length.)
 fn demo() -> Result<()> {
-    let mut out = io::stdout().lock();
-    writeln!(
-        out,
-        "== tcp-echo demo: an iterative server and a client in one process =="
-    )?;
+    common::outln!("== tcp-echo demo: an iterative server and a client in one process ==")?;
     for framing in Framing::ALL {
         let listener = common::net::listen("127.0.0.1:0".parse()?)?;
         let addr = listener.local_addr()?;
-        writeln!(
-            out,
+        common::outln!(
             "\n-- framing `{framing}`: server listening on {addr} (port 0: the kernel chose) --"
         )?;
         let shutdown = Shutdown::new();
         let server = {
             let shutdown = shutdown.clone();
-            let config = server::Config {
+            let config = ServerConfig {
                 framing,
                 idle_timeout: Some(Duration::from_secs(5)),
-                ..server::Config::default()
+                ..ServerConfig::default()
             };
             std::thread::Builder::new()
                 .name("server".into())
@@ -153,19 +158,21 @@ fn demo() -> Result<()> {
             timeout: Duration::from_secs(5),
         };
         let messages = ["hello", "TCP keeps bytes in order", "bye"];
-        client::exchange(
+        let exchanged = client::exchange(
             &config,
             messages.iter().map(|m| m.as_bytes().to_vec()),
-            &mut out,
-        )?;
+            &mut io::stdout().lock(),
+        );
+        // Stop the server whatever happened to the client (a closed stdout
+        // included), so its thread never outlives the demo.
         shutdown.trigger();
         let stats = server
             .join()
-            .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
-        writeln!(out, "server stopped: {stats}")?;
+            .map_err(|_| anyhow::anyhow!("server thread panicked"))?;
+        exchanged?;
+        common::outln!("tcp-echo stopped: {}", stats?)?;
     }
-    writeln!(
-        out,
+    common::outln!(
         "\nTry it with two terminals: `cargo run -p tcp-echo -- server` and `nc 127.0.0.1 {}`.",
         ports::TCP_ECHO
     )?;

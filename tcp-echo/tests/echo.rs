@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
+mod support;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -12,9 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use common::ServerConfig as Config;
 use common::framing::{Framing, encode};
 use common::{Shutdown, Stats};
-use tcp_echo::server::{self, Config};
+use tcp_echo::server;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -262,7 +265,12 @@ fn idle_client_is_closed_and_the_next_one_served() {
     assert_eq!(read_to_end_within(&mut idle, T).unwrap(), b"");
     assert!(t0.elapsed() >= Duration::from_millis(300));
     assert_eq!(round_trip(&server, b"after\n", 100), b"after\n");
-    server.stop();
+    // An idle close is a timeout, not an error.
+    let stats = server.stop();
+    assert_eq!(
+        (Stats::get(&stats.timed_out), Stats::get(&stats.errors)),
+        (1, 0)
+    );
 }
 
 #[test]
@@ -288,6 +296,7 @@ fn second_client_waits_in_the_backlog_until_the_first_leaves() {
     second.set_read_timeout(Some(T)).unwrap();
     second.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"2\n");
+    drop(second);
     server.stop();
 }
 
@@ -336,13 +345,14 @@ fn shutdown_mid_conversation_echoes_everything_received() {
     server.shutdown.trigger();
     let got = read_to_end_within(&mut s, T).unwrap();
     assert_eq!(got, b"b\nc\n");
+    // Our FIN answers the server's: the drain ends cleanly, nothing is cut.
+    drop(s);
     let stats = server.stop();
     assert_eq!(Stats::get(&stats.frames), 3);
+    assert_eq!((Stats::get(&stats.cut), Stats::get(&stats.errors)), (0, 0));
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tcp-echo"))
-}
+use support::bin;
 
 /// Run a command with a deadline; returns (status, stdout, stderr).
 fn run_with_timeout(mut cmd: Command, stdin: &[u8]) -> (std::process::ExitStatus, String, String) {
@@ -440,47 +450,119 @@ fn client_prints_echoes_and_fails_clearly_on_a_closed_port() {
     assert!(!err.contains("panicked"));
 }
 
+/// Frames in flight when SIGTERM arrives all come back, then a clean EOF;
+/// the process exits 0 with the one summary line.
 #[test]
-fn server_binary_announces_its_port_and_stops_cleanly_on_sigterm() {
-    let mut child = bin()
-        .args(["server", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let addr = common::net::parse_announce(&line).expect("listening on ADDR");
-    let mut s = TcpStream::connect_timeout(&addr, T).unwrap();
+fn sigterm_returns_every_frame_in_flight_then_eof() {
+    let mut server = support::spawn_server(&["--work", "20000"]);
+    let mut s = TcpStream::connect_timeout(&server.addr, T).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     s.write_all(b"ping\n").unwrap();
     let mut buf = [0u8; 5];
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"ping\n");
-    drop(s);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = wait_output(child);
-    assert!(out.status.success(), "exit status {:?}", out.status);
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Twenty frames pipelined; with --work each takes a while, so most are
+    // still owed when the signal lands.
+    let frames: Vec<u8> = (0..20)
+        .flat_map(|i| format!("frame {i}\n").into_bytes())
+        .collect();
+    s.write_all(&frames).unwrap();
+    server.signal(libc::SIGTERM);
+    server.expect_log("SIGTERM");
+    assert_eq!(read_to_end_within(&mut s, T).unwrap(), frames);
+    drop(s); // our FIN answers the server's
+    let (status, log) = server.wait_exit(T);
+    assert!(status.success(), "{status:?}");
+    let summary = log
+        .iter()
+        .find(|l| l.contains("tcp-echo stopped:"))
+        .cloned();
     assert!(
-        err.contains("tcp-echo stopped: 1 connections served"),
-        "{err}"
+        summary.as_deref().is_some_and(|l| l.ends_with(
+            "tcp-echo stopped: 1 connections served, 0 refused, 0 closed on error, \
+             0 timed out, 0 cut at the deadline, 21 frames, 154 payload bytes echoed"
+        )),
+        "{log:#?}"
     );
 }
 
-fn wait_output(child: std::process::Child) -> std::process::Output {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
+/// A client that wrote megabytes and never reads cannot hold the shutdown
+/// past --grace: it is cut at the deadline (counted in `cut`), well before
+/// its --stall-timeout (10 s) would have closed it.
+#[test]
+fn a_client_that_never_reads_cannot_hold_shutdown_past_grace() {
+    let mut server = support::spawn_server(&["--grace", "500ms", "--stall-timeout", "1h"]);
+    let hog = TcpStream::connect_timeout(&server.addr, T).unwrap();
+    let writer = {
+        let mut w = hog.try_clone().unwrap();
+        w.set_write_timeout(Some(T)).unwrap();
+        std::thread::spawn(move || {
+            let line = [b'x'; 1023]
+                .iter()
+                .chain(b"\n")
+                .copied()
+                .collect::<Vec<u8>>();
+            // Until the server stops reading (its echoes are not read)
+            // and our own send buffer is full, or the connection is cut.
+            let mut sent = 0usize;
+            while sent < 64 << 20 && w.write_all(&line).is_ok() {
+                sent += line.len();
+            }
+            sent
+        })
+    };
+    server.expect_log("connected");
+    server.signal(libc::SIGTERM);
+    // Exits within grace + a margin far below the stall timeout.
+    let (status, log) = server.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    assert!(writer.join().unwrap() > 1 << 20, "the hog wrote megabytes");
+    assert!(
+        log.iter().any(|l| l.contains(
+            "1 connections served, 0 refused, 0 closed on error, 0 timed out, 1 cut at the deadline"
+        )),
+        "{log:#?}"
+    );
+    drop(hog);
+}
+
+/// A client that stops reading is closed by --stall-timeout (counted as
+/// timed out, not as an error), and the client waiting behind it in the
+/// backlog is served next.
+#[test]
+fn a_client_that_stops_reading_is_closed_by_the_stall_timeout() {
+    let server = Server::start(Config {
+        stall_timeout: Duration::from_millis(300),
+        max_pending: 64 << 10,
+        ..Config::default()
     });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("server exits within 10 s")
-        .unwrap()
+    let hog = server.connect();
+    let writer = {
+        let mut w = hog.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let line: Vec<u8> = [b'y'; 4095].iter().chain(b"\n").copied().collect();
+            // Ends when the server closes us (reset) or after 64 MiB.
+            for _ in 0..(64 << 20) / line.len() {
+                if w.write_all(&line).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    // Served only once the hog is gone (one client at a time).
+    let w = wire(Framing::Line, &[b"next"]);
+    assert_eq!(round_trip(&server, &w, 100), w);
+    writer.join().unwrap();
+    drop(hog);
+    let stats = server.stop();
+    assert_eq!(
+        (
+            Stats::get(&stats.timed_out),
+            Stats::get(&stats.errors),
+            Stats::get(&stats.cut)
+        ),
+        (1, 0, 0)
+    );
 }
 
 fn have(tool: &str) -> bool {
