@@ -220,6 +220,57 @@ must be refused, and port 0, which no real sender has:
             must_say: "your server answered a datagram from port",
         }],
     },
+    Exercise {
+        num: 7,
+        dir: "07-thread-per-client",
+        package: "ex07-thread-per-client",
+        file: "src/main.rs",
+        title: "one thread per client: a quiet client no longer blocks the others",
+        chapter: "threaded-server",
+        driver: false,
+        grade: graders::threads::ex07_thread_per_client,
+        hint: "\
+Replace `serve(stream);` with a new thread that owns the stream:
+    std::thread::spawn(move || serve(stream));
+`move` gives the stream to the thread. Do not `.join()` it there: joining
+waits for the client to leave, which is the iterative server again.
+`std::thread::Builder::new().name(..).spawn(..)` returns an io::Result
+instead of panicking when no thread can be made: log that and go on.",
+        wrongs: &[Wrong {
+            file: "wrong-spawn-then-join.rs",
+            mistake: "spawns a thread per client but joins it at once: still one client at a time",
+            must_say: "one client at a time",
+        }],
+    },
+    Exercise {
+        num: 8,
+        dir: "08-bounded-pool",
+        package: "ex08-bounded-pool",
+        file: "src/main.rs",
+        title: "the Rust book's thread pool, with a bounded crossbeam-channel queue and no Mutex",
+        chapter: "threaded-server",
+        driver: false,
+        grade: graders::threads::ex08_bounded_pool,
+        hint: "\
+Fields: `sender: crossbeam_channel::Sender<Job>` (and the JoinHandles).
+new: `let (sender, receiver) = crossbeam_channel::bounded::<Job>(queue);`
+then `workers` threads, each with `let receiver = receiver.clone();` and
+`for job in receiver { job() }` (it ends when the pool's sender is dropped).
+try_execute: `self.sender.try_send(job).map_err(|e| e.into_inner())`:
+TrySendError::Full hands the job back, and main answers \"busy\".",
+        wrongs: &[
+            Wrong {
+                file: "wrong-unbounded-queue.rs",
+                mistake: "an unbounded channel: the queue never fills, nobody is ever told busy",
+                must_say: "unbounded queue",
+            },
+            Wrong {
+                file: "wrong-lock-held-across-job.rs",
+                mistake: "the book's Arc<Mutex<Receiver>> with the guard held across the job: one worker at a time",
+                must_say: "lock held while a job runs",
+            },
+        ],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).

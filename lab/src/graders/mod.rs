@@ -4,4 +4,5 @@
 
 pub mod driver;
 pub mod tcp;
+pub mod threads;
 pub mod udp;
