@@ -8,15 +8,19 @@
 //!
 //! Binaries are looked up next to the running executable: `loadgen` lives in
 //! `target/<profile>/`, and a test binary in `target/<profile>/deps/`, whose
-//! parent holds the chapter binaries. `cargo test --workspace` builds them
-//! before any test runs (cargo builds a package's binaries when that package
-//! has integration tests).
+//! parent holds the chapter binaries. Tests go through [`fresh_binary`],
+//! which rebuilds a binary older than its sources before using it.
+//!
+//! Every read of the child's stdout happens on a helper thread that hands
+//! lines over a channel, and the caller waits on that channel with a
+//! timeout: a child that never prints, or hangs, cannot hang us.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -42,6 +46,96 @@ pub fn find_binary(name: &str) -> Result<PathBuf> {
     )
 }
 
+/// The workspace binary `name` for a test, rebuilt first when it is
+/// missing or older than its sources, so `cargo test -p loadgen` never
+/// silently tests a stale chapter binary.
+///
+/// "Older" compares the binary's mtime with the newest file under
+/// `<crate>/src`, `<crate>/Cargo.toml` and `common/src` (every chapter
+/// binary is named like its crate). A stale one is rebuilt with
+/// `cargo build -p <crate>` in the profile the test runs in; if that fails
+/// (say, the crate is mid-edit), the error says so and shows cargo's last
+/// lines. Each binary is checked once per test process.
+pub fn fresh_binary(name: &str) -> Result<PathBuf> {
+    static CHECKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    // Held while building: two tests wanting the same binary build it once.
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    let found = find_binary(name);
+    if checked.iter().any(|n| n == name) {
+        return found;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .context("loadgen's manifest directory has no parent")?;
+    let crate_dir = root.join(name);
+    if !crate_dir.join("Cargo.toml").is_file() {
+        // Not a workspace crate: nothing to compare with.
+        return found;
+    }
+    let sources = [
+        crate_dir.join("src"),
+        crate_dir.join("Cargo.toml"),
+        root.join("common/src"),
+        root.join("common/Cargo.toml"),
+    ];
+    let newest = sources.iter().filter_map(|p| newest_mtime(p)).max();
+    let built = found
+        .as_ref()
+        .ok()
+        .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let stale = match (built, newest) {
+        (Some(b), Some(n)) => b < n,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    if stale {
+        let release = std::env::current_exe()
+            .map(|e| e.components().any(|c| c.as_os_str() == "release"))
+            .unwrap_or(false);
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&root).args(["build", "-p", name]);
+        if release {
+            cmd.arg("--release");
+        }
+        let why = if built.is_some() {
+            "older than its sources"
+        } else {
+            "not built"
+        };
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("`{name}` is {why}, and cargo could not be started"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "`{name}` is {why} and `cargo build -p {name}` failed ({}):\n{}",
+                out.status,
+                tail.join("\n")
+            );
+        }
+    }
+    checked.push(name.to_string());
+    find_binary(name)
+}
+
+/// The newest modification time of `path` or of any file below it.
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
+}
+
 /// A server running as a child process.
 #[derive(Debug)]
 pub struct ServerProcess {
@@ -53,7 +147,8 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start `program` with `args` (which should include `--addr
     /// 127.0.0.1:0`) and wait up to `timeout` for its `listening on` line.
-    /// stderr (the logs) is inherited unless `quiet`, then discarded.
+    /// stderr (the logs) is inherited unless `quiet`, then drained and only
+    /// its last lines kept, to explain a server that fails to start.
     pub fn start(
         program: &std::path::Path,
         args: &[String],
@@ -78,15 +173,42 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(if quiet {
-                Stdio::null()
+                Stdio::piped()
             } else {
                 Stdio::inherit()
             })
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
         let stdout = child.stdout.take().context("child has no stdout")?;
+        // Quiet: the logs are drained (a full pipe would block the server)
+        // and the last few lines kept, to explain a failed start.
+        let last_logs = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let keep = last_logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    // A panic's backtrace says less than its first line.
+                    let t = line.trim_start();
+                    let frame = t.starts_with("at ")
+                        || t.starts_with("stack backtrace")
+                        || t.split_once(": ")
+                            .is_some_and(|(n, _)| n.parse::<u32>().is_ok());
+                    if frame {
+                        continue;
+                    }
+                    if let Ok(mut q) = keep.lock() {
+                        if q.len() == 5 {
+                            q.pop_front();
+                        }
+                        q.push_back(line);
+                    }
+                }
+            });
+        }
         // Read the announce line on a helper thread so a server that never
         // prints it cannot hang us: we wait on a channel with a timeout.
+        // `None` on the channel: stdout closed first (the child exited).
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -94,28 +216,45 @@ impl ServerProcess {
             for line in lines.by_ref() {
                 let Ok(line) = line else { break };
                 if let (false, Some(addr)) = (sent, common::net::parse_announce(&line)) {
-                    let _ = tx.send(addr);
+                    let _ = tx.send(Some(addr));
                     sent = true;
                 }
                 // Keep draining so the child never blocks on a full pipe.
             }
+            if !sent {
+                let _ = tx.send(None);
+            }
         });
         let addr = match rx.recv_timeout(timeout) {
-            Ok(addr) => addr,
-            Err(_) => {
+            Ok(Some(addr)) => addr,
+            outcome => {
                 let _ = child.kill();
                 let status = child.wait().ok();
+                let logs = last_logs
+                    .lock()
+                    .map(|q| q.iter().cloned().collect::<Vec<_>>().join(" | "))
+                    .unwrap_or_default();
+                let logs = if logs.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its last log lines: {logs}")
+                };
+                let status = status.map_or_else(|| "unknown".to_string(), |s| s.to_string());
+                if matches!(outcome, Ok(None)) {
+                    bail!("{name} exited ({status}) before printing `listening on ADDR`{logs}");
+                }
                 bail!(
-                    "{name} did not print `listening on ADDR` within {timeout:?} (exit status {status:?})"
+                    "{name} did not print `listening on ADDR` within {timeout:?} (then killed: {status}){logs}"
                 );
             }
         };
         Ok(ServerProcess { child, addr, name })
     }
 
-    /// Start the workspace binary `bin` with `args`.
+    /// Start the workspace binary `bin` with `args`, rebuilt first if it is
+    /// older than its sources ([`fresh_binary`]; for tests).
     pub fn start_bin(bin: &str, args: &[String], quiet: bool) -> Result<Self> {
-        Self::start(&find_binary(bin)?, args, quiet, Duration::from_secs(20))
+        Self::start(&fresh_binary(bin)?, args, quiet, Duration::from_secs(20))
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -8,11 +8,16 @@
 //! `loadgen::check::EXPECTED` and passed here via `--expect <server>`, so it
 //! shows as XFAIL rather than being skipped silently.
 //!
-//! The chapter binaries must be built: `cargo test --workspace` builds them
-//! before running any test; with `cargo test -p loadgen` alone, run
-//! `cargo build --workspace` first. A missing binary fails the test, by
-//! name. Run with: `cargo test -p loadgen --test check_servers -- --nocapture`
-//! to see every case line.
+//! The contract cases (`stall-timeout`, `shutdown-in-flight`,
+//! `shutdown-never-reader`) run in the `contract_*` tests, each on a fresh
+//! server started with `--grace 2s --stall-timeout 1s` (the shutdown cases
+//! end it), for every TCP server in every framing.
+//!
+//! Each chapter binary is rebuilt first if it is missing or older than its
+//! sources (`loadgen::child::fresh_binary`), so `cargo test -p loadgen`
+//! never tests a stale one; a crate that does not build fails the test with
+//! cargo's message. Run with:
+//! `cargo test -p loadgen --test check_servers -- --nocapture`
 
 // A test fails by panicking; helpers outside #[test] fns may unwrap too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -43,12 +48,16 @@ fn check_server(
 ) -> Vec<String> {
     let mut args = strings(&["server", "--addr", "127.0.0.1:0"]);
     args.extend(strings(server_flags));
-    let server = ServerProcess::start_bin(bin, &args, true).unwrap_or_else(|e| {
-        panic!("cannot start `{bin} {}`: {e:#}\n(build the chapter binaries first: cargo build --workspace)", args.join(" "))
-    });
+    let server = ServerProcess::start_bin(bin, &args, true)
+        .unwrap_or_else(|e| panic!("cannot start `{bin} {}`: {e:#}", args.join(" ")));
     let addr = server.addr().to_string();
     let pid = server.pid().to_string();
     let mut flags = strings(&["--addr", &addr, "--server-pid", &pid, "--expect", expect]);
+    // The contract cases run in `contract_*` below, each on a server
+    // started with short --grace and --stall-timeout.
+    if !check_flags.contains(&"--cases") {
+        flags.extend(strings(&["--cases", &battery()]));
+    }
     flags.extend(strings(check_flags));
     let cli = format!("loadgen check {}", flags.join(" "));
     let parsed = CheckArgs::from_flags(&flags).unwrap();
@@ -73,6 +82,107 @@ fn check_server(
             if killed { " (had to be killed)" } else { "" }
         )),
         Err(e) => failures.push(format!("{bin}: stopping failed: {e:#}")),
+    }
+    failures
+}
+
+/// Every case but the contract ones, as a `--cases` list.
+fn battery() -> String {
+    check::CASES
+        .iter()
+        .filter(|c| !c.needs_pid)
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The server's --grace and --stall-timeout in the contract tests, told to
+/// the checker as --server-grace and --server-stall.
+const CONTRACT_SERVER: [&str; 4] = ["--grace", "2s", "--stall-timeout", "1s"];
+const CONTRACT_CHECK: [&str; 4] = ["--server-grace", "2s", "--server-stall", "1s"];
+
+/// The three contract cases against one server in every framing, each on
+/// a fresh server (the shutdown cases end it). After a shutdown case the
+/// server must already have exited, with status 0; after `stall-timeout`
+/// it must still be up and stop cleanly on SIGTERM.
+fn contract(bin: &str, model: &[&str], tls: bool) {
+    let mut failures = Vec::new();
+    for framing in ["line", "length", "raw"] {
+        for case in [
+            "stall-timeout",
+            "shutdown-in-flight",
+            "shutdown-never-reader",
+        ] {
+            let ca = std::env::temp_dir().join(format!(
+                "loadgen-contract-{}-{framing}-{case}.pem",
+                std::process::id()
+            ));
+            let ca = ca.to_string_lossy().into_owned();
+            let mut server_flags = model.to_vec();
+            server_flags.extend(["--framing", framing]);
+            server_flags.extend(CONTRACT_SERVER);
+            let mut check_flags = vec!["--framing", framing, "--cases", case];
+            check_flags.extend(CONTRACT_CHECK);
+            if tls {
+                server_flags.extend(["--ca-out", &ca]);
+                check_flags.extend(["--tls", "--ca", &ca]);
+            }
+            failures.extend(contract_case(bin, &server_flags, &check_flags, case));
+            let _ = std::fs::remove_file(&ca);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn contract_case(
+    bin: &str,
+    server_flags: &[&str],
+    check_flags: &[&str],
+    case: &str,
+) -> Vec<String> {
+    let mut args = strings(&["server", "--addr", "127.0.0.1:0"]);
+    args.extend(strings(server_flags));
+    let what = format!("{bin} {}", server_flags.join(" "));
+    // Until a server has --grace/--stall-timeout this fails: report it as
+    // a failure of this case and go on with the others.
+    let server = match ServerProcess::start_bin(bin, &args, true) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("{what}: {case}: cannot start the server: {e:#}")],
+    };
+    let addr = server.addr().to_string();
+    let pid = server.pid().to_string();
+    let mut flags = strings(&["--addr", &addr, "--server-pid", &pid]);
+    flags.extend(strings(check_flags));
+    let parsed = CheckArgs::from_flags(&flags).unwrap();
+    println!("== {what} | loadgen check {}", flags.join(" "));
+    let report = check::run(&parsed, |r| println!("{}", r.line())).unwrap();
+    let mut failures: Vec<String> = report
+        .cases
+        .iter()
+        .filter(|c| c.status != Status::Pass)
+        .map(|c| format!("{what}: {}", c.line()))
+        .collect();
+    let ends = check::CASES.iter().any(|c| c.name == case && c.ends_server);
+    // A server that exited already gives its status at once; one still
+    // running gets SIGTERM (after a shutdown case: a second one, which
+    // exits 130).
+    match server.stop(Duration::from_secs(5)) {
+        Ok((status, false)) if status.success() => {}
+        Ok((status, killed)) => failures.push(format!(
+            "{what}: {case}: exit status {status}{}{}",
+            if ends {
+                " (after the case's SIGTERM)"
+            } else {
+                " after SIGTERM"
+            },
+            if killed { ", had to be killed" } else { "" }
+        )),
+        Err(e) => failures.push(format!("{what}: stopping failed: {e:#}")),
     }
     failures
 }
@@ -205,4 +315,34 @@ fn defaults_against_async_tokio() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn contract_tcp_echo() {
+    contract("tcp-echo", &[], false);
+}
+
+#[test]
+fn contract_threaded_server_per_client() {
+    contract("threaded-server", &["--model", "per-client"], false);
+}
+
+#[test]
+fn contract_threaded_server_pool() {
+    contract("threaded-server", &["--model", "pool"], false);
+}
+
+#[test]
+fn contract_async_server_tokio() {
+    contract("async-server", &["--model", "tokio"], false);
+}
+
+#[test]
+fn contract_async_server_event_loop() {
+    contract("async-server", &["--model", "event-loop"], false);
+}
+
+#[test]
+fn contract_tls_echo() {
+    contract("tls-echo", &[], true);
 }
