@@ -32,9 +32,19 @@
 //! That is a property of the design, not a bug, so it is declared once, in
 //! [`EXPECTED`], and `--expect tcp-echo` turns it into an `XFAIL` line.
 //!
+//! The contract cases (`stall-timeout`, `shutdown-in-flight`,
+//! `shutdown-never-reader`) check what every server of the workspace
+//! promises about stalled clients and shutdown. They need `--server-pid`
+//! (`--list` says so; without it they SKIP), and the server's `--grace` and
+//! `--stall-timeout` told as `--server-grace` / `--server-stall` (defaults
+//! 5s and 10s, the servers' own). The two `shutdown-*` cases send SIGTERM,
+//! so they run last and only when named (`--cases 'shutdown-in-flight'`;
+//! a bare `*` never picks them), one per server process.
+//!
 //! Layout: this file holds the arguments, the case list, the expected
 //! failures and the runner; `check/conn.rs` the connections (plain or TLS)
-//! and the echo exchange; `check/tcp.rs` and `check/udp.rs` the cases.
+//! and the echo exchange; `check/tcp.rs` and `check/udp.rs` the cases;
+//! `check/contract.rs` the contract cases.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
