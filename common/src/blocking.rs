@@ -1,8 +1,9 @@
 //! The server contract for **blocking** sockets, shared by `tcp-echo` (one
 //! client at a time) and both `threaded-server` models (one thread per
-//! connection): bounded echo writes, the stall timeout, and the shutdown
-//! drain. Each chapter keeps its own read loop (that is its lesson); the
-//! steps here are the same for all of them, so they live once.
+//! connection): the echo loop with its idle timeout, bounded echo writes
+//! and the stall timeout, and the shutdown drain. The chapters differ in who
+//! runs a connection (the accept loop itself, a thread per client, a pool
+//! worker); what happens on the connection is the same, so it lives once.
 //!
 //! Run any blocking server and watch a client that never reads being closed:
 //!
@@ -41,7 +42,7 @@ use std::net::{Shutdown as Direction, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 
 use crate::conn::End;
 use crate::framing::{ConnError, FramedStream, encode, is_timeout};
@@ -62,7 +63,7 @@ pub struct Tally {
 
 /// `Err` of the steps below: the connection is over, and this is why (an
 /// error, a stall, a cut). Not always a failure, hence not `ConnError`.
-pub type Step<T = ()> = Result<T, End>;
+type Step<T = ()> = Result<T, End>;
 
 /// One connection served over a blocking `TcpStream`: the framed reader,
 /// the echoes owed, and the rules for writing them.
@@ -109,16 +110,63 @@ impl<'a> EchoConn<'a> {
         })
     }
 
-    /// The next frame (blocking, within the socket's read timeout). Same
-    /// meaning as [`FramedStream::read_frame`].
-    pub fn read_frame(&mut self) -> Result<Option<Bytes>, ConnError> {
-        self.framed.read_frame()
+    /// Serve the connection to its end: the blocking echo loop. Returns why
+    /// it ended, for [`crate::conn::log_close`].
+    ///
+    /// `read()` blocks, and a blocked `read()` does not notice Ctrl-C or the
+    /// idle clock; so the socket gets `SO_RCVTIMEO` = `poll` (shorter if
+    /// `--idle-timeout` is), `read()` fails with `EAGAIN` (`WouldBlock`)
+    /// each time it expires, and the loop looks around. A timeout in the
+    /// middle of a frame loses nothing: the framed reader keeps the partial
+    /// frame and the next call carries on.
+    pub fn serve(&mut self, poll: Duration) -> End {
+        match self.echo_loop(poll) {
+            Ok(end) | Err(end) => end,
+        }
     }
 
-    /// The framed reader, for its counters (`pending`, `bytes_read`) and
-    /// [`FramedStream::try_buffered_frame`].
-    pub fn framed(&mut self) -> &mut FramedStream<&'a TcpStream> {
-        &mut self.framed
+    fn echo_loop(&mut self, poll: Duration) -> Step<End> {
+        let idle_timeout = self.config.idle_timeout;
+        // A zero timeout would mean "block for ever" to the kernel; std
+        // refuses it, hence the 1 ms floor.
+        let poll = idle_timeout
+            .map_or(poll, |idle| idle.min(poll))
+            .max(Duration::from_millis(1));
+        self.stream.set_read_timeout(Some(poll))?;
+        let mut last_input = Instant::now();
+        let mut received = 0;
+        loop {
+            if self.shutdown.is_triggered() {
+                return Ok(self.drain());
+            }
+            match self.framed.read_frame() {
+                Ok(Some(frame)) => {
+                    last_input = Instant::now();
+                    self.echo(&frame)?;
+                    // Frames the client pipelined are already in our
+                    // buffer: echo them all, then send the lot at once.
+                    self.echo_buffered()?;
+                }
+                // read() returned 0 between frames: the client shut down its
+                // write side (a half-close) or closed. Everything it sent
+                // has been echoed, so we close too.
+                Ok(None) => return Ok(End::PeerClosed),
+                // SO_RCVTIMEO expired: nothing arrived, or only part of a frame.
+                Err(e) if e.is_timeout() => {
+                    if self.framed.bytes_read() != received {
+                        // Bytes of an unfinished frame: slow, not idle.
+                        received = self.framed.bytes_read();
+                        last_input = Instant::now();
+                    }
+                    if let Some(idle) = idle_timeout
+                        && last_input.elapsed() >= idle
+                    {
+                        return Ok(End::Idle(idle));
+                    }
+                }
+                Err(e) => return Err(End::from(e)),
+            }
+        }
     }
 
     /// What this connection has echoed so far (frames whose bytes the
@@ -130,7 +178,7 @@ impl<'a> EchoConn<'a> {
     /// Echo one frame: `--work`, then queue it. At `--max-pending` queued
     /// bytes, flush before taking anything more from the client: that is
     /// the backpressure, a client that does not read stops being read.
-    pub fn echo(&mut self, frame: &[u8]) -> Step {
+    fn echo(&mut self, frame: &[u8]) -> Step {
         self.queue(frame)?;
         if self.out.len() >= self.config.max_pending {
             self.flush()?;
@@ -154,7 +202,7 @@ impl<'a> EchoConn<'a> {
     /// Echo every frame already in our buffer (no syscall), then write them
     /// all: a pipelined batch costs one `write()`. A bad frame ends the
     /// connection after what came before it was flushed.
-    pub fn echo_buffered(&mut self) -> Step {
+    fn echo_buffered(&mut self) -> Step {
         let bad = loop {
             match self.framed.try_buffered_frame() {
                 Ok(Some(frame)) => self.echo(&frame)?,
@@ -172,7 +220,7 @@ impl<'a> EchoConn<'a> {
     /// Write every queued echo. Ends the connection with `Stalled` when the
     /// kernel takes no byte for `--stall-timeout`, and with `Cut` at the
     /// shutdown deadline (see the module docs).
-    pub fn flush(&mut self) -> Step {
+    fn flush(&mut self) -> Step {
         let mut progress = Instant::now();
         while !self.out.is_empty() {
             let now = Instant::now();
@@ -224,7 +272,7 @@ impl<'a> EchoConn<'a> {
 
     /// The graceful end of a connection once shutdown has been triggered;
     /// returns how it ended. Never blocks past the `--grace` deadline.
-    pub fn drain(&mut self) -> End {
+    fn drain(&mut self) -> End {
         match self.drain_steps() {
             Ok(end) | Err(end) => end,
         }
@@ -300,14 +348,6 @@ impl<'a> EchoConn<'a> {
         // Back to blocking: flush() bounds each write with SO_SNDTIMEO.
         self.stream.set_nonblocking(false)?;
         Ok(result)
-    }
-}
-
-/// The result of a chapter's read loop as one [`End`]: `Err` carries an
-/// early end, `Ok` the normal one.
-pub fn end_of(result: Step<End>) -> End {
-    match result {
-        Ok(end) | Err(end) => end,
     }
 }
 

@@ -25,8 +25,8 @@
 //! | bind      | `bind(fd, 127.0.0.1:7001)`   | `common::net::listen`          |
 //! | listen    | `listen(fd, backlog)`        | `common::net::listen`          |
 //! | accept    | `accept4(fd)` -> new fd      | [`run`]                        |
-//! | recv      | `recvfrom(fd)` / `read(fd)`  | `FramedStream::read_frame`     |
-//! | send      | `sendto(fd)` / `write(fd)`   | `common::blocking::EchoConn::flush` |
+//! | recv      | `recvfrom(fd)` / `read(fd)`  | `common::blocking::EchoConn::serve` |
+//! | send      | `sendto(fd)` / `write(fd)`   | `common::blocking::EchoConn::serve` |
 //! | close     | `close(fd)`                  | dropping the `TcpStream`       |
 //!
 //! `strace -f -e trace=network cargo run -p tcp-echo -- server` shows them live.
@@ -43,9 +43,9 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::blocking::{EchoConn, Step, end_of};
+use common::blocking::EchoConn;
 use common::conn::{End, log_close};
 use common::net::{AcceptAction, Backoff, accept_policy};
 use common::{ServerConfig, Shutdown, Stats};
@@ -141,54 +141,15 @@ fn serve(
     stats: &Stats,
 ) {
     log::info!("{peer}: connected");
+    // The echo loop every blocking server shares (common::blocking):
+    // read a frame (SO_RCVTIMEO = POLL, to notice Ctrl-C and idleness),
+    // echo it and every frame pipelined behind it with one write, until the
+    // client closes, goes idle, stops reading or breaks the protocol, or
+    // shutdown drains the connection.
     let (end, echoed) = match EchoConn::new(stream, config, shutdown, stats) {
-        Ok(mut conn) => (
-            end_of(echo_loop(&mut conn, config, shutdown)),
-            conn.echoed(),
-        ),
+        Ok(mut conn) => (conn.serve(POLL), conn.echoed()),
         Err(e) => (End::from(e), Default::default()),
     };
     log_close(&peer, echoed.frames, echoed.bytes, &end, stats);
     // Dropping `stream` (in `run`) is the `close()`.
-}
-
-/// recv, echo, repeat. `Err` is an early end (error, stall, cut).
-fn echo_loop(conn: &mut EchoConn<'_>, config: &ServerConfig, shutdown: &Shutdown) -> Step<End> {
-    conn.framed().get_ref().set_read_timeout(Some(POLL))?;
-    let mut last_activity = Instant::now();
-    let mut last_bytes = 0;
-    loop {
-        if shutdown.is_triggered() {
-            return Ok(conn.drain());
-        }
-        match conn.read_frame() {
-            Ok(Some(frame)) => {
-                last_activity = Instant::now();
-                conn.echo(&frame)?;
-                // Echo every frame that is already buffered, then send them
-                // all with one write: pipelined requests cost one syscall.
-                conn.echo_buffered()?;
-            }
-            // read() returned 0: the client shut down its write side (a
-            // half-close, `shutdown(SHUT_WR)`) or closed. Everything it sent
-            // has been echoed, so close our side too.
-            Ok(None) => return Ok(End::PeerClosed),
-            // SO_RCVTIMEO expired: no bytes for POLL. Partial frames stay
-            // buffered inside the framed reader, so nothing is lost.
-            Err(e) if e.is_timeout() => {
-                let received = conn.framed().bytes_read();
-                if received != last_bytes {
-                    // Bytes of an unfinished frame arrived: slow, not idle.
-                    last_bytes = received;
-                    last_activity = Instant::now();
-                }
-                if let Some(idle) = config.idle_timeout
-                    && last_activity.elapsed() >= idle
-                {
-                    return Ok(End::Idle(idle));
-                }
-            }
-            Err(e) => return Err(End::from(e)),
-        }
-    }
 }
