@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
+use common::cli::HostPort;
 use common::framing::tokio_io::AsyncFramed;
 use common::{ConnError, Framing};
 use rustls::pki_types::ServerName;
@@ -38,43 +39,61 @@ use tokio_rustls::client::TlsStream;
 
 use crate::Negotiated;
 
+/// Default `client --handshake-timeout`: a TLS server answers a ClientHello
+/// in one round trip; this is long only for a server under heavy load.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A TLS connection with the echo framing on top.
 pub type Framed = AsyncFramed<TlsStream<TcpStream>>;
 
-/// Split `HOST:PORT` into the host (what the certificate must name) and the
-/// whole address (what we connect to). `[::1]:7005` gives host `::1`.
-pub fn host_of(addr: &str) -> anyhow::Result<&str> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow!("{addr}: expected HOST:PORT"))?;
-    port.parse::<u16>()
-        .map_err(|_| anyhow!("{addr}: `{port}` is not a port number"))?;
-    Ok(host.trim_start_matches('[').trim_end_matches(']'))
+/// The name the server's certificate must carry when `--server-name` is
+/// not given: the host of `--addr` (`[::1]:7005` gives `::1`).
+pub fn default_server_name(addr: &HostPort) -> String {
+    match addr {
+        HostPort::Ip(a) => a.ip().to_string(),
+        HostPort::Name { host, .. } => host.trim_end_matches('.').to_string(),
+    }
 }
 
-/// TCP connect, then the TLS handshake, each bounded by `timeout`.
+/// TCP connect (bounded by `timeout`), then the TLS handshake (bounded by
+/// `handshake_timeout`).
 ///
 /// `server_name` is what the server's certificate must be valid for; it is
 /// also sent in clear in the ClientHello as SNI (Server Name Indication) when
 /// it is a DNS name, so one IP address can host many TLS sites.
+///
+/// Why two deadlines: a plaintext server that waits for a newline (the
+/// `line` framing of every other chapter) never answers a ClientHello,
+/// which rarely contains a `\n`; the handshake would sit there for the
+/// whole echo timeout. A TLS server answers a ClientHello in one round
+/// trip, so a few seconds is plenty and the mistake is named sooner.
 pub async fn connect(
-    addr: &str,
+    addr: &HostPort,
     server_name: &str,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
+    handshake_timeout: Duration,
 ) -> anyhow::Result<(TlsStream<TcpStream>, Negotiated)> {
     let name = ServerName::try_from(server_name.to_string())
         .with_context(|| format!("`{server_name}` is not a valid DNS name or IP address"))?;
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let connecting = async {
+        match addr {
+            HostPort::Ip(a) => TcpStream::connect(a).await,
+            // A host name (never a malformed string: `parse_host_port`
+            // refused those) is resolved by tokio off the runtime thread.
+            HostPort::Name { host, port } => TcpStream::connect((host.as_str(), *port)).await,
+        }
+    };
+    let tcp = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| anyhow!("connecting to {addr}: no answer within {timeout:?}"))?
         .with_context(|| format!("connecting to {addr}"))?;
     tcp.set_nodelay(true)?;
-    let tls = tokio::time::timeout(timeout, TlsConnector::from(tls).connect(name, tcp))
+    let tls = tokio::time::timeout(handshake_timeout, TlsConnector::from(tls).connect(name, tcp))
         .await
         .map_err(|_| {
             anyhow!(
-                "TLS handshake with {addr}: no answer within {timeout:?} (is it a plaintext server waiting for a newline?)"
+                "TLS handshake with {addr}: no answer within {handshake_timeout:?} (is this a TLS server? a plaintext server never answers a ClientHello)"
             )
         })?
         .map_err(|e| anyhow!("TLS handshake with {addr} failed: {}", explain(&e)))?;
@@ -118,11 +137,14 @@ pub async fn close(framed: &mut Framed) {
 /// Options for [`run`], the whole client session.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub addr: String,
+    pub addr: HostPort,
     pub server_name: String,
     pub framing: Framing,
     pub max_frame: usize,
+    /// Deadline for the TCP connect and for each echo.
     pub timeout: Duration,
+    /// Deadline for the TLS handshake, shorter (see [`connect`]).
+    pub handshake_timeout: Duration,
     pub tls: Arc<rustls::ClientConfig>,
 }
 
@@ -153,6 +175,7 @@ pub async fn run_from(
         &opts.server_name,
         opts.tls.clone(),
         opts.timeout,
+        opts.handshake_timeout,
     )
     .await?;
     writeln!(out, "connected to {} as `{}`", opts.addr, opts.server_name)?;

@@ -9,15 +9,16 @@
 //! signature, `ECDHE_ECDSA`). The last two are refused *before sending
 //! anything*: one trusts another CA, the other asks for a name the
 //! certificate does not cover. The server's summary counts them as errors
-//! and it went on serving.
+//! and it went on serving. Logs are at `warn` (`RUST_LOG=info` shows the
+//! server's line per connection), so stdout is just the transcript.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::Shutdown;
-use common::cli::ServerArgs;
+use common::cli::HostPort;
+use common::{ServerConfig, Shutdown};
 use tokio::net::TcpListener;
 
 use crate::pki::{Ca, SERVER_NAMES, TlsVersions, client_config, server_config};
@@ -39,7 +40,7 @@ async fn demo(out: &mut dyn Write) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = Shutdown::new();
-    let config = server::Config::new(&ServerArgs::default(), tls);
+    let config = server::Config::new(ServerConfig::default(), tls);
     let server = tokio::spawn(server::serve(listener, config, shutdown.clone()));
     writeln!(
         out,
@@ -49,11 +50,12 @@ async fn demo(out: &mut dyn Write) -> anyhow::Result<()> {
     let messages: Vec<Vec<u8>> = vec![b"hello".to_vec(), b"TLS keeps this secret".to_vec()];
     let options = |versions, roots, name: &str| -> anyhow::Result<client::Options> {
         Ok(client::Options {
-            addr: addr.to_string(),
+            addr: HostPort::Ip(addr),
             server_name: name.to_string(),
             framing: common::Framing::Line,
             max_frame: common::framing::DEFAULT_MAX_FRAME,
             timeout: Duration::from_secs(10),
+            handshake_timeout: client::DEFAULT_HANDSHAKE_TIMEOUT,
             tls: Arc::new(client_config(roots, None, versions)?),
         })
     };
@@ -86,6 +88,6 @@ async fn demo(out: &mut dyn Write) -> anyhow::Result<()> {
 
     shutdown.trigger();
     let stats = server.await.context("server task")??;
-    writeln!(out, "\nserver summary: {stats}")?;
+    writeln!(out, "\nserver stopped: {stats}")?;
     Ok(())
 }

@@ -8,8 +8,8 @@
 //! cargo run -p tls-echo -- server                        # terminal 1
 //! cargo run -p tls-echo -- client hello                  # terminal 2
 //! openssl s_client -connect 127.0.0.1:7005 -CAfile /tmp/tls-echo-ca.pem -quiet
-//! cargo run -p tls-echo -- sniff --to 127.0.0.1:7005     # then: client --addr localhost:7015
 //! cargo run -p tls-echo -- certs --out /tmp/pki          # files for --cert/--key/--client-ca
+//! cargo run -p tls-echo -- sniff --to 127.0.0.1:7005     # then: client --addr localhost:7015
 //! ```
 //!
 //! What to watch: `server` prints `listening on ADDR` and nothing else on
@@ -24,13 +24,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::cli::{ServerArgs, parse_duration, parse_size, ports};
+use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_max_frame, ports};
 use common::{Framing, Shutdown};
 use tls_echo::pki::{self, Ca, Identity, TlsVersions};
 use tls_echo::{client, demo, server, sniff};
 
-/// Default port of `sniff --listen`: the TLS echo port plus ten.
-const SNIFF_PORT: u16 = ports::TLS_ECHO + 10;
+/// Default of `sniff --listen`: the TLS echo port plus ten.
+const SNIFF_LISTEN: &str = "127.0.0.1:7015";
+/// Default of `sniff --to`: this chapter's server.
+const SNIFF_TO: &str = "127.0.0.1:7005";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +45,7 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// The same order in every chapter: demo, server, client, then extras.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Server and clients in one process; prints the transcript (the default).
@@ -51,10 +54,10 @@ enum Command {
     Server(ServerCmd),
     /// Connect over TLS, print what was negotiated, send frames, print echoes.
     Client(ClientCmd),
-    /// A relay that prints every byte it forwards: what an eavesdropper sees.
-    Sniff(SniffCmd),
     /// Write a CA, a server and a client certificate (PEM) into a directory.
     Certs(CertsCmd),
+    /// A relay that prints every byte it forwards: what an eavesdropper sees.
+    Sniff(SniffCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,15 +83,15 @@ struct ServerCmd {
     client_ca: Option<PathBuf>,
 
     /// Deadline for the whole TLS handshake of one connection.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     handshake_timeout: Duration,
 }
 
 #[derive(clap::Args, Debug)]
 struct ClientCmd {
-    /// Server address, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", default_value_t = format!("127.0.0.1:{}", ports::TLS_ECHO))]
-    addr: String,
+    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    addr: Option<HostPort>,
 
     /// The name the server's certificate must carry [default: the HOST of --addr].
     #[arg(long, value_name = "NAME")]
@@ -116,12 +119,17 @@ struct ClientCmd {
     framing: Framing,
 
     /// Largest echo accepted.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
     max_frame: usize,
 
-    /// Deadline for connecting, for the handshake and for each echo.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    /// Deadline for connecting and for each echo.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     timeout: Duration,
+
+    /// Deadline for the TLS handshake: a TLS server answers at once, a
+    /// plaintext one never does.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_timeout)]
+    handshake_timeout: Duration,
 
     /// Messages to send, one frame each. Without any, each line of stdin.
     messages: Vec<String>,
@@ -130,12 +138,12 @@ struct ClientCmd {
 #[derive(clap::Args, Debug)]
 struct SniffCmd {
     /// Where clients connect, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    listen: Option<String>,
+    #[arg(long, value_name = "HOST:PORT", default_value = SNIFF_LISTEN, value_parser = parse_host_port)]
+    listen: HostPort,
 
     /// The real server, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", default_value_t = format!("127.0.0.1:{}", ports::TLS_ECHO))]
-    to: String,
+    #[arg(long, value_name = "HOST:PORT", default_value = SNIFF_TO, value_parser = parse_host_port)]
+    to: HostPort,
 
     /// Show at most this many bytes of each chunk.
     #[arg(long, value_name = "BYTES", default_value_t = sniff::DEFAULT_DUMP_BYTES)]
@@ -149,35 +157,42 @@ struct CertsCmd {
     out: PathBuf,
 }
 
-fn main() -> ExitCode {
-    common::log::init();
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+/// A deadline: 1 ms to an hour. Zero would fail every handshake or echo.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let (lo, hi) = (Duration::from_millis(1), Duration::from_secs(3600));
+    let d = parse_duration(s)?;
+    if (lo..=hi).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!("must be between {lo:?} and {hi:?}"))
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    // Bad flags end here, with clap's message and status 2, before
+    // anything is bound or printed.
+    let cli: Cli = common::cli::parse(ports::TLS_ECHO);
+    match &cli.command {
+        // The demo's stdout is the transcript; the server's per-connection
+        // lines would interleave with it on a terminal.
+        None | Some(Command::Demo) => common::log::init_with_default("warn"),
+        // rustls logs a warning of its own before returning the error we
+        // explain; a client's failure should read as one line.
+        Some(Command::Client(_)) => common::log::init_with_default("error"),
+        Some(_) => common::log::init(),
+    }
+    common::cli::exit("tls-echo", run(cli))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     // Before any rustls config is built: exactly one crypto provider, ring.
     tls_echo::install_crypto_provider();
     match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => demo::run(&mut io::stdout().lock()),
         Command::Server(cmd) => run_server(cmd),
-        Command::Client(cmd) => {
-            // rustls logs a warning of its own before returning the error we
-            // explain; a client's failure should read as one line, so keep
-            // only errors unless RUST_LOG asks for more.
-            if std::env::var_os("RUST_LOG").is_none() {
-                log::set_max_level(log::LevelFilter::Error);
-            }
-            run_client(cmd)
-        }
-        Command::Sniff(cmd) => run_sniff(cmd),
+        Command::Client(cmd) => run_client(cmd),
         Command::Certs(cmd) => run_certs(&cmd.out),
+        Command::Sniff(cmd) => run_sniff(cmd),
     }
 }
 
@@ -216,7 +231,7 @@ fn run_server(cmd: ServerCmd) -> anyhow::Result<()> {
 
     let shutdown = Shutdown::new();
     shutdown.install_signal_handler()?;
-    let mut config = server::Config::new(&cmd.common, tls);
+    let mut config = server::Config::new(cmd.common.config(), tls);
     config.handshake_timeout = cmd.handshake_timeout;
     server::run(listener, config, shutdown)?;
     Ok(())
@@ -235,16 +250,22 @@ fn run_client(cmd: ClientCmd) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(Identity::from_pem_files(cert, key)?),
         _ => None,
     };
-    let server_name = match cmd.server_name {
-        Some(name) => name,
-        None => client::host_of(&cmd.addr)?.to_string(),
-    };
+    let addr = cmd.addr.unwrap_or_else(|| {
+        HostPort::Ip(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            ports::TLS_ECHO,
+        )))
+    });
+    let server_name = cmd
+        .server_name
+        .unwrap_or_else(|| client::default_server_name(&addr));
     let opts = client::Options {
-        addr: cmd.addr,
+        addr,
         server_name,
         framing: cmd.framing,
         max_frame: cmd.max_frame,
         timeout: cmd.timeout,
+        handshake_timeout: cmd.handshake_timeout,
         tls: Arc::new(pki::client_config(roots, identity, cmd.tls)?),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -273,7 +294,7 @@ fn run_client(cmd: ClientCmd) -> anyhow::Result<()> {
 }
 
 fn run_sniff(cmd: SniffCmd) -> anyhow::Result<()> {
-    let addr = common::cli::resolve(cmd.listen.as_deref(), SNIFF_PORT)?;
+    let addr = cmd.listen.resolve()?;
     let listener = common::net::listen(addr).with_context(|| format!("listening on {addr}"))?;
     common::net::announce(listener.local_addr()?);
     log::info!("relaying to {}; every byte is printed on stdout", cmd.to);
@@ -281,7 +302,7 @@ fn run_sniff(cmd: SniffCmd) -> anyhow::Result<()> {
     shutdown.install_signal_handler()?;
     let out: sniff::Output = Arc::new(Mutex::new(io::stdout()));
     let config = sniff::Config {
-        upstream: cmd.to,
+        upstream: cmd.to.to_string(),
         dump_bytes: cmd.dump_bytes,
     };
     sniff::run(listener, config, out, shutdown)?;
@@ -308,7 +329,18 @@ fn run_certs(dir: &Path) -> anyhow::Result<()> {
         } else {
             pki::write_pem_atomically(&path, &pem)?;
         }
-        println!("wrote {}", path.display());
+        common::outln!("wrote {}", path.display())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniff_defaults_follow_the_chapter_port() {
+        assert_eq!(SNIFF_TO, format!("127.0.0.1:{}", ports::TLS_ECHO));
+        assert_eq!(SNIFF_LISTEN, format!("127.0.0.1:{}", ports::TLS_ECHO + 10));
+    }
 }

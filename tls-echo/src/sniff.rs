@@ -34,6 +34,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use common::Shutdown;
+use common::net::{AcceptAction, Backoff, accept_policy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,18 +80,27 @@ pub async fn serve(
 ) -> io::Result<()> {
     let mut tasks = JoinSet::new();
     let mut next_id = 0u64;
+    let mut backoff = Backoff::new();
     loop {
-        let (client, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) if common::net::is_transient_accept_error(&e) => {
-                    log::warn!("sniff: accept failed (will retry): {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
             () = shutdown.triggered() => break,
+        };
+        let (client, peer) = match accepted {
+            Ok(pair) => {
+                backoff.reset();
+                pair
+            }
+            // The accept-error policy of every server (common::net), with
+            // its back-off cut short by shutdown.
+            Err(e) => match accept_policy(&e, &mut backoff) {
+                AcceptAction::Retry => continue,
+                AcceptAction::Wait(delay) => tokio::select! {
+                    () = tokio::time::sleep(delay) => continue,
+                    () = shutdown.triggered() => break,
+                },
+                AcceptAction::Fatal => return Err(e),
+            },
         };
         while tasks.try_join_next().is_some() {}
         next_id += 1;

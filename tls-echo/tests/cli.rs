@@ -44,12 +44,12 @@ fn client(addr: &str, args: &[&str]) -> Output {
     run_bounded(cmd)
 }
 
-/// stderr must be exactly one line starting with `error:` and containing `what`.
+/// stderr must be exactly one line starting with `tls-echo: error:` and containing `what`.
 fn assert_one_line_error(out: &Output, what: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line, got:\n{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.starts_with("tls-echo: error: "), "{stderr}");
     assert!(stderr.contains(what), "expected `{what}` in: {stderr}");
 }
 
@@ -154,7 +154,7 @@ fn server_announces_writes_its_ca_and_serves_the_client() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("summary: 3 connections served, 0 refused, 1 closed on error, 3 frames"),
+        stderr.contains("tls-echo stopped: 3 connections served, 0 refused, 1 closed on error, 0 timed out, 0 cut at the deadline, 3 frames, 13 payload bytes echoed"),
         "{stderr}"
     );
 }
@@ -306,7 +306,7 @@ fn demo_runs_and_shows_the_negotiated_parameters() {
         "echo: TLS keeps this secret",
         "UnknownIssuer",
         "not valid for name \"example.com\"",
-        "server summary: 4 connections served",
+        "server stopped: 4 connections served, 0 refused, 2 closed on error, 0 timed out, 0 cut at the deadline, 3 frames, 31 payload bytes echoed",
     ] {
         assert!(
             stdout.contains(expected),

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{Framing, Shutdown, Stats};
+use common::{Framing, ServerConfig, Shutdown, Stats};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, RootCertStore, StreamOwned};
 use tls_echo::pki::{Ca, Identity, SERVER_NAMES, TlsVersions, client_config, server_config};
@@ -46,11 +46,11 @@ impl TestServer {
         tls_echo::install_crypto_provider();
         let ca = Ca::new("test CA").unwrap();
         let tls = server_config(ca.issue_server(&SERVER_NAMES).unwrap(), client_ca).unwrap();
-        let args = common::cli::ServerArgs {
+        let common = ServerConfig {
             framing,
             ..Default::default()
         };
-        let mut config = server::Config::new(&args, Arc::new(tls));
+        let mut config = server::Config::new(common, Arc::new(tls));
         tweak(&mut config);
         let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
