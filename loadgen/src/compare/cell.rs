@@ -1,0 +1,245 @@
+//! One cell of the matrix: start the server fresh, load it with
+//! [`crate::run`] while a sampler watches it in /proc, stop it with SIGTERM,
+//! and boil the runs down to medians.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::plan::Plan;
+use super::servers::{Program, ServerSpec};
+use crate::child::{ProcStats, ServerProcess};
+use crate::run::{Report, RunConfig, Stop, us};
+use crate::sys::pin_command;
+use crate::tls::TlsClient;
+
+/// The figures of one run of one cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunFigures {
+    pub requests_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub verified: u64,
+    /// Connections that got no echo after the warm-up (served last, or never).
+    pub starved_conns: u64,
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    pub server_cpu_secs: f64,
+    pub server_cpu_us_per_request: f64,
+    pub loadgen_cpu_us_per_request: f64,
+    pub peak_rss_bytes: u64,
+    pub peak_threads: u64,
+    pub clean_exit: bool,
+    pub exit: String,
+}
+
+/// One cell: a server under one load.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub server: String,
+    pub conns: usize,
+    pub size: usize,
+    pub work: String,
+    pub work_rounds: u32,
+    /// `ok`, `errors` (some echo wrong or missing, or an unclean exit),
+    /// `failed` (the server did not start), or `skipped`.
+    pub status: String,
+    pub note: String,
+    pub runs: Vec<RunFigures>,
+    /// Medians over `runs` (None when skipped or failed).
+    pub median: Option<RunFigures>,
+    /// Smallest and largest requests/s over the runs.
+    pub rps_spread: Option<(f64, f64)>,
+}
+
+/// Start the server, load it, stop it.
+pub(crate) fn run_cell(
+    plan: &Plan,
+    spec: &ServerSpec,
+    conns: usize,
+    size: usize,
+    rounds: u32,
+) -> Result<RunFigures> {
+    let (mut cmd, _) = spec.command().map_err(anyhow::Error::msg)?;
+    cmd.args(["--addr", "127.0.0.1:0"]);
+    let ca_path = plan
+        .out
+        .join(format!(".ca-{}-{}.pem", spec.name, std::process::id()));
+    if let Program::Bin(_) = spec.program {
+        // Identical flags for every server: framing, limits, work.
+        cmd.args(["--framing", plan.framing.name()]);
+        cmd.args(["--max-conns", &(conns + 64).max(1024).to_string()]);
+        cmd.args(["--idle-timeout", "60s", "--max-frame", "1MiB"]);
+        cmd.args(["--work", &rounds.to_string()]);
+        if spec.tls {
+            cmd.arg("--ca-out").arg(&ca_path);
+        }
+    }
+    if let Some(cpus) = &plan.server_cpus {
+        pin_command(&mut cmd, cpus);
+    }
+    let server = ServerProcess::start_command(cmd, !plan.verbose, Duration::from_secs(20))?;
+    let pid = server.pid();
+
+    let mut config = RunConfig::new(server.addr());
+    config.framing = plan.framing;
+    config.conns = conns;
+    config.size = size;
+    config.stop = Stop::Duration(plan.duration);
+    config.warmup = plan.warmup;
+    config.pipeline = plan.pipeline;
+    config.timeout = plan.timeout;
+    config.threads = plan.threads;
+    if spec.tls {
+        config.tls = Some(TlsClient::new(&ca_path, "localhost")?);
+    }
+
+    // Threads and memory move during the run; a sampler catches the peak.
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = ProcStats::default();
+        loop {
+            if let Ok(s) = ProcStats::read(pid) {
+                peak.threads = peak.threads.max(s.threads);
+                peak.peak_rss_bytes = peak.peak_rss_bytes.max(s.peak_rss_bytes);
+            }
+            if stop_rx.recv_timeout(Duration::from_millis(50))
+                != Err(mpsc::RecvTimeoutError::Timeout)
+            {
+                return peak;
+            }
+        }
+    });
+    let before = ProcStats::read(pid).unwrap_or_default();
+    let report = crate::run::run(&config);
+    let after = ProcStats::read(pid).unwrap_or_default();
+    let _ = stop_tx.send(());
+    let peak = sampler.join().unwrap_or_default();
+    let (status, killed) = server.stop(Duration::from_secs(10))?;
+    let _ = std::fs::remove_file(&ca_path);
+    let report: Report = report?;
+    let cpu = (after.cpu_secs() - before.cpu_secs()).max(0.0);
+    let clean_exit = status.success() && !killed;
+    Ok(RunFigures {
+        requests_per_sec: report.requests_per_sec,
+        p50_us: report.latency.p50_us,
+        p99_us: report.latency.p99_us,
+        p999_us: report.latency.p999_us,
+        max_us: report.latency.max_us,
+        verified: report.verified,
+        starved_conns: report.starved_conns,
+        errors: report.errors.total() + report.errors.early_close,
+        error_samples: report.error_samples.clone(),
+        server_cpu_secs: cpu,
+        server_cpu_us_per_request: if report.verified > 0 {
+            cpu * 1e6 / report.verified as f64
+        } else {
+            0.0
+        },
+        loadgen_cpu_us_per_request: report.loadgen_cpu_us_per_request,
+        peak_rss_bytes: peak.peak_rss_bytes.max(after.peak_rss_bytes),
+        peak_threads: peak.threads.max(after.threads),
+        clean_exit,
+        exit: if killed {
+            format!("killed after 10 s ({status})")
+        } else {
+            status.to_string()
+        },
+    })
+}
+
+/// Medians over the runs, status and note.
+pub(crate) fn summarize(cell: &mut Cell) {
+    if cell.runs.is_empty() {
+        cell.status = "failed".into();
+        return;
+    }
+    let med = |f: &dyn Fn(&RunFigures) -> f64| {
+        let mut v: Vec<f64> = cell.runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let first = &cell.runs[0];
+    let errors: u64 = cell.runs.iter().map(|r| r.errors).sum();
+    let clean = cell.runs.iter().all(|r| r.clean_exit);
+    let m = RunFigures {
+        requests_per_sec: med(&|r| r.requests_per_sec),
+        p50_us: med(&|r| r.p50_us),
+        p99_us: med(&|r| r.p99_us),
+        p999_us: med(&|r| r.p999_us),
+        max_us: med(&|r| r.max_us),
+        verified: med(&|r| r.verified as f64) as u64,
+        starved_conns: cell.runs.iter().map(|r| r.starved_conns).max().unwrap_or(0),
+        errors,
+        error_samples: cell
+            .runs
+            .iter()
+            .flat_map(|r| r.error_samples.clone())
+            .take(3)
+            .collect(),
+        server_cpu_secs: med(&|r| r.server_cpu_secs),
+        server_cpu_us_per_request: med(&|r| r.server_cpu_us_per_request),
+        loadgen_cpu_us_per_request: med(&|r| r.loadgen_cpu_us_per_request),
+        peak_rss_bytes: cell
+            .runs
+            .iter()
+            .map(|r| r.peak_rss_bytes)
+            .max()
+            .unwrap_or(0),
+        peak_threads: cell.runs.iter().map(|r| r.peak_threads).max().unwrap_or(0),
+        clean_exit: clean,
+        exit: first.exit.clone(),
+    };
+    let lo = cell
+        .runs
+        .iter()
+        .map(|r| r.requests_per_sec)
+        .fold(f64::MAX, f64::min);
+    let hi = cell
+        .runs
+        .iter()
+        .map(|r| r.requests_per_sec)
+        .fold(0.0, f64::max);
+    cell.rps_spread = Some((lo, hi));
+    cell.status = if errors == 0 && clean { "ok" } else { "errors" }.into();
+    let mut notes = Vec::new();
+    if !cell.note.is_empty() {
+        notes.push(cell.note.clone());
+    }
+    if !clean {
+        notes.push(format!("unclean exit: {}", m.exit));
+    }
+    if m.starved_conns > 0 {
+        notes.push(format!(
+            "{} of {} connections got no echo after the warm-up",
+            m.starved_conns, cell.conns
+        ));
+    }
+    if let Some(s) = m.error_samples.first() {
+        notes.push(s.clone());
+    }
+    cell.note = notes.join("; ");
+    cell.median = Some(m);
+}
+
+pub(crate) fn progress_line(c: &Cell) -> String {
+    let head = format!(
+        "{} conns={} size={} work={}",
+        c.server, c.conns, c.size, c.work
+    );
+    match &c.median {
+        Some(m) => format!(
+            "{head}: {:.0} req/s, p99 {}, server {:.1} µs/req, loadgen {:.1} µs/req, {} errors",
+            m.requests_per_sec,
+            us(m.p99_us),
+            m.server_cpu_us_per_request,
+            m.loadgen_cpu_us_per_request,
+            m.errors
+        ),
+        None => format!("{head}: {} ({})", c.status, c.note),
+    }
+}

@@ -1,0 +1,232 @@
+//! The flags of `loadgen compare` and the plan they make: which servers,
+//! which matrix (connections x sizes x work), how long, pinned where, and
+//! where the results go.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use common::Framing;
+use common::cli::{parse_duration, parse_size};
+use serde::Serialize;
+
+use super::servers::{SERVERS, ServerSpec};
+use crate::sys::parse_cpus;
+
+/// `--work` levels: a number of rounds, or `heavy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Work {
+    Rounds(u32),
+    /// About 128,000 hash steps per request whatever its size (≈100 µs of
+    /// CPU on a 2020s core): `rounds = 128000 / (64 + size)`.
+    Heavy,
+}
+
+impl Work {
+    pub fn rounds(self, size: usize) -> u32 {
+        match self {
+            Work::Rounds(n) => n,
+            Work::Heavy => (128_000 / (64 + size as u64)).max(1) as u32,
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Work::Rounds(n) => n.to_string(),
+            Work::Heavy => "heavy".into(),
+        }
+    }
+}
+
+fn parse_work(s: &str) -> Result<Work, String> {
+    match s.trim() {
+        "heavy" => Ok(Work::Heavy),
+        n => n
+            .parse()
+            .map(Work::Rounds)
+            .map_err(|_| format!("`{n}` is not a work level (a number of rounds, or `heavy`)")),
+    }
+}
+
+/// Arguments of `loadgen compare`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// The class-demo matrix: 1, 100 and 1,000 connections, 64 bytes, no
+    /// work, 1 s per cell (under a minute).
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Servers to run, comma-separated (see --list). Default: all.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub servers: Vec<String>,
+
+    /// Connection counts [default: 1,10,100,1000,10000; quick: 1,100,1000].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub conns: Vec<usize>,
+
+    /// Message sizes [default: 64,16KiB; quick: 64].
+    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = parse_size)]
+    pub sizes: Vec<usize>,
+
+    /// Work levels: rounds or `heavy` [default: 0,heavy; quick: 0].
+    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = parse_work)]
+    pub work: Vec<Work>,
+
+    /// The framing every server is run with. `raw` (the default) is the
+    /// only one the Python baseline speaks, so it keeps every server in
+    /// the same table.
+    #[arg(long, value_enum, default_value_t = Framing::Raw)]
+    pub framing: Framing,
+
+    /// Measured time per cell [default: 2s; quick: 1s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub duration: Option<Duration>,
+
+    /// Warm-up per cell, not measured [default: 500ms; quick: 250ms].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub warmup: Option<Duration>,
+
+    /// Run every cell this many times (a fresh server each time) and
+    /// report the median and the spread.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub repeat: usize,
+
+    /// Frames in flight per connection.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub pipeline: usize,
+
+    /// Give up on an owed echo after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// Pin the server to CPU 0 and the load generator to CPU 1.
+    #[arg(long)]
+    pub pin: bool,
+
+    /// Also run cells above a design's declared limit (shown as skipped
+    /// otherwise): slow, but shows how the design fails.
+    #[arg(long)]
+    pub over_limit: bool,
+
+    /// Pin the server to these CPUs (`0`, `0-1`), overrides --pin.
+    #[arg(long, value_parser = parse_cpus, value_name = "CPUS")]
+    pub server_cpus: Option<Vec<usize>>,
+
+    /// Pin the load generator to these CPUs, overrides --pin.
+    #[arg(long, value_parser = parse_cpus, value_name = "CPUS")]
+    pub loadgen_cpus: Option<Vec<usize>>,
+
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub threads: usize,
+
+    /// Directory for compare.md, compare.json and the SVG charts.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Show the servers' logs (stderr) instead of discarding them.
+    #[arg(long)]
+    pub verbose: bool,
+
+    /// Print the table of servers and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// The settings of one comparison, after defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) servers: Vec<ServerSpec>,
+    pub(crate) conns: Vec<usize>,
+    pub(crate) sizes: Vec<usize>,
+    pub(crate) work: Vec<Work>,
+    pub(crate) framing: Framing,
+    pub(crate) duration: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) repeat: usize,
+    pub(crate) pipeline: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) server_cpus: Option<Vec<usize>>,
+    pub(crate) loadgen_cpus: Option<Vec<usize>>,
+    pub(crate) threads: usize,
+    pub(crate) verbose: bool,
+    pub(crate) over_limit: bool,
+    pub(crate) out: PathBuf,
+}
+
+impl CompareArgs {
+    pub(crate) fn plan(&self) -> Result<Plan> {
+        let servers = if self.servers.is_empty() {
+            SERVERS.to_vec()
+        } else {
+            self.servers
+                .iter()
+                .map(|n| {
+                    SERVERS
+                        .iter()
+                        .find(|s| s.name == n.trim())
+                        .copied()
+                        .with_context(|| {
+                            format!(
+                                "unknown server `{n}`; known: {}",
+                                SERVERS
+                                    .iter()
+                                    .map(|s| s.name)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        })
+                })
+                .collect::<Result<_>>()?
+        };
+        let or = |v: &Vec<usize>, quick: &[usize], full: &[usize]| {
+            if !v.is_empty() {
+                v.clone()
+            } else if self.quick {
+                quick.to_vec()
+            } else {
+                full.to_vec()
+            }
+        };
+        let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+        let (server_cpus, loadgen_cpus) =
+            match (self.pin && two, &self.server_cpus, &self.loadgen_cpus) {
+                (_, Some(s), l) => (Some(s.clone()), l.clone()),
+                (_, None, Some(l)) => (None, Some(l.clone())),
+                (true, None, None) => (Some(vec![0]), Some(vec![1])),
+                (false, None, None) => (None, None),
+            };
+        Ok(Plan {
+            servers,
+            conns: or(&self.conns, &[1, 100, 1000], &[1, 10, 100, 1000, 10_000]),
+            sizes: or(&self.sizes, &[64], &[64, 16 * 1024]),
+            work: if !self.work.is_empty() {
+                self.work.clone()
+            } else if self.quick {
+                vec![Work::Rounds(0)]
+            } else {
+                vec![Work::Rounds(0), Work::Heavy]
+            },
+            framing: self.framing,
+            duration: self.duration.unwrap_or(if self.quick {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(2)
+            }),
+            warmup: self.warmup.unwrap_or(if self.quick {
+                Duration::from_millis(250)
+            } else {
+                Duration::from_millis(500)
+            }),
+            repeat: self.repeat.max(1),
+            over_limit: self.over_limit,
+            pipeline: self.pipeline.max(1),
+            timeout: self.timeout,
+            server_cpus,
+            loadgen_cpus,
+            threads: self.threads.max(1),
+            verbose: self.verbose,
+            out: self.out.clone(),
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! What a comparison writes: `compare.json`, `compare.md` (the tables and
+//! the fairness rules) and the SVG charts.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::cell::{Cell, RunFigures};
+use super::plan::Plan;
+use crate::chart::{Series, line_chart};
+use crate::run::us;
+use crate::sys::Environment;
+
+/// Everything `compare.json` holds.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub environment: Environment,
+    pub framing: String,
+    pub duration_secs: f64,
+    pub warmup_secs: f64,
+    pub repeat: usize,
+    pub pipeline: usize,
+    pub servers: Vec<ServerRow>,
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerRow {
+    pub name: String,
+    pub command: String,
+    pub threads: String,
+    pub available: bool,
+    pub note: String,
+}
+
+fn size_label(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// compare.md, compare.json and the charts.
+pub(crate) fn write_outputs(plan: &Plan, c: &Comparison) -> Result<()> {
+    let json = serde_json::to_string_pretty(c)?;
+    std::fs::write(plan.out.join("compare.json"), json + "\n")?;
+
+    let mut charts = Vec::new();
+    for &work in &plan.work {
+        for &size in &plan.sizes {
+            let cells: Vec<&Cell> = c
+                .cells
+                .iter()
+                .filter(|x| x.size == size && x.work == work.label() && x.median.is_some())
+                .collect();
+            if cells.is_empty() {
+                continue;
+            }
+            let tag = format!("{}-w{}", size_label(size).replace(' ', ""), work.label());
+            let load = format!("{}, work {}", size_label(size), work.label());
+            let series = |f: &dyn Fn(&RunFigures) -> f64| -> Vec<Series> {
+                plan.servers
+                    .iter()
+                    .filter_map(|s| {
+                        let points: Vec<(f64, f64)> = cells
+                            .iter()
+                            .filter(|x| x.server == s.name)
+                            .filter_map(|x| x.median.as_ref().map(|m| (x.conns as f64, f(m))))
+                            .collect();
+                        (!points.is_empty()).then(|| Series {
+                            name: s.name.into(),
+                            points,
+                        })
+                    })
+                    .collect()
+            };
+            for (kind, title, y, log_y, f) in [
+                (
+                    "throughput",
+                    "Throughput",
+                    "requests/s",
+                    false,
+                    &(|m: &RunFigures| m.requests_per_sec) as &dyn Fn(&RunFigures) -> f64,
+                ),
+                (
+                    "p99",
+                    "p99 latency",
+                    "p99 latency (µs, log)",
+                    true,
+                    &|m: &RunFigures| m.p99_us,
+                ),
+                (
+                    "cpu",
+                    "Server CPU per request",
+                    "server CPU µs / request",
+                    false,
+                    &|m: &RunFigures| m.server_cpu_us_per_request,
+                ),
+            ] {
+                let file = format!("{kind}-{tag}.svg");
+                let title = format!("{title} vs connections ({load})");
+                match line_chart(&plan.out.join(&file), &title, y, &series(f), log_y) {
+                    Ok(()) => charts.push((title, file)),
+                    Err(e) => log::warn!("chart {file}: {e:#}"),
+                }
+            }
+        }
+    }
+    std::fs::write(plan.out.join("compare.md"), markdown(c, &charts))?;
+    Ok(())
+}
+
+fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
+    let e = &c.environment;
+    let mut md = String::new();
+    let pin = |p: &Option<Vec<usize>>| {
+        p.as_ref().map_or("not pinned".to_string(), |v| {
+            format!(
+                "CPU {}",
+                v.iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
+    };
+    let _ = writeln!(md, "# Echo servers compared\n");
+    let _ = writeln!(md, "Run on {} with `{}`.\n", e.date_utc, e.command);
+    let _ = writeln!(
+        md,
+        "| environment | |\n|---|---|\n| CPUs (nproc) | {} × {} |\n| kernel | {} |\n| fd limit (soft, after raising) | {} |\n| server pinned to | {} |\n| loadgen pinned to | {} ({} runtime thread{}) |\n| python | {} |\n",
+        e.nproc,
+        e.cpu_model,
+        e.kernel,
+        e.fd_limit,
+        pin(&e.server_cpus),
+        pin(&e.loadgen_cpus),
+        e.loadgen_threads,
+        if e.loadgen_threads == 1 { "" } else { "s" },
+        e.python
+    );
+    let _ = writeln!(
+        md,
+        "Load: `{}` framing, closed loop, {} frame{} in flight per connection, {:.1} s measured after {:.2} s of warm-up, {} run{} per cell (fresh server each run; figures are medians). `work` is `--work` rounds per frame; `heavy` ≈ 128,000 hash steps per request (rounds = 128000 / (64 + size)).\n",
+        c.framing,
+        c.pipeline,
+        if c.pipeline == 1 { "" } else { "s" },
+        c.duration_secs,
+        c.warmup_secs,
+        c.repeat,
+        if c.repeat == 1 { "" } else { "s" },
+    );
+    let _ = writeln!(
+        md,
+        "**Server CPU µs/req** (user + system time of the server process from /proc, over the whole cell, divided by verified echoes) is the headline: on a shared 2-core machine requests/s mostly measures the client.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| server | conns | size | work | req/s | p50 | p99 | server CPU µs/req | loadgen CPU µs/req | peak RSS | threads | errors | exit | notes |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    );
+    for cell in &c.cells {
+        let head = format!(
+            "| {} | {} | {} | {} ",
+            cell.server,
+            cell.conns,
+            size_label(cell.size),
+            cell.work
+        );
+        let note = cell.note.replace('|', "\\|");
+        match &cell.median {
+            Some(m) => {
+                let rps = match cell.rps_spread {
+                    Some((lo, hi)) if c.repeat > 1 => {
+                        format!("{:.0} ({:.0}–{:.0})", m.requests_per_sec, lo, hi)
+                    }
+                    _ => format!("{:.0}", m.requests_per_sec),
+                };
+                let _ = writeln!(
+                    md,
+                    "{head}| {rps} | {} | {} | **{:.1}** | {:.1} | {} | {} | {} | {} | {} |",
+                    us(m.p50_us),
+                    us(m.p99_us),
+                    m.server_cpu_us_per_request,
+                    m.loadgen_cpu_us_per_request,
+                    mib(m.peak_rss_bytes),
+                    m.peak_threads,
+                    m.errors,
+                    if m.clean_exit { "clean" } else { "UNCLEAN" },
+                    note
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    md,
+                    "{head}| {} | – | – | – | – | – | – | – | – | {note} |",
+                    cell.status
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n## Servers\n\n| name | command (plus `--addr 127.0.0.1:0` and the common flags) | threads | available |\n|---|---|---|---|"
+    );
+    for s in &c.servers {
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} | {} |",
+            s.name,
+            s.command,
+            s.threads,
+            if s.available {
+                "yes".to_string()
+            } else {
+                format!("no: {}", s.note)
+            }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nCommon flags of the Rust servers: `--framing {} --max-conns max(conns + 64, 1024) --idle-timeout 60s --max-frame 1MiB --work N`.\n",
+        c.framing
+    );
+    if !charts.is_empty() {
+        let _ = writeln!(md, "## Charts\n");
+        for (title, file) in charts {
+            let _ = writeln!(md, "![{title}]({file})\n");
+        }
+    }
+    let _ = writeln!(md, "## Fairness rules\n");
+    for rule in FAIRNESS {
+        let _ = writeln!(md, "- {rule}");
+    }
+    md
+}
+
+/// The rules every comparison keeps; printed with every result.
+pub const FAIRNESS: &[&str] = &[
+    "Every server runs the same framing, the same limits and the same `--work`, started the same way (a child process on 127.0.0.1:0), fresh for every cell.",
+    "Every server writes with write_all semantics (short writes are retried, never dropped); every echo is verified byte for byte by the load generator, and a cell with any wrong or missing echo is marked as such.",
+    "The same client for everyone: one event-driven load generator (tokio, one task per connection), TCP_NODELAY on, the same payloads, the same warm-up.",
+    "Thread counts are stated (table of servers and the `threads` column); a design that cannot serve a cell is shown as skipped with the reason, never dropped.",
+    "The environment (CPUs, kernel, fd limit, pinning) is recorded with every result; figures from different machines are not compared.",
+    "Server CPU per request (user + system, from /proc) is the headline, next to the load generator's own CPU per request.",
+];
