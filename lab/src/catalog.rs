@@ -271,6 +271,67 @@ TrySendError::Full hands the job back, and main answers \"busy\".",
             },
         ],
     },
+    Exercise {
+        num: 9,
+        dir: "09-tokio-limits",
+        package: "ex09-tokio-limits",
+        file: "src/main.rs",
+        title: "a tokio echo server with an idle timeout and a connection limit",
+        chapter: "async-server",
+        driver: false,
+        grade: graders::asyncs::ex09_tokio_limits,
+        hint: "\
+Idle timeout, in handle: put the timer around each read, so it restarts:
+    let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(()),   // nothing for `idle`: close
+    };
+Connection limit, in main: `match Arc::clone(&permits).try_acquire_owned()`;
+on Err write b\"busy\\n\" and `continue`; on Ok(permit) move it into the task
+(`let _permit = permit;` inside `async move`), so it is released when the
+client's task ends. `let _ = ` would drop it on the spot.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-timeout-around-connection.rs",
+                mistake: "one timeout around the whole connection: a lifetime limit that cuts busy clients",
+                must_say: "restart after every read",
+            },
+            Wrong {
+                file: "wrong-permit-dropped-at-once.rs",
+                mistake: "`Ok(_)` drops the semaphore permit at once, so the limit never bites",
+                must_say: "no connection limit",
+            },
+        ],
+    },
+    Exercise {
+        num: 10,
+        dir: "10-mio-writable",
+        package: "ex10-mio-writable",
+        file: "src/main.rs",
+        title: "a mio readiness loop: WouldBlock, partial writes, WRITABLE only while output is pending",
+        chapter: "async-server",
+        driver: false,
+        grade: graders::asyncs::ex10_mio_writable,
+        hint: "\
+on_readable: `loop { match conn.stream.read(&mut buf) { .. } }`: Ok(0) sets
+read_closed and breaks; Ok(n) appends to conn.out; Err WouldBlock breaks (no
+more for now); Interrupted retries; any other Err returns it. Then flush(conn).
+flush: while out is not empty, `write(&conn.out)`: Ok(n) drains n bytes (a
+short write is normal); Err WouldBlock breaks: the rest waits in out.
+interest: READABLE, plus WRITABLE while out is not empty. main re-registers.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-wouldblock-is-an-error.rs",
+                mistake: "treats write's WouldBlock as an error and closes the connection mid-echo",
+                must_say: "WouldBlock is not an error",
+            },
+            Wrong {
+                file: "wrong-never-registers-writable.rs",
+                mistake: "never registers WRITABLE, so the rest of a short write is never sent",
+                must_say: "register WRITABLE",
+            },
+        ],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).
