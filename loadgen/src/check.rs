@@ -48,7 +48,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -59,13 +58,8 @@ mod contract;
 mod tcp;
 mod udp;
 
-/// Transport the server speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
+/// Transport the server speaks: the one `Proto` of the crate.
+pub use crate::drive::Proto;
 
 /// Arguments of `loadgen check`.
 #[derive(clap::Args, Debug, Clone)]
@@ -87,17 +81,9 @@ pub struct CheckArgs {
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = common::cli::parse_size)]
     pub max_frame: usize,
 
-    /// Speak TLS (rustls) on every connection.
-    #[arg(long, requires = "ca")]
-    pub tls: bool,
-
-    /// PEM file with the CA (or self-signed) certificate to trust for --tls.
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-
-    /// Name to verify the server certificate against (--tls).
-    #[arg(long, value_name = "NAME", default_value = "localhost")]
-    pub server_name: String,
+    /// TLS: `--tls --ca FILE [--server-name NAME]`.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 
     /// The server's process id: memory cases then sample its RSS from
     /// /proc/PID/status and report (and bound) the growth; the contract
@@ -519,7 +505,7 @@ pub fn run(args: &CheckArgs, mut on_result: impl FnMut(&CaseResult)) -> Result<R
         .context("--addr HOST:PORT is required")?;
     let addr: SocketAddr = common::cli::resolve(Some(given), 0)
         .with_context(|| format!("cannot resolve --addr {given}"))?;
-    if args.tls && args.proto == Proto::Udp {
+    if args.tls.tls && args.proto == Proto::Udp {
         bail!("--tls applies to TCP only");
     }
     let selected = select(&args.cases)?;
@@ -528,12 +514,7 @@ pub fn run(args: &CheckArgs, mut on_result: impl FnMut(&CaseResult)) -> Result<R
     let fd_limit = common::net::raise_fd_limit()
         .map(|(_, new)| new)
         .unwrap_or(1024);
-    let tls = if args.tls {
-        let ca = args.ca.as_deref().context("--tls needs --ca FILE")?;
-        Some(conn::tls_connector(ca, &args.server_name)?)
-    } else {
-        None
-    };
+    let tls = args.tls.client()?.map(|c| (c.connector, c.server_name));
     let ctx = Ctx {
         target: conn::Target { addr, tls },
         framing: args.framing,
@@ -557,7 +538,7 @@ pub fn run(args: &CheckArgs, mut on_result: impl FnMut(&CaseResult)) -> Result<R
         addr: addr.to_string(),
         proto: args.proto,
         framing: (args.proto == Proto::Tcp).then(|| args.framing.name()),
-        tls: args.tls,
+        tls: args.tls.tls,
         seed: args.seed,
         cases: Vec::new(),
         passed: 0,

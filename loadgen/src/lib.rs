@@ -4,10 +4,10 @@
 //! | module      | what it does                                                  |
 //! |-------------|---------------------------------------------------------------|
 //! | [`child`]   | start a chapter's server binary on port 0, learn its address, stop it |
-//! | [`run`]     | drive one server: flags, configuration, the report            |
-//! | [`drive`]   | the engine: a writer and a reader per connection, open or closed loop |
+//! | [`run`]     | `loadgen run`: its flags and the report                       |
+//! | [`drive`]   | the engine and its configuration (`RunConfig`, `Proto`): a writer and a reader per connection |
 //! | [`payload`] | a different payload per request, verified byte for byte       |
-//! | [`tls`]     | the rustls client behind `--tls --ca FILE`                    |
+//! | [`tls`]     | the TLS flags (`TlsArgs`) and the rustls client behind them   |
 //! | [`compare`] | every server, the same matrix, one table and charts           |
 //! | [`chart`]   | the SVG charts of `compare` (plotters, no system fonts)       |
 //! | [`sys`]     | the machine: CPU pinning, kernel, CPU count, fd limit, date   |

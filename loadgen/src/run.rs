@@ -25,31 +25,20 @@
 
 use std::fmt;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use common::Framing;
 use common::cli::{parse_duration, parse_size};
 use serde::Serialize;
 
 use crate::child::ProcStats;
 use crate::drive::{self, Shared};
-use crate::tls::TlsClient;
-
-/// Transport to drive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    /// Byte stream, framed with `--framing`.
-    #[default]
-    Tcp,
-    /// One datagram per request (`--framing` is ignored: a datagram is a frame).
-    Udp,
-}
+// The engine's configuration lives with the engine; re-exported here
+// because `run` is where callers look for it.
+pub use crate::drive::{Proto, RunConfig, Stop};
 
 /// Arguments of `loadgen run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -111,17 +100,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
 
-    /// Connect with TLS (rustls), trusting the CA in `--ca`.
-    #[arg(long, requires = "ca")]
-    pub tls: bool,
-
-    /// PEM file of the certificate authority to trust with `--tls`.
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
-
-    /// Name to verify the server's certificate against with `--tls`.
-    #[arg(long, value_name = "NAME", default_value = "localhost")]
-    pub server_name: String,
+    /// TLS: `--tls --ca FILE [--server-name NAME]`.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 
     /// Seed of the payload generator (payloads differ per request anyway).
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -130,95 +111,6 @@ pub struct RunArgs {
     /// Print the report as JSON on stdout instead of the text summary.
     #[arg(long)]
     pub json: bool,
-}
-
-/// When a run stops sending.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Stop {
-    /// Send for this long after the warm-up.
-    Duration(Duration),
-    /// Send exactly this many requests in all.
-    Requests(u64),
-}
-
-/// Everything a run needs; `RunArgs` turns into this, and `compare` and the
-/// tests build it directly.
-#[derive(Clone, Debug)]
-pub struct RunConfig {
-    pub addr: SocketAddr,
-    pub proto: Proto,
-    pub framing: Framing,
-    pub conns: usize,
-    pub size: usize,
-    pub stop: Stop,
-    pub pipeline: usize,
-    pub rate: Option<f64>,
-    pub churn: Option<u64>,
-    pub warmup: Duration,
-    pub timeout: Duration,
-    pub threads: usize,
-    pub tls: Option<TlsClient>,
-    pub seed: u64,
-    /// Connects (and TLS handshakes) in progress at once. 10,000 SYNs at
-    /// once would overflow the server's accept backlog (1024) and turn into
-    /// one-second SYN retransmits: that measures the backlog, not the server.
-    pub connect_concurrency: usize,
-    /// Show a progress bar (only honoured when stderr is a terminal).
-    pub progress: bool,
-}
-
-impl RunConfig {
-    /// A closed-loop TCP run against `addr` with the defaults of `loadgen run`.
-    pub fn new(addr: SocketAddr) -> Self {
-        RunConfig {
-            addr,
-            proto: Proto::Tcp,
-            framing: Framing::Line,
-            conns: 10,
-            size: 64,
-            stop: Stop::Duration(Duration::from_secs(5)),
-            pipeline: 1,
-            rate: None,
-            churn: None,
-            warmup: Duration::ZERO,
-            timeout: Duration::from_secs(5),
-            threads: 1,
-            tls: None,
-            seed: 1,
-            connect_concurrency: 256,
-            progress: false,
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
-        if self.conns == 0 || self.conns > 100_000 {
-            bail!("--conns must be between 1 and 100000");
-        }
-        if self.pipeline == 0 {
-            bail!("--pipeline must be at least 1");
-        }
-        if self.size > u32::MAX as usize || (self.proto == Proto::Udp && self.size > 65_507) {
-            bail!(
-                "--size {} is too large (a UDP datagram holds 65507 bytes)",
-                self.size
-            );
-        }
-        if self.size == 0 && (self.framing == Framing::Raw || self.proto == Proto::Udp) {
-            bail!("--size 0 only makes sense with line or length framing");
-        }
-        if let Some(r) = self.rate
-            && !(r.is_finite() && r > 0.0)
-        {
-            bail!("--rate must be a positive number of requests per second");
-        }
-        if self.churn == Some(0) {
-            bail!("--churn must be at least 1");
-        }
-        if self.tls.is_some() && self.proto == Proto::Udp {
-            bail!("--tls works over TCP only");
-        }
-        Ok(())
-    }
 }
 
 /// Latency percentiles, microseconds.
@@ -431,10 +323,7 @@ impl RunArgs {
     pub fn to_config(&self) -> Result<RunConfig> {
         let addr = common::cli::resolve(Some(&self.addr), 0)
             .with_context(|| format!("resolving {}", self.addr))?;
-        let tls = match (self.tls, &self.ca) {
-            (true, Some(ca)) => Some(TlsClient::new(ca, &self.server_name)?),
-            _ => None,
-        };
+        let tls = self.tls.client()?;
         Ok(RunConfig {
             addr,
             proto: self.proto,

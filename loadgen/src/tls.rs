@@ -7,13 +7,42 @@
 //! otherwise `ClientConfig::builder()` panics at run time when it cannot
 //! decide between providers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
+
+/// The TLS flags, written once and flattened into `loadgen run` and
+/// `loadgen check`: `--tls`, `--ca FILE`, `--server-name NAME`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// Connect with TLS (rustls), trusting only the CA in `--ca`.
+    #[arg(long, requires = "ca")]
+    pub tls: bool,
+
+    /// PEM file of the certificate authority (or self-signed certificate)
+    /// to trust with `--tls` (`tls-echo server --ca-out FILE` writes it).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Name to verify the server's certificate against with `--tls`.
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    pub server_name: String,
+}
+
+impl TlsArgs {
+    /// The client to connect with, or None without `--tls`.
+    pub fn client(&self) -> Result<Option<TlsClient>> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let ca = self.ca.as_deref().context("--tls needs --ca FILE")?;
+        Ok(Some(TlsClient::new(ca, &self.server_name)?))
+    }
+}
 
 /// What a connection needs to do a TLS handshake.
 #[derive(Clone)]

@@ -11,7 +11,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -64,14 +63,6 @@ pub struct Opts {
     /// A small `SO_RCVBUF`, so a client that never reads stops the server
     /// sooner (the kernel would otherwise grow the buffer up to tcp_rmem).
     pub rcvbuf: Option<u32>,
-}
-
-/// A rustls client config trusting only the certificates in `ca` (PEM).
-pub fn tls_connector(ca: &Path, server_name: &str) -> Result<(TlsConnector, ServerName<'static>)> {
-    // The same client configuration `loadgen run --tls` uses (ring as the
-    // process's provider, the CA file's certificates as the only roots).
-    let client = crate::tls::TlsClient::new(ca, server_name)?;
-    Ok((client.connector, client.server_name))
 }
 
 impl Target {
