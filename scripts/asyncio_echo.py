@@ -17,11 +17,13 @@ What to watch: one thread, one event loop; `loadgen compare` puts its
 requests/s and CPU per request next to the Rust servers'.
 
 Once bound it prints `listening on HOST:PORT` on stdout (what `loadgen
-compare` waits for); SIGTERM or Ctrl-C stops it with exit status 0.
+compare` waits for); SIGTERM or Ctrl-C stops it with exit status 0. If it
+cannot listen (the port is taken) it says so in one line and exits 1.
 """
 
 import argparse
 import asyncio
+import os
 import resource
 import signal
 import sys
@@ -62,7 +64,19 @@ async def main() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    server = await asyncio.start_server(handle, host, int(port), backlog=1024)
+    try:
+        port_number = int(port)
+    except ValueError:
+        print(f"asyncio_echo.py: --addr {args.addr}: expected HOST:PORT", file=sys.stderr)
+        return 2
+    try:
+        server = await asyncio.start_server(handle, host, port_number, backlog=1024)
+    except OSError as e:
+        # EADDRINUSE, EACCES (a port below 1024), EADDRNOTAVAIL (not our
+        # address): one line naming the address and the reason, no traceback.
+        reason = (os.strerror(e.errno) if e.errno else str(e)).lower()
+        print(f"asyncio_echo.py: cannot listen on {host}:{port_number}: {reason}", file=sys.stderr)
+        return 1
     bound = server.sockets[0].getsockname()
     shown = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
     print(f"listening on {shown}", flush=True)
