@@ -468,30 +468,45 @@ impl Report {
 
 /// `loadgen check`: print one line per case and the closing line (or the
 /// JSON document). Returns Ok(true) when nothing failed.
+///
+/// Output goes through a locked stdout with `writeln!`, and a failed write
+/// is an error like any other: `loadgen check --list | head -1` closes the
+/// pipe, the next write fails with EPIPE (Rust ignores SIGPIPE), and `main`
+/// ends quietly with status 0 instead of panicking as `println!` would.
 pub fn execute(args: CheckArgs) -> Result<bool> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     if args.list {
         for c in CASES {
-            println!("{}", c.list_line());
+            writeln!(out, "{}", c.list_line())?;
         }
         return Ok(true);
     }
     let json = args.json;
+    // The first failed write; once stdout is gone the cases still finish
+    // (a case cannot be interrupted safely), but nothing more is printed.
+    let mut write_error: Option<std::io::Error> = None;
     let report = run(&args, |r| {
-        if !json {
-            println!("{}", r.line());
+        if !json && write_error.is_none() {
+            write_error = writeln!(out, "{}", r.line()).err();
         }
     })?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         if report.xfailed > 0 {
-            println!(
+            writeln!(
+                out,
                 "{} expected failure(s) not counted (see EXPECTED in loadgen/src/check.rs)",
                 report.xfailed
-            );
+            )?;
         }
-        println!("{}", report.closing_line());
+        writeln!(out, "{}", report.closing_line())?;
     }
+    out.flush()?;
     Ok(report.ok())
 }
 

@@ -45,9 +45,21 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // Whoever read our stdout has gone (`loadgen compare --list | head
+        // -1`): a normal way for a command-line program to end.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Does the error chain hold an `io::Error` of kind `BrokenPipe`?
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -222,6 +222,59 @@ impl Report {
     pub fn ok(&self) -> bool {
         self.errors.total() == 0 && self.errors.early_close == 0 && self.verified == self.sent
     }
+
+    /// For a run in which not one echo was verified: the likely cause, in
+    /// one or two lines, instead of an all-zero report and a list of
+    /// identical errors. None for a run that got at least one echo (its
+    /// report says what went wrong, case by case).
+    pub fn diagnosis(&self) -> Option<String> {
+        if self.verified > 0 {
+            return None;
+        }
+        let e = &self.errors;
+        let first = self.error_samples.first().map_or("", String::as_str);
+        if self.connects == 0 && e.connect_failures > 0 {
+            if first.contains("refused") {
+                return Some(format!(
+                    "nothing listening at {}: every connect was refused (is the server running, on this port?)",
+                    self.addr
+                ));
+            }
+            return Some(format!(
+                "no connection to {} could be opened ({} failed); first: {first}",
+                self.addr, e.connect_failures
+            ));
+        }
+        if self.proto == Proto::Udp {
+            return (self.sent > 0).then(|| {
+                format!(
+                    "no datagram came back from {} ({} sent): is a UDP echo server listening there?",
+                    self.addr, self.sent
+                )
+            });
+        }
+        if e.early_close + e.timeouts + e.protocol + e.wrong + e.io > 0 {
+            let how = if e.early_close > 0 {
+                "the server closed the connection before the first echo"
+            } else if e.timeouts > 0 {
+                "no answer to the first request"
+            } else if e.protocol + e.wrong > 0 {
+                "what came back is not the echo sent"
+            } else {
+                "the connection failed before the first echo"
+            };
+            let tls = if self.tls {
+                " (or the server does not speak TLS)"
+            } else {
+                ""
+            };
+            return Some(format!(
+                "{how} at {}: probably a framing mismatch{tls}: loadgen used --framing {}; start the server with the same --framing, or pass the server's to loadgen\n  first error: {first}",
+                self.addr, self.framing
+            ));
+        }
+        None
+    }
 }
 
 impl fmt::Display for Report {
@@ -362,11 +415,19 @@ pub fn execute(args: RunArgs) -> Result<bool> {
         Err(e) => log::warn!("cannot raise the file-descriptor limit: {e}"),
     }
     let report = run(&config)?;
+    // writeln! on a locked stdout: `loadgen run | head` closing the pipe is
+    // an error `main` turns into a quiet exit 0, not a panic.
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else if let Some(cause) = report.diagnosis() {
+        // Not one echo: an all-zero report would hide the one thing to say.
+        eprintln!("loadgen run: no echo verified; {cause}");
     } else {
-        println!("{report}");
+        writeln!(out, "{report}")?;
     }
+    out.flush()?;
     Ok(report.ok())
 }
 

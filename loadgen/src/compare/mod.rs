@@ -49,13 +49,18 @@ use report::write_outputs;
 /// `loadgen compare`. Ok(false) when a cell had errors or a server failed.
 pub fn execute(args: CompareArgs) -> Result<bool> {
     if args.list {
+        // writeln! on a locked stdout: a closed pipe (`| head -1`) is an
+        // error `main` turns into a quiet exit 0, not a panic.
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
         for s in SERVERS {
             let cmd = s
                 .command()
                 .map(|c| c.1)
                 .unwrap_or_else(|why| format!("(unavailable: {why})"));
-            println!("{:<20} {cmd}", s.name);
+            writeln!(out, "{:<20} {cmd}", s.name)?;
         }
+        out.flush()?;
         return Ok(true);
     }
     let plan = args.plan()?;
