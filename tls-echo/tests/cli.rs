@@ -5,16 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 
 use common::Framing;
 use support::*;
 use tls_echo::pki::Ca;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tls-echo");
 
 /// Run a command to completion, giving up (and killing it) after TIMEOUT.
 fn run_bounded(mut cmd: Command) -> Output {
@@ -51,68 +47,6 @@ fn assert_one_line_error(out: &Output, what: &str) {
     assert_eq!(stderr.lines().count(), 1, "one line, got:\n{stderr}");
     assert!(stderr.starts_with("tls-echo: error: "), "{stderr}");
     assert!(stderr.contains(what), "expected `{what}` in: {stderr}");
-}
-
-struct ServerChild {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl ServerChild {
-    /// Start `tls-echo server --addr 127.0.0.1:0 ARGS`, read its first
-    /// stdout line (which must be the announce line).
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["server", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(TIMEOUT).expect("no announce line");
-        let addr = common::net::parse_announce(&line)
-            .unwrap_or_else(|| panic!("first stdout line is not the announce: {line:?}"));
-        ServerChild { child, addr }
-    }
-
-    /// SIGTERM, then the exit status and stderr.
-    fn terminate(mut self) -> (Option<i32>, String) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut stderr = self.child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            let _ = tx.send(s);
-        });
-        let text = rx
-            .recv_timeout(TIMEOUT)
-            .expect("server did not exit on SIGTERM");
-        let status = self.child.wait().unwrap();
-        (status.code(), text)
-    }
-}
-
-impl Drop for ServerChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -7,11 +7,13 @@
 // not reach them, and a panic here is a failed test, as intended.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -182,4 +184,114 @@ pub fn identity_files(id: &Identity) -> (TempFile, TempFile) {
         TempFile::with("client.pem", &id.cert_pem()),
         TempFile::with("client.key", &id.key_pem()),
     )
+}
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tls-echo");
+
+/// `tls-echo server` as a child process, killed on drop unless it was
+/// seen to exit.
+pub struct ServerChild {
+    child: Option<Child>,
+    pid: u32,
+    exited: Arc<AtomicBool>,
+    pub addr: SocketAddr,
+}
+
+impl ServerChild {
+    /// Start `tls-echo server --addr 127.0.0.1:0 ARGS`, read its first
+    /// stdout line (which must be the announce line), within TIMEOUT.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["server", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(TIMEOUT).expect("no announce line");
+        let addr = common::net::parse_announce(&line)
+            .unwrap_or_else(|| panic!("first stdout line is not the announce: {line:?}"));
+        ServerChild {
+            pid: child.id(),
+            child: Some(child),
+            exited: Arc::new(AtomicBool::new(false)),
+            addr,
+        }
+    }
+
+    /// Send SIGTERM. The receiver gets (exit status, whole stderr) once the
+    /// process has exited; the caller bounds the wait with `recv_timeout`.
+    pub fn sigterm(&mut self) -> mpsc::Receiver<(ExitStatus, String)> {
+        let pid = self.pid.to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut child = self.child.take().expect("SIGTERM sent twice");
+        let exited = self.exited.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // stderr reaches EOF when the process exits.
+            let mut text = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut text);
+            }
+            if let Ok(status) = child.wait() {
+                exited.store(true, Ordering::SeqCst);
+                let _ = tx.send((status, text));
+            }
+        });
+        rx
+    }
+
+    /// Send a signal by name (`STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{name}"), &self.pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// SIGTERM, then the exit status and stderr, within TIMEOUT.
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        let (status, text) = self
+            .sigterm()
+            .recv_timeout(TIMEOUT)
+            .expect("server did not exit on SIGTERM");
+        (status.code(), text)
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        match self.child.as_mut() {
+            Some(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            // Signalled but not seen to exit (a failed test): kill it, so
+            // no server outlives the test run.
+            None if !self.exited.load(Ordering::SeqCst) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &self.pid.to_string()])
+                    .status();
+            }
+            None => {}
+        }
+    }
 }
