@@ -248,3 +248,158 @@ fn demo_runs_and_shows_the_negotiated_parameters() {
         );
     }
 }
+
+/// Each value that would make the server (or the client) useless, and
+/// each malformed address, is refused while parsing: status 2, nothing on
+/// stdout, and clap's one line naming the flag and the value (followed
+/// only by clap's own "For more information, try '--help'." hint).
+#[test]
+fn bad_values_exit_2_with_one_line_naming_flag_and_value() {
+    for (args, flag, value) in [
+        (&["server", "--max-conns", "0"][..], "--max-conns", "0"),
+        (&["server", "--max-frame", "0"], "--max-frame", "0"),
+        (&["server", "--grace", "0"], "--grace", "0"),
+        (&["server", "--idle-timeout=-1s"], "--idle-timeout", "-1s"),
+        (
+            &["server", "--handshake-timeout", "0"],
+            "--handshake-timeout",
+            "0",
+        ),
+        (&["server", "--addr", "127.0.0.1"], "--addr", "127.0.0.1"),
+        (&["server", "--addr", "[::1:7000"], "--addr", "[::1:7000"),
+        (
+            &["client", "--addr", "127.0.0.1", "hi"],
+            "--addr",
+            "127.0.0.1",
+        ),
+        (
+            &["client", "--addr", "[::1:7000", "hi"],
+            "--addr",
+            "[::1:7000",
+        ),
+        (&["client", "--max-frame", "0", "hi"], "--max-frame", "0"),
+        (&["sniff", "--listen", "localhost"], "--listen", "localhost"),
+    ] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        let out = run_bounded(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", out.stdout);
+        let mut lines = stderr.lines().filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("error: invalid value '{value}' for '{flag} ")),
+            "{args:?}: {first}"
+        );
+        let rest: Vec<&str> = lines.collect();
+        assert_eq!(
+            rest,
+            ["For more information, try '--help'."],
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `--help` shows the real defaults, and the subcommands come in the
+/// order every chapter uses: demo, server, client, then the extras.
+#[test]
+fn help_shows_the_real_default_ports_and_the_common_order() {
+    let help = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).arg("--help");
+        let out = run_bounded(cmd);
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for sub in ["server", "client"] {
+        let text = help(&[sub]);
+        assert!(text.contains("[default: 127.0.0.1:7005]"), "{sub}: {text}");
+    }
+    let sniff = help(&["sniff"]);
+    assert!(sniff.contains("[default: 127.0.0.1:7015]"), "{sniff}");
+    assert!(sniff.contains("[default: 127.0.0.1:7005]"), "{sniff}");
+    let top = help(&[]);
+    let at = |name: &str| {
+        top.find(&format!("\n  {name} "))
+            .unwrap_or_else(|| panic!("no `{name}` in:\n{top}"))
+    };
+    assert!(
+        at("demo") < at("server")
+            && at("server") < at("client")
+            && at("client") < at("certs")
+            && at("certs") < at("sniff"),
+        "{top}"
+    );
+}
+
+/// A closed stdout is a normal end: the client's output is read for one
+/// line and the pipe closed; the client (with far more echoes to print
+/// than a pipe holds) exits 0 and prints nothing on stderr, no panic.
+#[test]
+fn client_ends_quietly_when_its_stdout_is_closed() {
+    let server = TestServer::start(Framing::Line);
+    let ca = TempFile::with("ca.pem", &server.ca.cert_pem());
+    let lines: String = (0..20_000).map(|i| format!("line number {i}\n")).collect();
+    let input = TempFile::with("many-lines.txt", &lines);
+    let mut child = Command::new(BIN)
+        .args(["client", "--addr", &server.addr.to_string(), "--ca"])
+        .arg(ca.path())
+        .stdin(std::fs::File::open(input.path()).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first); // the reader, and the pipe, close here
+    });
+    let first = rx.recv_timeout(TIMEOUT).expect("no first line");
+    assert!(first.starts_with("connected to "), "{first:?}");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx.recv_timeout(TIMEOUT).expect("client hung").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+/// A plaintext server that waits for a newline (every other chapter's
+/// `line` framing) never answers a ClientHello: the client says so after
+/// its handshake timeout, not after the echo timeout.
+#[test]
+fn client_against_a_silent_plaintext_server_says_so_after_the_handshake_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        // Accept one client, read what it sends, answer nothing: what a
+        // line server does with bytes that hold no `\n`.
+        if let Ok((mut s, _)) = listener.accept() {
+            use std::io::Read;
+            s.set_read_timeout(Some(TIMEOUT)).ok();
+            let mut buf = [0u8; 4096];
+            while let Ok(1..) = s.read(&mut buf) {}
+        }
+    });
+    let ca = TempFile::with("ca.pem", &Ca::new("any").unwrap().cert_pem());
+    let out = client(
+        &addr.to_string(),
+        &[
+            "--ca",
+            ca.path().to_str().unwrap(),
+            "--handshake-timeout",
+            "300ms",
+            "hi",
+        ],
+    );
+    assert_one_line_error(
+        &out,
+        "no answer within 300ms (is this a TLS server? a plaintext server never answers a ClientHello)",
+    );
+}
