@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Build every server and the load generator in release mode, then run the
-# side-by-side comparison. Results: results/compare.md, compare.json, *.svg.
+# side-by-side comparison. Results: compare.md, compare.json and *.svg in
+# target/compare/ (untracked); with --publish, the repository's results/.
 #
-#   scripts/compare.sh              # the full matrix (< 15 minutes on 2 cores)
-#   scripts/compare.sh --quick      # the class demo (< 1 minute)
+#   scripts/compare.sh              # the full matrix (< 15 minutes on 2 cores) -> target/compare/
+#   scripts/compare.sh --quick      # the class demo (< 1 minute)               -> target/compare/
 #   scripts/compare.sh --quick --pin --servers async-tokio,python-asyncio
+#   scripts/compare.sh --pin --publish   # refresh results/ (whole matrix only:
+#                                        # refused with --quick or --servers)
 #
 # Any extra argument goes to `loadgen compare` (see `loadgen compare --help`).
 set -euo pipefail

@@ -7,6 +7,7 @@
 //! cargo build --release --workspace
 //! target/release/loadgen compare --quick          # < 1 minute, for a class
 //! target/release/loadgen compare --pin            # the full matrix, < 15 minutes
+//! target/release/loadgen compare --pin --publish  # the same, refreshing results/
 //! target/release/loadgen compare --servers async-tokio,python-asyncio --conns 1,100
 //! ```
 //!
@@ -16,7 +17,9 @@
 //! a sampler thread watches the server's threads and memory in /proc, reads
 //! the server's CPU time (user + system) before and after, stops it with
 //! SIGTERM and checks that it exits with status 0. Results go to
-//! `results/compare.md`, `results/compare.json` and SVG charts.
+//! `compare.md`, `compare.json` and SVG charts in `target/compare/`
+//! (untracked) by default; `--publish` refreshes the repository's
+//! `results/`, and only with the whole matrix (never `--quick`).
 //!
 //! What to watch: *server CPU µs per request* is the headline. On a 2-core
 //! machine the load generator and the server share the CPUs, so requests/s

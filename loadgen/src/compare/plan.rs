@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use common::Framing;
 use common::cli::{parse_duration, parse_size};
 use serde::Serialize;
@@ -120,9 +120,17 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub threads: usize,
 
-    /// Directory for compare.md, compare.json and the SVG charts.
-    #[arg(long, default_value = "results", value_name = "DIR")]
-    pub out: PathBuf,
+    /// Directory for compare.md, compare.json and the SVG charts
+    /// [default: target/compare, untracked; with --publish: results/].
+    #[arg(long, value_name = "DIR", conflicts_with = "publish")]
+    pub out: Option<PathBuf>,
+
+    /// Refresh the published results (the repository's `results/`, which
+    /// the README links). Always the whole matrix: refused with --quick,
+    /// --servers, --conns, --sizes or --work, so a class demo can never
+    /// overwrite the full table with a part of it.
+    #[arg(long)]
+    pub publish: bool,
 
     /// Show the servers' logs (stderr) instead of discarding them.
     #[arg(long)]
@@ -156,6 +164,25 @@ pub(crate) struct Plan {
 
 impl CompareArgs {
     pub(crate) fn plan(&self) -> Result<Plan> {
+        if self.publish {
+            let subsets: Vec<&str> = [
+                (self.quick, "--quick"),
+                (!self.servers.is_empty(), "--servers"),
+                (!self.conns.is_empty(), "--conns"),
+                (!self.sizes.is_empty(), "--sizes"),
+                (!self.work.is_empty(), "--work"),
+            ]
+            .into_iter()
+            .filter_map(|(given, flag)| given.then_some(flag))
+            .collect();
+            if !subsets.is_empty() {
+                bail!(
+                    "--publish writes the whole matrix results/ describes; drop {} (or leave out --publish: the run then goes to {})",
+                    subsets.join(", "),
+                    scratch_dir().display()
+                );
+            }
+        }
         let servers = if self.servers.is_empty() {
             SERVERS.to_vec()
         } else {
@@ -226,7 +253,73 @@ impl CompareArgs {
             loadgen_cpus,
             threads: self.threads.max(1),
             verbose: self.verbose,
-            out: self.out.clone(),
+            out: match (&self.out, self.publish) {
+                (Some(dir), _) => dir.clone(),
+                (None, true) => results_dir(),
+                (None, false) => scratch_dir(),
+            },
         })
+    }
+}
+
+/// Where an unpublished comparison goes: `compare/` in the target
+/// directory `loadgen` was built into (`target/release/loadgen` ->
+/// `target/compare`), else `target/compare` here. Untracked by git.
+pub(crate) fn scratch_dir() -> PathBuf {
+    let target = std::env::current_exe().ok().and_then(|exe| {
+        let profile = exe.parent()?;
+        let target = profile.parent()?;
+        (target.file_name()? == "target").then(|| target.to_path_buf())
+    });
+    target
+        .unwrap_or_else(|| PathBuf::from("target"))
+        .join("compare")
+}
+
+/// The published results: `results/` of the workspace (here, if this is
+/// the workspace root; else next to this crate's sources).
+pub(crate) fn results_dir() -> PathBuf {
+    let here = PathBuf::from("results");
+    if here.is_dir() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../results")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> CompareArgs {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: CompareArgs,
+        }
+        let argv = std::iter::once("compare").chain(flags.iter().copied());
+        <Wrapper as clap::Parser>::try_parse_from(argv)
+            .map(|w| w.args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn unpublished_runs_go_under_target_and_publish_is_the_whole_matrix() {
+        let quick = args(&["--quick"]).plan().unwrap();
+        assert!(quick.out.ends_with("target/compare"), "{:?}", quick.out);
+        let full = args(&["--publish"]).plan().unwrap();
+        assert!(full.out.ends_with("results"), "{:?}", full.out);
+        assert_eq!(full.servers.len(), SERVERS.len());
+        assert_eq!(full.conns, [1, 10, 100, 1000, 10_000]);
+        for subset in [
+            &["--publish", "--quick"][..],
+            &["--publish", "--servers", "tcp-echo"],
+            &["--publish", "--conns", "1"],
+        ] {
+            let err = args(subset).plan().unwrap_err().to_string();
+            assert!(err.contains("--publish writes the whole matrix"), "{err}");
+            assert!(err.contains(subset[1]), "{err}");
+        }
+        let mine = args(&["--quick", "--out", "/tmp/x"]).plan().unwrap();
+        assert_eq!(mine.out, PathBuf::from("/tmp/x"));
     }
 }
