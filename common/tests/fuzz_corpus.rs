@@ -2,7 +2,10 @@
 //! harness the fuzz target runs (fuzz/src/lib.rs, included below), so every
 //! `cargo test` catches a decoder regression without nightly or libFuzzer.
 //!
-//! Run with: `cargo test -p loadgen --test fuzz_corpus`
+//! It lives next to the decoder it tests (common), and needs only std and
+//! common's own dependencies.
+//!
+//! Run with: `cargo test -p common --test fuzz_corpus`
 //! To add a case: drop a file into fuzz/corpus/decode/ (byte 0 picks the
 //! framing and limit, byte 1 the read sizes; see fuzz/README.md), or copy
 //! a crash from fuzz/artifacts/decode/ there once it is fixed.

@@ -1,5 +1,5 @@
 //! The decode harness: what the fuzz target `decode` runs on every input,
-//! and what `loadgen/tests/fuzz_corpus.rs` replays over the committed corpus
+//! and what `common/tests/fuzz_corpus.rs` replays over the committed corpus
 //! (it includes this very file, so the two can never drift apart).
 //!
 //! An input is read as:
