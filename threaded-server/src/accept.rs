@@ -28,20 +28,23 @@
 //! (The other classic answer is a non-blocking listener polled with a sleep,
 //! which adds up to one sleep of latency to every new connection.)
 //!
-//! **Accept errors.** Almost every `accept()` error is about one connection
-//! or a passing shortage, so the loop logs it and carries on. The dangerous
-//! one is `EMFILE` (out of file descriptors): the pending connection stays in
-//! the backlog, the listener stays readable, and retrying at once spins at
-//! 100% CPU writing the same log line. So we wait, 10 ms, 20 ms, ... 1 s
-//! ([`Backoff`]), and the wait itself ends early on shutdown.
+//! **Accept errors**, with the one policy every server of the workspace
+//! follows (`common::net::accept_policy`): an error about one connection
+//! (`ECONNABORTED`: the client gave up while queued) is retried at once. The
+//! dangerous one is `EMFILE` (out of file descriptors): the pending
+//! connection stays in the backlog, the listener stays readable, and
+//! retrying at once spins at 100% CPU writing the same log line. So we wait,
+//! 10 ms, 20 ms, ... 1 s ([`Backoff`]), and the wait itself ends early on
+//! shutdown. `EBADF` and the like mean the listener is broken: the server
+//! shuts down the normal way and reports it.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 
 use common::Shutdown;
 use common::framing::is_timeout;
-use common::net::{Backoff, is_fd_exhaustion, is_transient_accept_error};
-use log::{error, info, trace, warn};
+use common::net::{AcceptAction, Backoff, accept_policy};
+use log::trace;
 
 use crate::TICK;
 
@@ -118,30 +121,26 @@ impl Acceptor {
                     return Some((stream, peer));
                 }
                 // SO_RCVTIMEO expired with nobody connecting: look at the flag.
+                // (Not an accept error: handled before the policy.)
                 Err(e) if is_timeout(&e) => trace!("accept() timed out; checking for shutdown"),
-                Err(e) if is_fd_exhaustion(&e) => {
-                    let delay = self.backoff.next_delay();
-                    warn!(
-                        "accept(): {e}: out of file descriptors; retrying in {delay:?} \
-                         (raise `ulimit -n` or lower --max-conns)"
-                    );
-                    // Sleeps, but wakes at once on shutdown.
-                    self.shutdown.wait_timeout(delay);
-                }
-                Err(e) if is_transient_accept_error(&e) => {
-                    let delay = self.backoff.next_delay();
-                    info!("accept(): {e}; retrying in {delay:?}");
-                    self.shutdown.wait_timeout(delay);
-                }
-                Err(e) => {
-                    // EBADF, EINVAL...: the listener itself is broken. Stop
-                    // the whole server the normal way, so every thread is
-                    // joined and the summary is logged, then report it.
-                    error!("accept(): {e}: the listening socket is unusable; shutting down");
-                    self.fatal = Some(e);
-                    self.shutdown.trigger();
-                    return None;
-                }
+                // One policy for every server (common::net::accept_policy),
+                // which also logs the error at the level it deserves.
+                Err(e) => match accept_policy(&e, &mut self.backoff) {
+                    AcceptAction::Retry => {}
+                    // EMFILE and friends: sleep, but wake at once on shutdown.
+                    AcceptAction::Wait(delay) => {
+                        self.shutdown.wait_timeout(delay);
+                    }
+                    AcceptAction::Fatal => {
+                        // EBADF, EINVAL...: the listener itself is broken.
+                        // Stop the whole server the normal way, so every
+                        // thread is joined and the summary is logged, then
+                        // report it.
+                        self.fatal = Some(e);
+                        self.shutdown.trigger();
+                        return None;
+                    }
+                },
             }
         }
     }

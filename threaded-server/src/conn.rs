@@ -1,5 +1,7 @@
-//! The per-connection echo loop both thread models run, one connection per
-//! thread at a time: read a frame, (optionally) burn `--work`, echo it back.
+//! What both thread models do with an accepted connection, so that
+//! `per_client.rs` and `pool.rs` differ only in *who* runs it: serve it to
+//! its end, log how it ended, contain a panic, and, at shutdown, join the
+//! threads that serve connections by the `--grace` deadline.
 //!
 //! Run with (two terminals; type lines in the second, then stop typing and
 //! watch the server close you after the idle timeout):
@@ -11,271 +13,181 @@
 //!
 //! What to watch:
 //!
-//! - **Blocking reads with a short timeout.** Each connection's socket gets
-//!   `SO_RCVTIMEO` = [`TICK`], so `read()` returns `EAGAIN` (Rust:
-//!   `WouldBlock`) every tick even when the client is silent. That is how a
-//!   thread blocked on one client still notices Ctrl-C, and how it measures
-//!   idle time itself. A timeout in the middle of a frame loses nothing:
-//!   [`FramedStream`] keeps the partial frame and the next call carries on.
-//! - **Idle timeout.** "Idle" means no byte arrived for `--idle-timeout`.
-//!   In a thread pool a silent client occupies a whole worker, so this limit
-//!   is what keeps N silent clients from starving everybody else for ever.
-//! - **Pipelining.** A client may send many frames before reading any echo.
-//!   We echo every frame already buffered and send them in one `write()`.
-//! - **Shutdown.** Once shutdown is triggered the loop stops waiting for new
-//!   bytes, but first takes everything the kernel has already received for
-//!   this socket (non-blocking reads until `WouldBlock`), echoes every
-//!   complete frame, then closes. Nothing the server received is lost, and
-//!   closing with an empty receive queue sends a clean FIN instead of a RST.
-//! - **Errors end this connection only**, with the peer address in the log.
+//! - **The echo loop is the one every blocking server runs**
+//!   (`common::blocking::EchoConn::serve`): blocking reads with
+//!   `SO_RCVTIMEO` = [`TICK`], so a thread blocked on a silent client still
+//!   notices Ctrl-C and measures idle time itself; echoes written with
+//!   `SO_SNDTIMEO` bounded by `--stall-timeout` and the shutdown deadline.
+//! - **Idle timeout.** In a thread pool a silent client occupies a whole
+//!   worker, so this limit is what keeps N silent clients from starving
+//!   everybody else for ever. A client that stops *reading* is the stall
+//!   timeout's business: a blocked write is not activity.
+//! - **Shutdown.** Every connection echoes what it has received (its
+//!   buffer and the kernel's receive queue), sends FIN, waits for the
+//!   client's FIN, and is cut at the deadline. Every thread that serves a
+//!   connection is joined by then ([`join_by`]), so the process exits
+//!   within `--grace` and a tick, whatever the clients do.
+//! - **Errors end this connection only**, with the peer address and the
+//!   serving thread's name in the one closing line (`common::conn`).
 
+use std::any::Any;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
-use common::framing::FrameError;
-use common::net::is_disconnect;
-use common::{ConnError, FramedStream, Shutdown, Stats};
-use log::{debug, info, trace, warn};
+use common::blocking::{EchoConn, Tally};
+use common::conn::{End, log_close};
+use common::{Shutdown, Stats};
+use log::{error, info, warn};
 
 use crate::{Config, TICK};
 
-/// `SO_SNDTIMEO` when `--idle-timeout` is off. A client that stops reading
-/// its echoes fills our send buffer and blocks our `write()`; without a limit
-/// that thread (and a graceful shutdown waiting for it) would hang for ever.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What one connection cost us, for the pool's fairness report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Served {
-    pub frames: u64,
-    pub bytes: u64,
-}
-
-/// Why a connection ended without an error.
-#[derive(Debug)]
-enum End {
-    /// `read()` returned 0 between frames: the client closed (or half-closed).
-    PeerClosed,
-    /// No byte arrived for the idle timeout.
-    Idle(Duration),
-    /// The server is shutting down; `unfinished` bytes of an incomplete
-    /// frame were dropped (no echo was owed for them).
-    Shutdown { unfinished: usize },
-}
-
-/// Serve one connection to the end and log how it ended. Never returns an
-/// error: whatever goes wrong ends this connection only.
+/// Serve one connection to the end and log its one closing line. Never
+/// returns an error: whatever goes wrong ends this connection only.
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     config: &Config,
     shutdown: &Shutdown,
     stats: &Stats,
-) -> Served {
+) -> Tally {
     let current = thread::current();
     let who = current.name().unwrap_or("unnamed thread");
     info!("{peer}: connected, served by {who}");
-    let mut conn = Conn {
-        stream: &stream,
-        // `&TcpStream` implements Read + Write, so we keep `stream` to flip
-        // it to non-blocking at shutdown.
-        framed: FramedStream::new(&stream, config.framing, config.max_frame),
-        peer,
-        config,
-        stats,
-        served: Served::default(),
-        queued: Served::default(),
+    if let Some(at) = &config.inject_panic {
+        at.tick(peer);
+    }
+    let (end, echoed) = match EchoConn::new(&stream, &config.common, shutdown, stats) {
+        Ok(mut conn) => (conn.serve(TICK), conn.echoed()),
+        Err(e) => (End::from(e), Tally::default()),
     };
-    let outcome = conn.echo_loop(shutdown);
-    let Served { frames, bytes } = conn.served;
-    let after = format!("after {frames} frames ({bytes} bytes) [{who}]");
-    match outcome {
-        Ok(End::PeerClosed) => info!("{peer}: closed by peer {after}"),
-        Ok(End::Idle(idle)) => {
-            Stats::inc(&stats.errors);
-            info!("{peer}: idle for {idle:?} (--idle-timeout), closing {after}");
-        }
-        Ok(End::Shutdown { unfinished: 0 }) => info!("{peer}: closed for shutdown {after}"),
-        Ok(End::Shutdown { unfinished }) => info!(
-            "{peer}: closed for shutdown {after}, dropping {unfinished} bytes of an unfinished frame"
-        ),
-        Err(ConnError::Frame(e @ FrameError::Truncated { .. })) => {
-            Stats::inc(&stats.errors);
-            warn!("{peer}: {e} {after}");
-        }
-        Err(ConnError::Frame(e)) => {
-            Stats::inc(&stats.errors);
-            warn!("{peer}: {e}; closing {after}");
-        }
-        Err(ConnError::Io(e)) if is_disconnect(&e) => {
-            Stats::inc(&stats.errors);
-            info!("{peer}: disconnected ({e}) {after}");
-        }
-        Err(ConnError::Io(e)) if common::framing::is_timeout(&e) => {
-            // Only writes can time out here: reads' timeouts are our ticks.
-            Stats::inc(&stats.errors);
-            warn!("{peer}: write timed out, client not reading its echoes; closing {after}");
-        }
-        Err(ConnError::Io(e)) => {
-            Stats::inc(&stats.errors);
-            warn!("{peer}: {e}; closing {after}");
-        }
-    }
+    log_close(
+        &format_args!("{peer} [{who}]"),
+        echoed.frames,
+        echoed.bytes,
+        &end,
+        stats,
+    );
     // Dropping `stream` here closes the socket (`close(2)`).
-    conn.served
+    echoed
 }
 
-/// One connection being served: the socket, its buffers, and tallies.
-struct Conn<'a> {
-    stream: &'a TcpStream,
-    framed: FramedStream<&'a TcpStream>,
-    peer: SocketAddr,
-    config: &'a Config,
-    stats: &'a Stats,
-    /// Echoes written to the socket.
-    served: Served,
-    /// Echoes queued in our buffer, not yet written (counted once they are).
-    queued: Served,
+/// An accepted connection with its place under `--max-conns`: what the
+/// acceptor hands to a connection thread (per-client) or to the queue (pool).
+#[derive(Debug)]
+pub struct Job {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Given back when the job is done, however it ends.
+    pub slot: Slot,
 }
 
-impl Conn<'_> {
-    fn echo_loop(&mut self, shutdown: &Shutdown) -> Result<End, ConnError> {
-        // Wake at least every TICK, and often enough to honour a short idle
-        // timeout. (A zero timeout would mean "block for ever" to the
-        // kernel; std refuses it, hence the 1 ms floor.)
-        let idle_timeout = self.config.idle_timeout;
-        let tick = idle_timeout
-            .map_or(TICK, |idle| idle.min(TICK))
-            .max(Duration::from_millis(1));
-        self.stream.set_read_timeout(Some(tick))?;
-        self.stream
-            .set_write_timeout(Some(idle_timeout.unwrap_or(DEFAULT_WRITE_TIMEOUT)))?;
-        // Echoes are small and latency matters: turn Nagle's algorithm off,
-        // or a small write may wait up to 40 ms for the client's delayed ACK.
-        self.stream.set_nodelay(true)?;
+impl Job {
+    /// [`serve`] the connection on this thread, containing a panic: the
+    /// connection's state (its socket, its buffers) is dropped, the panic is
+    /// logged and counted, and `None` tells the caller; the thread carries
+    /// on (a pool worker takes the next job).
+    pub fn serve(self, config: &Config, shutdown: &Shutdown, stats: &Stats) -> Option<Tally> {
+        let Job { stream, peer, slot } = self;
+        // AssertUnwindSafe: if `serve` panics, everything it was using for
+        // this connection is dropped with it; what it shares with others
+        // (`stats`: atomics; `shutdown`: a flag and a Mutex-guarded list) has
+        // no half-updated state a panic could expose.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+            serve(stream, peer, config, shutdown, stats)
+        }));
+        drop(slot);
+        outcome
+            .map_err(|payload| {
+                let current = thread::current();
+                error!(
+                    "{}: panicked while serving {peer} ({}); that connection is closed, \
+                     the server carries on",
+                    current.name().unwrap_or("?"),
+                    panic_message(&*payload)
+                );
+                Stats::inc(&stats.errors);
+            })
+            .ok()
+    }
+}
 
-        let mut last_input = Instant::now();
-        let mut pending_seen = 0;
-        loop {
-            if shutdown.is_triggered() {
-                return self.drain_for_shutdown();
-            }
-            match self.framed.read_frame() {
-                Ok(Some(frame)) => {
-                    last_input = Instant::now();
-                    self.echo(&frame)?;
-                    // Frames the client pipelined are already in our buffer:
-                    // echo them all, then send the lot with one write().
-                    loop {
-                        match self.framed.try_buffered_frame() {
-                            Ok(Some(frame)) => self.echo(&frame)?,
-                            Ok(None) => break,
-                            Err(e) => {
-                                // Echo what came before the bad frame, then close.
-                                self.flush()?;
-                                return Err(e.into());
-                            }
-                        }
-                    }
-                    self.flush()?;
-                    pending_seen = self.framed.pending();
-                }
-                // read() returned 0 with no partial frame buffered.
-                Ok(None) => return Ok(End::PeerClosed),
-                // SO_RCVTIMEO expired: nothing arrived this tick, or only
-                // part of a frame (which FramedStream keeps). Look around.
-                Err(e) if e.is_timeout() => {
-                    let pending = self.framed.pending();
-                    trace!("{}: read() timed out ({pending} bytes pending)", self.peer);
-                    if pending != pending_seen {
-                        // Part of a frame arrived: the client is slow, not idle.
-                        pending_seen = pending;
-                        last_input = Instant::now();
-                    }
-                    if let Some(idle) = idle_timeout
-                        && last_input.elapsed() >= idle
-                    {
-                        return Ok(End::Idle(idle));
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+/// **Testing only** (`Config::inject_panic`, the hidden `--inject-panic-on`
+/// flag): a countdown of connections; the one that brings it to zero panics
+/// as its thread starts serving it. Shared by the clones of a `Config`.
+#[derive(Clone, Debug)]
+pub struct PanicAt(Arc<AtomicU64>);
+
+impl PanicAt {
+    /// Panic while serving the `n`-th connection (1 = the first).
+    pub fn connection(n: u64) -> Self {
+        PanicAt(Arc::new(AtomicU64::new(n)))
     }
 
-    /// Echo one frame: the optional CPU work, then queue it for the next flush.
-    fn echo(&mut self, frame: &[u8]) -> Result<(), ConnError> {
-        // TESTING ONLY: see `Config::inject_panic_on`. Off (`None`) unless a
-        // test or the hidden `--inject-panic-on` flag turns it on.
-        if let Some(magic) = &self.config.inject_panic_on
-            && frame == magic.as_slice()
-        {
-            panic!(
-                "injected panic while serving {} (testing hook --inject-panic-on)",
-                self.peer
+    fn tick(&self, peer: SocketAddr) {
+        // After zero the counter wraps to u64::MAX: no second panic.
+        if self.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            panic!("injected panic while serving {peer} (testing hook --inject-panic-on)");
+        }
+    }
+}
+
+/// The text of a panic payload (`panic!("...")` carries a `String` or `&str`).
+pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+/// Join every thread that has finished, and, with `deadline`, wait for the
+/// others until then (plus a tick, for the last closing line). A thread
+/// still running after that is left behind, logged and counted: the
+/// process must exit within `--grace` whatever a client does. Returns what
+/// each joined thread returned, or its panic message.
+pub fn join_by<T>(
+    threads: &mut Vec<JoinHandle<T>>,
+    deadline: Option<Instant>,
+) -> (Vec<Result<T, String>>, u64) {
+    let mut done = Vec::new();
+    loop {
+        let mut i = 0;
+        while i < threads.len() {
+            if threads[i].is_finished() {
+                let handle = threads.remove(i);
+                done.push(handle.join().map_err(|p| panic_message(&*p).to_owned()));
+            } else {
+                i += 1;
+            }
+        }
+        match deadline {
+            Some(d) if !threads.is_empty() && Instant::now() < d + TICK => {
+                // Each of them bounds its own blocking calls by the deadline,
+                // so this waits at most grace + one tick.
+                thread::sleep(TICK / 10);
+            }
+            _ => break,
+        }
+    }
+    let abandoned = if deadline.is_some() {
+        for t in threads.iter() {
+            error!(
+                "{}: still running after the --grace deadline; leaving it behind",
+                t.thread().name().unwrap_or("?")
             );
         }
-        if self.config.work > 0 {
-            // On *this* thread: with N busy workers, at most N frames are
-            // being worked on at once, however many clients are waiting.
-            common::work::work(frame, self.config.work);
-        }
-        debug!("{}: echo {} bytes", self.peer, frame.len());
-        self.framed.queue_frame(frame)?;
-        self.queued.frames += 1;
-        self.queued.bytes += frame.len() as u64;
-        Ok(())
-    }
-
-    /// Write every queued echo (`write_all`: a short write is continued, not
-    /// lost), then count them as echoed.
-    fn flush(&mut self) -> io::Result<()> {
-        self.framed.flush()?;
-        let Served { frames, bytes } = std::mem::take(&mut self.queued);
-        self.stats.frames.fetch_add(frames, Relaxed);
-        self.stats.bytes.fetch_add(bytes, Relaxed);
-        self.served.frames += frames;
-        self.served.bytes += bytes;
-        Ok(())
-    }
-
-    /// Shutdown: echo every complete frame that has already reached this
-    /// socket, without waiting for more, then let the caller close it.
-    fn drain_for_shutdown(&mut self) -> Result<End, ConnError> {
-        // Non-blocking: read() hands over what the kernel holds, then fails
-        // with WouldBlock instead of waiting for the client to send more.
-        self.stream.set_nonblocking(true)?;
-        let mut failed = None;
-        loop {
-            match self.framed.read_frame() {
-                Ok(Some(frame)) => self.echo(&frame)?,
-                // End of stream, or the receive queue is empty: done.
-                Ok(None) => break,
-                Err(e) if e.is_timeout() => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        // Back to blocking (with the write timeout) so the echoes are written
-        // in full even if the client's receive window is momentarily full.
-        self.stream.set_nonblocking(false)?;
-        self.flush()?;
-        match failed {
-            Some(e) => Err(e),
-            // The client had closed its side too: nothing was cut short.
-            None if self.framed.is_eof() => Ok(End::PeerClosed),
-            None => Ok(End::Shutdown {
-                unfinished: self.framed.pending(),
-            }),
-        }
-    }
+        std::mem::take(threads).len() as u64
+    } else {
+        0
+    };
+    (done, abandoned)
 }
 
 /// Counts connections held by the server, for `--max-conns`. The acceptor
@@ -295,16 +207,26 @@ impl ConnLimit {
         }
     }
 
-    /// A slot, or `None` when `max` connections are already held.
-    pub fn try_acquire(&self) -> Option<Slot> {
-        self.active
+    /// A slot, or `None` when `max` connections are already held; then the
+    /// refusal is logged and counted.
+    pub fn try_acquire(&self, peer: SocketAddr, stats: &Stats) -> Option<Slot> {
+        let slot = self
+            .active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             })
             .ok()
             .map(|_| Slot {
                 active: Arc::clone(&self.active),
-            })
+            });
+        if slot.is_none() {
+            info!(
+                "{peer}: refused, {} connections already (--max-conns); closing without a word",
+                self.max
+            );
+            Stats::inc(&stats.refused);
+        }
+        slot
     }
 
     pub fn active(&self) -> usize {
@@ -328,14 +250,30 @@ impl Drop for Slot {
     }
 }
 
-/// Helper for the models' logs: is this `io::Error` worth a warning?
-pub fn describe_spawn_error(e: &io::Error) -> &'static str {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        // pthread_create's EAGAIN: out of threads (ulimit -u, kernel.threads-max)
-        // or of memory for another stack.
-        "out of threads or stack memory"
-    } else {
-        "thread creation failed"
+/// A thread for serving connections, named and with `--stack-size`.
+/// `pthread_create` failing with `EAGAIN` (Rust: `WouldBlock`) means out of
+/// threads (`ulimit -u`, `kernel.threads-max`) or of memory for a stack:
+/// logged, and the caller closes the connection it was for.
+pub fn spawn<T: Send + 'static>(
+    name: String,
+    config: &Config,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> Option<JoinHandle<T>> {
+    match thread::Builder::new()
+        .name(name.clone())
+        .stack_size(config.stack_size)
+        .spawn(body)
+    {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            let why = if e.kind() == io::ErrorKind::WouldBlock {
+                "out of threads or stack memory"
+            } else {
+                "thread creation failed"
+            };
+            warn!("{name}: {why}: {e}");
+            None
+        }
     }
 }
 
@@ -343,15 +281,23 @@ pub fn describe_spawn_error(e: &io::Error) -> &'static str {
 mod tests {
     use super::*;
 
+    fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
     #[test]
     fn conn_limit_counts_and_releases() {
+        let stats = Stats::new();
         let limit = ConnLimit::new(2);
-        let a = limit.try_acquire().unwrap();
-        let b = limit.try_acquire().unwrap();
-        assert!(limit.try_acquire().is_none(), "third slot over max 2");
-        assert_eq!(limit.active(), 2);
+        let a = limit.try_acquire(peer(), &stats).unwrap();
+        let b = limit.try_acquire(peer(), &stats).unwrap();
+        assert!(
+            limit.try_acquire(peer(), &stats).is_none(),
+            "third slot over max 2"
+        );
+        assert_eq!((limit.active(), Stats::get(&stats.refused)), (2, 1));
         drop(a);
-        let c = limit.try_acquire().unwrap();
+        let c = limit.try_acquire(peer(), &stats).unwrap();
         assert_eq!(limit.active(), 2);
         drop((b, c));
         assert_eq!(limit.active(), 0);
@@ -359,14 +305,34 @@ mod tests {
 
     #[test]
     fn slot_is_released_by_a_panic() {
+        let stats = Stats::new();
         let limit = ConnLimit::new(1);
-        let slot = limit.try_acquire().unwrap();
+        let slot = limit.try_acquire(peer(), &stats).unwrap();
         let r = std::panic::catch_unwind(move || {
             let _slot = slot;
             panic!("boom");
         });
         assert!(r.is_err());
         assert_eq!(limit.active(), 0);
-        assert!(limit.try_acquire().is_some());
+        assert!(limit.try_acquire(peer(), &stats).is_some());
+    }
+
+    /// A thread that will not finish by the deadline is left behind, and
+    /// the join returns (bounded), reporting it.
+    #[test]
+    fn join_by_abandons_a_thread_past_the_deadline() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut threads = vec![
+            thread::spawn(|| 1),
+            thread::spawn(move || {
+                let _ = rx.recv();
+                2
+            }),
+        ];
+        let (done, abandoned) = join_by(&mut threads, Some(Instant::now()));
+        assert_eq!((done.len(), abandoned), (1, 1));
+        assert!(matches!(done[0], Ok(1)));
+        assert!(threads.is_empty());
+        drop(tx);
     }
 }

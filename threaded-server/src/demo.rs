@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::{Framing, Shutdown, Stats};
+use common::{Framing, ServerConfig, Shutdown, Stats};
 
 use crate::client::EchoClient;
 use crate::{Config, Model, Report};
@@ -42,11 +42,14 @@ pub fn run(out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     for model in Model::ALL {
         let config = Config {
+            common: ServerConfig {
+                framing: Framing::Line,
+                idle_timeout: Some(Duration::from_secs(5)),
+                ..ServerConfig::default()
+            },
             model,
             workers: 2,
             queue: 4,
-            framing: Framing::Line,
-            idle_timeout: Some(Duration::from_secs(5)),
             ..Config::default()
         };
         one_model(out, &config)?;
@@ -102,7 +105,7 @@ fn one_model(out: &mut impl Write, config: &Config) -> anyhow::Result<()> {
             writeln!(out, "  {line}")?;
         }
     }
-    writeln!(out, "  server: {stats}")?;
+    writeln!(out, "  threaded-server stopped: {stats}")?;
     for w in &report.workers {
         writeln!(
             out,

@@ -7,8 +7,8 @@
 //! |------------------------------|----------------------------------------------------------------|
 //! | [`per_client`]               | one named OS thread per accepted connection, `--max-conns`      |
 //! | [`pool`]                     | `--workers N` threads fed by a bounded crossbeam-channel queue |
-//! | [`accept`]                   | the accept loop both share: back-off on EMFILE, waking on Ctrl-C |
-//! | [`conn`]                     | the per-connection echo loop both share: idle timeout, shutdown drain |
+//! | [`accept`]                   | the accept loop both share: the accept-error policy, waking on Ctrl-C |
+//! | [`conn`]                     | what both do with a connection: serve it (`common::blocking`), log its end, contain a panic, join by the deadline |
 //! | [`client`]                   | a line client and a concurrent load client                     |
 //! | [`demo`]                     | both models in-process with concurrent clients, transcript     |
 //!
@@ -28,11 +28,10 @@ use std::fmt;
 use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::cli::ServerArgs;
-use common::framing::DEFAULT_MAX_FRAME;
-use common::{Framing, Shutdown, Stats};
+use common::{ServerConfig, Shutdown, Stats};
+use log::info;
 
 pub mod accept;
 pub mod client;
@@ -47,7 +46,7 @@ pub mod pool;
 /// `SO_RCVTIMEO` of this length makes `read()`/`accept()` return `EAGAIN`.
 /// Shorter means a faster Ctrl-C and more wake-ups (negligible: 200 idle
 /// threads waking 10 times a second is 2,000 cheap syscalls a second).
-pub const TICK: Duration = Duration::from_millis(100);
+pub use common::blocking::TICK;
 
 /// Default `--stack-size`. Rust's own default for spawned threads is 2 MiB;
 /// an echo loop keeps its buffers on the heap and needs a few KiB of stack.
@@ -103,18 +102,14 @@ pub enum WhenFull {
     Refuse,
 }
 
-/// Everything a server needs to know. Built from the command line with
-/// [`Config::from_args`], or by hand in tests.
+/// Everything a server needs to know: the contract every server keeps
+/// ([`ServerConfig`], from the shared flags) and this chapter's own flags.
+/// Built from the command line, or by hand in tests.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Framing, limits, timeouts and grace: the same in every chapter.
+    pub common: ServerConfig,
     pub model: Model,
-    pub framing: Framing,
-    pub max_frame: usize,
-    /// Connections held at once (per-client: threads; pool: queued + served).
-    pub max_conns: usize,
-    /// `None`: never close a quiet client.
-    pub idle_timeout: Option<Duration>,
-    pub work: u32,
     /// Pool only: worker threads.
     pub workers: usize,
     /// Pool only: accepted connections waiting for a worker.
@@ -123,27 +118,24 @@ pub struct Config {
     pub when_full: WhenFull,
     /// Stack reserved for each thread we spawn, in bytes.
     pub stack_size: usize,
-    /// **Testing only.** A connection whose frame payload equals these bytes
-    /// makes its serving thread panic, to show (and test) that a panic is
-    /// contained. `None` in normal use; the CLI flag behind it is hidden.
+    /// **Testing only.** The n-th connection served (counting from 1) panics
+    /// its serving thread as it starts, to show (and test) that a panic is
+    /// contained. Checked once per connection, at its entry, never per frame.
+    /// `None` in normal use; the CLI flag behind it is hidden.
     #[doc(hidden)]
-    pub inject_panic_on: Option<Vec<u8>>,
+    pub inject_panic: Option<conn::PanicAt>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
+            common: ServerConfig::default(),
             model: Model::PerClient,
-            framing: Framing::Line,
-            max_frame: DEFAULT_MAX_FRAME,
-            max_conns: common::cli::DEFAULT_MAX_CONNS,
-            idle_timeout: Some(Duration::from_secs(30)),
-            work: 0,
             workers: DEFAULT_WORKERS,
             queue: DEFAULT_QUEUE,
             when_full: WhenFull::Wait,
             stack_size: DEFAULT_STACK_SIZE,
-            inject_panic_on: None,
+            inject_panic: None,
         }
     }
 }
@@ -152,22 +144,20 @@ impl Config {
     /// The shared flags; the chapter's own ones keep their defaults.
     pub fn from_args(args: &ServerArgs, model: Model) -> Self {
         Config {
+            common: args.config(),
             model,
-            framing: args.framing,
-            max_frame: args.max_frame,
-            max_conns: args.max_conns,
-            idle_timeout: args.idle(),
-            work: args.work,
             ..Config::default()
         }
     }
 
+    /// The CLI refuses these values while parsing; a library caller gets
+    /// the same refusal here, before anything is served.
     fn validate(&self) -> io::Result<()> {
         let bad = |msg: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, msg.to_string()));
         if self.model == Model::Pool && self.workers == 0 {
             return bad("--workers must be at least 1");
         }
-        if self.max_conns == 0 {
+        if self.common.max_conns == 0 {
             return bad("--max-conns must be at least 1");
         }
         Ok(())
@@ -186,6 +176,30 @@ pub struct WorkerReport {
     pub panics: u64,
 }
 
+impl WorkerReport {
+    /// Per-worker counts at shutdown, so a reader sees how evenly work spread.
+    pub fn log_fairness(reports: &[WorkerReport]) {
+        let total_frames: u64 = reports.iter().map(|r| r.frames).sum();
+        for r in reports {
+            let share = if total_frames == 0 {
+                0.0
+            } else {
+                100.0 * r.frames as f64 / total_frames as f64
+            };
+            info!(
+                "pool: {}: {} connections, {} frames ({share:.1}% of all frames), {} panics",
+                r.name, r.connections, r.frames, r.panics
+            );
+        }
+        if let (Some(min), Some(max)) = (
+            reports.iter().map(|r| r.frames).min(),
+            reports.iter().map(|r| r.frames).max(),
+        ) {
+            info!("pool: frames per worker: min {min}, max {max}");
+        }
+    }
+}
+
 /// What a server run returns once it has shut down. The counters are in the
 /// [`Stats`] the caller passed in.
 #[derive(Clone, Debug)]
@@ -196,6 +210,13 @@ pub struct Report {
     /// Threads spawned to serve connections (per-client: one per connection;
     /// pool: the workers, however many connections they served).
     pub threads_spawned: u64,
+    /// Pool: connections still queued (or held by the acceptor) at shutdown,
+    /// served and drained each on a short-lived thread of its own.
+    pub drained: u64,
+    /// Threads still running at the grace deadline (plus a margin), left
+    /// behind so the process can exit. 0 unless something blocked without
+    /// a timeout, which would be a bug: every socket call here has one.
+    pub abandoned: u64,
 }
 
 /// Serve until `shutdown` is triggered, with the design `config.model` names.

@@ -17,16 +17,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::cli::{ServerArgs, parse_duration, parse_size, ports};
+use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_size, ports};
 use common::{Framing, Shutdown, Stats};
 use threaded_server::client::{EchoClient, LoadSpec};
+use threaded_server::conn::PanicAt;
 use threaded_server::{Config, Model, WhenFull};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "threaded-server",
     version,
-    about = "Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool echo server.",
+    about = "Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool echo server (default: the demo).",
     long_about = None
 )]
 struct Cli {
@@ -36,13 +37,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run an echo server (default port 7003) until Ctrl-C.
+    /// Both models in this process, with concurrent clients (the default).
+    Demo,
+    /// Run an echo server until Ctrl-C.
     Server(ServerCmd),
     /// Send messages (arguments, or stdin lines) and print the echoes; or,
     /// with --connections, drive N concurrent connections and verify echoes.
     Client(ClientCmd),
-    /// Both models in this process, with concurrent clients (the default).
-    Demo,
 }
 
 #[derive(clap::Args, Debug)]
@@ -74,17 +75,17 @@ struct ServerCmd {
     #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = parse_size)]
     stack_size: usize,
 
-    /// TESTING ONLY: panic the serving thread when a frame equals this text,
-    /// to watch the panic being contained.
-    #[arg(long, value_name = "PAYLOAD", hide = true)]
-    inject_panic_on: Option<String>,
+    /// TESTING ONLY: panic the thread serving the N-th connection as it
+    /// starts, to watch the panic being contained.
+    #[arg(long, value_name = "N", hide = true)]
+    inject_panic_on: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
 struct ClientCmd {
-    /// Server address, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", default_value_t = format!("127.0.0.1:{}", ports::THREADED_SERVER))]
-    addr: String,
+    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    addr: Option<HostPort>,
 
     /// Framing, as the server's --framing.
     #[arg(long, value_enum, default_value_t = Framing::Line)]
@@ -120,24 +121,18 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
-    common::log::init();
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Output piped into `head`: the reader left, not our failure.
-            if e.downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-            {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    let cli: Cli = common::cli::parse(ports::THREADED_SERVER);
+    match cli.command {
+        // The demo's transcript is on stdout; the servers' per-connection
+        // `info` lines would interleave with it (RUST_LOG=info brings them).
+        None | Some(Command::Demo) => common::log::init_with_default("warn"),
+        Some(_) => common::log::init(),
     }
+    common::cli::exit("threaded-server", run(cli))
 }
 
-fn run() -> anyhow::Result<()> {
-    match Cli::parse().command.unwrap_or(Command::Demo) {
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => threaded_server::demo::run(&mut io::stdout().lock()),
         Command::Server(cmd) => server(cmd),
         Command::Client(cmd) => client(cmd),
@@ -159,8 +154,6 @@ fn server(cmd: ServerCmd) -> anyhow::Result<()> {
         Err(e) => log::warn!("could not raise the open-files limit: {e}"),
     }
     let listener = common::net::listen(addr).with_context(|| format!("listening on {addr}"))?;
-    common::net::announce(listener.local_addr()?);
-
     let shutdown = Shutdown::new();
     shutdown
         .install_signal_handler()
@@ -170,17 +163,20 @@ fn server(cmd: ServerCmd) -> anyhow::Result<()> {
         queue: cmd.queue,
         when_full: cmd.when_full,
         stack_size: cmd.stack_size,
-        inject_panic_on: cmd.inject_panic_on.map(String::into_bytes),
+        inject_panic: cmd.inject_panic_on.map(PanicAt::connection),
         ..Config::from_args(&cmd.common, cmd.model)
     };
+    common::net::announce(listener.local_addr()?);
     let stats = Arc::new(Stats::new());
     threaded_server::run(listener, &config, &shutdown, &stats).context("serving")?;
     Ok(())
 }
 
 fn client(cmd: ClientCmd) -> anyhow::Result<()> {
-    let addr = common::cli::resolve(Some(&cmd.addr), ports::THREADED_SERVER)
-        .with_context(|| format!("resolving {}", cmd.addr))?;
+    let addr = match &cmd.addr {
+        Some(a) => a.resolve()?,
+        None => common::cli::resolve(None, ports::THREADED_SERVER)?,
+    };
 
     if let Some(connections) = cmd.connections {
         let spec = LoadSpec {
@@ -192,9 +188,7 @@ fn client(cmd: ClientCmd) -> anyhow::Result<()> {
             timeout: cmd.timeout,
         };
         let r = threaded_server::client::load(&spec);
-        let mut out = io::stdout().lock();
-        writeln!(
-            out,
+        common::outln!(
             "{connections} connections x {} echoes of {} bytes ({}): {} verified in {:.3} s, \
              slowest first echo {} ms, {} failed connections",
             cmd.echoes,
@@ -206,7 +200,7 @@ fn client(cmd: ClientCmd) -> anyhow::Result<()> {
             r.failures.len()
         )?;
         for f in r.failures.iter().take(10) {
-            writeln!(out, "  {f}")?;
+            common::outln!("  {f}")?;
         }
         anyhow::ensure!(
             r.failures.is_empty(),
@@ -220,6 +214,8 @@ fn client(cmd: ClientCmd) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {addr}"))?;
     let mut send = |msg: &[u8]| -> anyhow::Result<()> {
         let echo = conn.echo(msg)?;
+        // The echo's bytes as they came (not necessarily UTF-8), then a
+        // newline; `?` on every write: a closed stdout is a normal end.
         let mut out = io::stdout().lock();
         out.write_all(&echo)?;
         out.write_all(b"\n")?;

@@ -1,5 +1,5 @@
 //! Thread-per-client: the acceptor spawns one named OS thread for every
-//! connection it accepts; the thread runs the echo loop and ends with it.
+//! connection it accepts; the thread serves it and ends with it.
 //!
 //! Run with (three terminals):
 //!
@@ -17,26 +17,28 @@
 //! thread and hurts nobody else; compare [`crate::pool`], where it
 //! occupies one of N workers.
 //!
-//! Diff this file with `pool.rs`: the accept loop is the same; what happens
-//! to an accepted connection is the difference.
+//! Diff this file with `pool.rs`: the accept loop, the limit and what
+//! happens on a connection (`conn.rs`) are the same; who runs an accepted
+//! connection is the difference.
 //!
 //! - **Limit**: over `--max-conns` a new client is told nothing and closed
-//!   (it reads EOF), and that is logged and counted as refused.
-//! - **Panics**: a panic while serving ends that connection's thread only;
-//!   the OS thread *is* the containment boundary. `join()` reports it.
-//! - **Shutdown**: stop accepting, close the listener, join every
-//!   connection thread (each echoes what it has received, then closes).
+//!   (it reads EOF), and that is logged and counted as refused. Out of
+//!   threads: the same, logged as such.
+//! - **Panics**: a panic while serving ends that connection only; its
+//!   thread logs it and ends, as it would have anyway.
+//! - **Shutdown**: stop accepting, close the listener, and join every
+//!   connection thread by the `--grace` deadline (each echoes what it has
+//!   received, sends FIN, waits for the client's, and is cut at the deadline).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 
 use common::{Shutdown, Stats};
-use log::{error, info, warn};
+use log::info;
 
 use crate::accept::Acceptor;
-use crate::conn::{self, ConnLimit, Served};
+use crate::conn::{self, ConnLimit, Job};
 use crate::{Config, Model, Report};
 
 /// Serve with one thread per connection until `shutdown` is triggered.
@@ -47,50 +49,35 @@ pub fn run(
     stats: &Arc<Stats>,
 ) -> io::Result<Report> {
     let mut acceptor = Acceptor::new(listener, shutdown)?;
-    let limit = ConnLimit::new(config.max_conns);
+    let limit = ConnLimit::new(config.common.max_conns);
     info!(
         "per-client: one thread per connection, at most {} at once, {} KiB of stack each",
         limit.max(),
         config.stack_size / 1024
     );
 
-    let mut threads: Vec<(JoinHandle<Served>, SocketAddr)> = Vec::new();
+    let mut threads = Vec::new();
     let mut spawned = 0u64;
     while let Some((stream, peer)) = acceptor.accept() {
         // Join the threads that have finished, so the list stays as long as
         // the number of live connections.
-        reap(&mut threads, stats, false);
-
-        let Some(slot) = limit.try_acquire() else {
-            info!(
-                "{peer}: refused, {} connections already (--max-conns); closing without a word",
-                limit.max()
-            );
-            Stats::inc(&stats.refused);
+        conn::join_by(&mut threads, None);
+        let Some(slot) = limit.try_acquire(peer, stats) else {
             continue; // `stream` is dropped: close(2), the client reads EOF.
         };
+        let job = Job { stream, peer, slot };
 
+        // A thread of its own, for as long as the connection lasts.
         spawned += 1;
-        let (config, shutdown, stats_for_thread) =
-            (config.clone(), shutdown.clone(), Arc::clone(stats));
-        let thread = thread::Builder::new()
-            .name(format!("conn-{spawned}"))
-            .stack_size(config.stack_size)
-            .spawn(move || {
-                // Held until this thread ends, however it ends.
-                let _slot = slot;
-                conn::serve(stream, peer, &config, &shutdown, &stats_for_thread)
-            });
-        match thread {
-            Ok(handle) => {
+        let (config_, shutdown_, stats_) = (config.clone(), shutdown.clone(), Arc::clone(stats));
+        let body = move || job.serve(&config_, &shutdown_, &stats_);
+        match conn::spawn(format!("conn-{spawned}"), config, body) {
+            Some(thread) => {
                 Stats::inc(&stats.accepted);
-                threads.push((handle, peer));
+                threads.push(thread);
             }
-            Err(e) => {
-                // The closure (and with it the stream) was dropped: closed.
-                warn!("{peer}: {}: {e}; closing", conn::describe_spawn_error(&e));
-                Stats::inc(&stats.refused);
-            }
+            // The closure (and with it the stream) was dropped: closed.
+            None => Stats::inc(&stats.refused),
         }
     }
 
@@ -99,44 +86,15 @@ pub fn run(
         "per-client: stopped accepting; waiting for {} connection threads",
         threads.len()
     );
-    reap(&mut threads, stats, true);
-    info!("per-client: shut down, {spawned} threads spawned: {stats}");
+    let deadline = shutdown.deadline(config.common.grace);
+    let (_, abandoned) = conn::join_by(&mut threads, deadline);
+    info!("per-client: {spawned} threads spawned");
+    info!("threaded-server stopped: {stats}");
     result.map(|()| Report {
         model: Model::PerClient,
         workers: Vec::new(),
         threads_spawned: spawned,
+        drained: 0,
+        abandoned,
     })
-}
-
-/// Join finished threads (all of them when `all`), logging any panic.
-fn reap(threads: &mut Vec<(JoinHandle<Served>, SocketAddr)>, stats: &Stats, all: bool) {
-    let mut i = 0;
-    while i < threads.len() {
-        if !all && !threads[i].0.is_finished() {
-            i += 1;
-            continue;
-        }
-        let (handle, peer) = threads.swap_remove(i);
-        let name = handle.thread().name().unwrap_or("?").to_owned();
-        if let Err(panic) = handle.join() {
-            // The default panic hook already printed the message and where;
-            // this line ties it to the client. Nothing else was affected.
-            error!(
-                "{name}: panicked while serving {peer} ({}); that connection is closed, the server carries on",
-                panic_message(&*panic)
-            );
-            Stats::inc(&stats.errors);
-        }
-    }
-}
-
-/// The text of a panic payload (`panic!("...")` carries a `String` or `&str`).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "non-string panic payload"
-    }
 }

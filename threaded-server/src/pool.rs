@@ -15,85 +15,44 @@
 //! `--idle-timeout` (the pool's classic failure, see the README). At Ctrl-C
 //! the pool logs how many connections and frames each worker served.
 //!
-//! Diff this file with `per_client.rs`: the accept loop is the same; an
-//! accepted connection goes into a queue instead of a new thread.
+//! Diff this file with `per_client.rs`: the accept loop, the limit and what
+//! happens on a connection (`conn.rs`) are the same; an accepted connection
+//! goes into a queue instead of a new thread.
 //!
-//! ## Starting from the Rust book's `ThreadPool`
+//! - **Limit**: over `--max-conns` a new client is told nothing and closed
+//!   (it reads EOF), and that is logged and counted as refused. With every
+//!   worker busy and the queue full, `--when-full` ([`WhenFull`]) decides:
+//!   `wait` (stop accepting: back-pressure) or `refuse` (close it at once).
+//! - **Panics**: a worker outlives the connections it serves, so a panic
+//!   while serving ends that connection only and the worker takes the next
+//!   job (otherwise the pool would shrink by one thread per panic).
+//! - **Shutdown**: stop accepting, close the listener; each busy worker
+//!   drains its connection. The connections still queued (and the one the
+//!   acceptor may hold, waiting for room) were accepted and their bytes
+//!   received, so they are owed their echoes within the same `--grace`; one
+//!   worker serving them one after another could not promise that, so each
+//!   gets a short-lived `drain-N` thread (at most `--queue` + 1). Then every
+//!   thread is joined by the deadline.
 //!
-//! The book's final chapter shares one `std::sync::mpsc::Receiver` between
-//! workers as `Arc<Mutex<mpsc::Receiver<Job>>>`, because mpsc has a single
-//! consumer:
-//!
-//! ```text
-//! let job = receiver.lock().unwrap().recv().unwrap();
-//! ```
-//!
-//! crossbeam-channel changes four things:
-//!
-//! 1. **Multi-consumer.** `Receiver` is `Clone`; every worker owns one and
-//!    `recv()`s directly. No `Mutex`, so no lock to poison and none to hold
-//!    by mistake across a job (the book warns that `while let Ok(job) =
-//!    receiver.lock().unwrap().recv()` keeps the guard alive for the whole
-//!    loop body and serialises the workers).
-//! 2. **Bounded.** `bounded(queue)` caps how many accepted connections wait:
-//!    each one is a file descriptor and a client staring at a silent socket.
-//!    The book's `channel()` is unbounded and would queue without limit.
-//! 3. **`select!`.** A thread can wait on several channels at once. The
-//!    acceptor, waiting for room in a full queue, also waits on
-//!    [`Shutdown::receiver`], which disconnects at Ctrl-C: shutdown does not
-//!    have to wait for a worker to become free.
-//! 4. **Shutdown without `Drop`.** The book stops the pool in `impl Drop`,
-//!    which Ctrl-C never runs (the default SIGINT action kills the process).
-//!    Here the signal thread triggers [`Shutdown`], the acceptor stops and
-//!    drops the only `Sender`, and each worker's `for job in jobs` ends once
-//!    the queue is *empty and disconnected*: every connection already
-//!    accepted is served (it echoes what it has received, then closes)
-//!    before the workers are joined. We deliberately do *not* `select!` on
-//!    shutdown in the workers: a worker that left at the signal could leave
-//!    accepted connections unserved in the queue.
-//!
-//! ## When every worker is busy and the queue is full (`--when-full`)
-//!
-//! - `wait` (default): the acceptor blocks on the queue and stops calling
-//!   `accept()`. New clients still complete the TCP handshake (the kernel
-//!   does it) and wait in the listen backlog; when that fills too, the
-//!   kernel drops their SYNs and their `connect()` retries. Back-pressure:
-//!   nobody is turned away, everybody waits.
-//! - `refuse`: the acceptor closes the new connection at once and logs it;
-//!   the client reads EOF (or a reset) and can retry later or elsewhere.
-//!
-//! ## Panics
-//!
-//! A worker outlives the connections it serves, so a panic in one must not
-//! end the worker: the pool would shrink by one thread per panic and end up
-//! serving nobody. `catch_unwind` around each connection contains it: the
-//! connection's state (its socket, its buffers) is dropped, the panic is
-//! logged and counted, and the worker takes the next job.
+//! Coming from the Rust book's `ThreadPool` and its
+//! `Arc<Mutex<mpsc::Receiver<Job>>>`: a crossbeam `Receiver` is `Clone` (each
+//! worker `recv()`s, no lock to hold by mistake across a job), the queue is
+//! bounded, the acceptor can `select!` on room in the queue *and* on
+//! [`Shutdown::receiver`], and stopping needs no `impl Drop` (which Ctrl-C
+//! never runs). The README ("From the Rust book's `ThreadPool`") has more.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
+use std::net::TcpListener;
 use std::sync::Arc;
-use std::thread;
 use std::time::Instant;
 
 use common::{Shutdown, Stats};
 use crossbeam_channel::{Receiver, TrySendError, select};
-use log::{debug, error, info, warn};
+use log::{debug, error, info};
 
 use crate::accept::Acceptor;
-use crate::conn::{self, ConnLimit, Slot};
-use crate::per_client::panic_message;
+use crate::conn::{self, ConnLimit, Job};
 use crate::{Config, Model, Report, WhenFull, WorkerReport};
-
-/// An accepted connection waiting in the queue for a worker.
-#[derive(Debug)]
-struct Job {
-    stream: TcpStream,
-    peer: SocketAddr,
-    /// Its place under `--max-conns`, given back when the job is done.
-    slot: Slot,
-}
 
 /// Serve with a fixed pool of worker threads until `shutdown` is triggered.
 pub fn run(
@@ -103,28 +62,7 @@ pub fn run(
     stats: &Arc<Stats>,
 ) -> io::Result<Report> {
     let mut acceptor = Acceptor::new(listener, shutdown)?;
-    let limit = ConnLimit::new(config.max_conns);
-    // Capacity 0 is allowed: a rendezvous channel, where the acceptor hands
-    // each connection straight to an idle worker.
-    let (jobs, queue) = crossbeam_channel::bounded::<Job>(config.queue);
-
-    let mut workers = Vec::with_capacity(config.workers);
-    for i in 0..config.workers {
-        let (queue, config, shutdown, stats) = (
-            queue.clone(),
-            config.clone(),
-            shutdown.clone(),
-            Arc::clone(stats),
-        );
-        // If this fails, returning drops `jobs`: the workers already started
-        // see the channel disconnect and end.
-        let handle = thread::Builder::new()
-            .name(format!("worker-{i}"))
-            .stack_size(config.stack_size)
-            .spawn(move || worker(queue, &config, &shutdown, &stats))?;
-        workers.push(handle);
-    }
-    drop(queue); // Only the workers hold receivers now.
+    let limit = ConnLimit::new(config.common.max_conns);
     info!(
         "pool: {} workers, queue of {} connections (when full: {:?}), at most {} connections held",
         config.workers,
@@ -132,20 +70,36 @@ pub fn run(
         config.when_full,
         limit.max()
     );
+    // Capacity 0 is allowed: a rendezvous channel, where the acceptor hands
+    // each connection straight to an idle worker.
+    let (jobs, queue) = crossbeam_channel::bounded::<Job>(config.queue);
+    let mut workers = Vec::with_capacity(config.workers);
+    for i in 0..config.workers {
+        let (queue, config_, shutdown_, stats_) = (
+            queue.clone(),
+            config.clone(),
+            shutdown.clone(),
+            Arc::clone(stats),
+        );
+        let body = move || worker(queue, &config_, &shutdown_, &stats_);
+        // If this fails, returning drops `jobs`: the workers already started
+        // see the channel disconnect and end.
+        let thread = conn::spawn(format!("worker-{i}"), config, body)
+            .ok_or_else(|| io::Error::other("cannot start the worker threads"))?;
+        workers.push(thread);
+    }
 
     let stop = shutdown.receiver();
     let mut full_since: Option<Instant> = None;
+    // Shutdown may find the acceptor holding one job, waiting for room.
+    let mut held = None;
     while let Some((stream, peer)) = acceptor.accept() {
-        let Some(slot) = limit.try_acquire() else {
-            info!(
-                "{peer}: refused, {} connections already (--max-conns); closing without a word",
-                limit.max()
-            );
-            Stats::inc(&stats.refused);
-            continue;
+        let Some(slot) = limit.try_acquire(peer, stats) else {
+            continue; // `stream` is dropped: close(2), the client reads EOF.
         };
         let job = Job { stream, peer, slot };
 
+        // Into the queue, for the next free worker.
         match config.when_full {
             WhenFull::Refuse => match jobs.try_send(job) {
                 Ok(()) => Stats::inc(&stats.accepted),
@@ -178,19 +132,8 @@ pub fn run(
                         Stats::inc(&stats.accepted);
                     }
                     recv(stop) -> _ => {
-                        // Shutdown while holding an accepted connection: serve
-                        // it here (it echoes what already arrived, then closes)
-                        // rather than wait for a worker or drop it unanswered.
                         Stats::inc(&stats.accepted);
-                        let Job { stream, peer, slot } = job;
-                        let served = panic::catch_unwind(AssertUnwindSafe(|| {
-                            conn::serve(stream, peer, config, shutdown, stats)
-                        }));
-                        if served.is_err() {
-                            Stats::inc(&stats.errors);
-                            error!("acceptor: panicked while serving {peer} at shutdown");
-                        }
-                        drop(slot);
+                        held = Some(job);
                     }
                 }
                 if let Some(since) = full_since.filter(|_| !jobs.is_full()) {
@@ -202,29 +145,41 @@ pub fn run(
     }
 
     let result = acceptor.finish();
+    // Accepted, not yet started: served and drained now, side by side.
+    let waiting: Vec<Job> = held.into_iter().chain(queue.try_iter()).collect();
     info!(
-        "pool: stopped accepting; {} connections queued, waiting for {} workers",
-        jobs.len(),
+        "pool: stopped accepting; draining {} queued connections, waiting for {} workers",
+        waiting.len(),
         workers.len()
     );
+    let mut drains = Vec::new();
+    for (i, job) in waiting.into_iter().enumerate() {
+        let (config_, shutdown_, stats_) = (config.clone(), shutdown.clone(), Arc::clone(stats));
+        // If no thread can be had, the job is dropped: closed unanswered.
+        drains.extend(conn::spawn(format!("drain-{i}"), config, move || {
+            job.serve(&config_, &shutdown_, &stats_)
+        }));
+    }
     // The workers' `for job in jobs` ends when the queue is empty and this,
     // the last Sender, is gone.
     drop(jobs);
-    let mut reports = Vec::with_capacity(workers.len());
-    for handle in workers {
-        let name = handle.thread().name().unwrap_or("?").to_owned();
-        match handle.join() {
-            Ok(report) => reports.push(report),
-            // Only a bug outside `catch_unwind` (say, in logging) gets here.
-            Err(panic) => error!("{name}: died: {}", panic_message(&*panic)),
-        }
-    }
-    log_fairness(&reports);
-    info!("pool: shut down: {stats}");
+    let deadline = shutdown.deadline(config.common.grace);
+    let (reports, abandoned) = conn::join_by(&mut workers, deadline);
+    let (drained, more) = conn::join_by(&mut drains, deadline);
+    let mut reports: Vec<WorkerReport> = reports
+        .into_iter()
+        .filter_map(|r| r.map_err(|panic| error!("a worker died: {panic}")).ok())
+        .collect();
+    // In the order they were started (worker-2 before worker-10).
+    reports.sort_by(|a, b| (a.name.len(), &a.name).cmp(&(b.name.len(), &b.name)));
+    WorkerReport::log_fairness(&reports);
+    info!("threaded-server stopped: {stats}");
     result.map(|()| Report {
         model: Model::Pool,
-        threads_spawned: reports.len() as u64,
+        threads_spawned: (reports.len() + drained.len()) as u64,
         workers: reports,
+        drained: drained.len() as u64,
+        abandoned: abandoned + more,
     })
 }
 
@@ -236,72 +191,34 @@ fn worker(
     shutdown: &Shutdown,
     stats: &Stats,
 ) -> WorkerReport {
-    let name = thread::current().name().unwrap_or("worker").to_owned();
+    let name = std::thread::current().name().unwrap_or("worker").to_owned();
     let mut report = WorkerReport {
         name,
         ..WorkerReport::default()
     };
     // Blocks in recv() while the queue is empty: an idle worker costs nothing.
-    for Job { stream, peer, slot } in queue.iter() {
+    for job in queue.iter() {
         debug!(
-            "{}: took {peer} from the queue ({} still queued)",
+            "{}: took {} from the queue ({} still queued)",
             report.name,
+            job.peer,
             queue.len()
         );
-        // AssertUnwindSafe: if `serve` panics, everything it was using for
-        // this connection is dropped with it; what it shares with others
-        // (`stats`: atomics; `shutdown`: a flag and a Mutex-guarded list) has
-        // no half-updated state a panic could expose.
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-            conn::serve(stream, peer, config, shutdown, stats)
-        }));
-        drop(slot);
         report.connections += 1;
-        match outcome {
-            Ok(served) => {
+        match job.serve(config, shutdown, stats) {
+            Some(served) => {
                 report.frames += served.frames;
                 report.bytes += served.bytes;
             }
-            Err(panic) => {
-                report.panics += 1;
-                Stats::inc(&stats.errors);
-                error!(
-                    "{}: panicked while serving {peer} ({}); that connection is closed, \
-                     the worker carries on",
-                    report.name,
-                    panic_message(&*panic)
-                );
-            }
+            None => report.panics += 1,
         }
     }
     report
 }
 
-/// Per-worker counts at shutdown, so a reader sees how evenly work spread.
-fn log_fairness(reports: &[WorkerReport]) {
-    let total_frames: u64 = reports.iter().map(|r| r.frames).sum();
-    for r in reports {
-        let share = if total_frames == 0 {
-            0.0
-        } else {
-            100.0 * r.frames as f64 / total_frames as f64
-        };
-        info!(
-            "pool: {}: {} connections, {} frames ({share:.1}% of all frames), {} panics",
-            r.name, r.connections, r.frames, r.panics
-        );
-    }
-    if let (Some(min), Some(max)) = (
-        reports.iter().map(|r| r.frames).min(),
-        reports.iter().map(|r| r.frames).max(),
-    ) {
-        info!("pool: frames per worker: min {min}, max {max}");
-    }
-}
-
 fn no_workers() -> io::Error {
     // Workers only end when the queue disconnects, and catch panics; if this
     // ever happens it is a bug, and the server stops instead of hanging.
-    warn!("pool: every worker has exited");
+    error!("pool: every worker has exited");
     io::Error::other("the thread pool has no workers left")
 }

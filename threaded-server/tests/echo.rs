@@ -12,7 +12,7 @@ use std::net::Shutdown as Half;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use common::{Framing, Stats};
+use common::{Framing, ServerConfig, Stats};
 use support::*;
 use threaded_server::{Config, Model};
 
@@ -23,8 +23,11 @@ fn concurrent_clients(model: Model) {
     common::net::raise_fd_limit().unwrap();
     for framing in Framing::ALL {
         let server = start(Config {
+            common: ServerConfig {
+                framing,
+                ..ServerConfig::default()
+            },
             model,
-            framing,
             workers: 16,
             queue: 64,
             ..Config::default()
@@ -110,9 +113,12 @@ fn oversized_frame_closes_only_that_connection() {
     for model in Model::ALL {
         for framing in [Framing::Line, Framing::Length] {
             let server = start(Config {
+                common: ServerConfig {
+                    framing,
+                    max_frame: 100,
+                    ..ServerConfig::default()
+                },
                 model,
-                framing,
-                max_frame: 100,
                 workers: 2,
                 ..Config::default()
             });
@@ -156,8 +162,11 @@ fn unterminated_line_at_eof_is_truncated_not_echoed() {
 fn over_max_conns_a_client_is_closed_without_a_word() {
     for model in Model::ALL {
         let server = start(Config {
+            common: ServerConfig {
+                max_conns: 2,
+                ..ServerConfig::default()
+            },
             model,
-            max_conns: 2,
             workers: 4,
             ..Config::default()
         });
@@ -186,6 +195,7 @@ fn over_max_conns_a_client_is_closed_without_a_word() {
             }
         });
         echo(&mut b, Framing::Line, b"b still served");
+        drop(b);
         server.stop();
     }
 }

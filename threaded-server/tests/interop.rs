@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::thread;
 
-use common::Framing;
+use common::{Framing, ServerConfig};
 use support::*;
 use threaded_server::{Config, Model};
 
@@ -78,8 +78,11 @@ print("ok", len(frames))
 fn python_length_framed_binary_frames() {
     for model in Model::ALL {
         let server = start(Config {
+            common: ServerConfig {
+                framing: Framing::Length,
+                ..ServerConfig::default()
+            },
             model,
-            framing: Framing::Length,
             workers: 2,
             ..Config::default()
         });

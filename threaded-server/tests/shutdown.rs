@@ -9,9 +9,12 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::thread;
+use std::time::Duration;
 
-use common::Framing;
+use common::{Framing, ServerConfig};
 use crossbeam_channel::Receiver;
 use support::*;
 use threaded_server::{Config, Model};
@@ -28,8 +31,11 @@ fn shutdown_mid_conversation_returns_every_owed_echo() {
     for model in Model::ALL {
         for framing in Framing::ALL {
             let server = start(Config {
+                common: ServerConfig {
+                    framing,
+                    ..ServerConfig::default()
+                },
                 model,
-                framing,
                 workers: 2,
                 queue: 8,
                 ..Config::default()
@@ -60,7 +66,7 @@ fn shutdown_mid_conversation_returns_every_owed_echo() {
                 got[c] = read_n(&mut clients[c], 10);
             }
             let stats = server.stats.clone();
-            let report = server.stop();
+            server.shutdown.trigger();
             for (c, s) in clients.iter_mut().enumerate() {
                 let rest = expected[c].len() - got[c].len();
                 got[c].extend(read_n(s, rest));
@@ -72,13 +78,18 @@ fn shutdown_mid_conversation_returns_every_owed_echo() {
                     "{model} {framing} client {c}: EOF"
                 );
             }
+            drop(clients); // our FINs answer the server's: clean ends
+            let report = server.wait_stopped();
             if framing != Framing::Raw {
                 assert_eq!(common::Stats::get(&stats.frames), (5 * FRAMES) as u64);
             }
             assert_eq!(common::Stats::get(&stats.errors), 0);
+            assert_eq!(common::Stats::get(&stats.cut), 0);
             if model == Model::Pool {
+                // Two served by the workers; the three still queued at the
+                // signal each drained on a thread of its own.
                 let served: u64 = report.workers.iter().map(|w| w.connections).sum();
-                assert_eq!(served, 5);
+                assert_eq!((served, report.drained), (2, 3));
             }
         }
     }
@@ -108,11 +119,13 @@ fn shutdown_with_no_clients_returns() {
     }
 }
 
-/// The real binary as a child process: lines from its stderr, its address.
+/// The real binary as a child process: lines from its stderr, its address,
+/// and (at exit) whatever else it wrote on stdout. Every read has a timeout.
 struct Child_ {
     child: Child,
     addr: SocketAddr,
     stderr: Receiver<String>,
+    stdout_rest: Receiver<String>,
 }
 
 fn spawn_server(shell_prefix: Option<&str>, args: &[&str]) -> Child_ {
@@ -138,16 +151,18 @@ fn spawn_server(shell_prefix: Option<&str>, args: &[&str]) -> Child_ {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let addr =
-        common::net::parse_announce(&line).unwrap_or_else(|| panic!("first stdout line: {line:?}"));
-    // Nothing else may ever appear on stdout.
+    let stdout = child.stdout.take().unwrap();
+    let (first_tx, first) = crossbeam_channel::bounded(1);
+    let (rest_tx, stdout_rest) = crossbeam_channel::bounded(1);
     thread::spawn(move || {
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = first_tx.send(line);
+        // Nothing else may ever appear on stdout; checked at exit.
         let mut rest = String::new();
-        stdout.read_to_string(&mut rest).unwrap();
-        assert_eq!(rest, "", "stdout after the announce line");
+        let _ = stdout.read_to_string(&mut rest);
+        let _ = rest_tx.send(rest);
     });
     let (tx, stderr) = crossbeam_channel::unbounded();
     let err = child.stderr.take().unwrap();
@@ -156,10 +171,14 @@ fn spawn_server(shell_prefix: Option<&str>, args: &[&str]) -> Child_ {
             let _ = tx.send(line);
         }
     });
+    let line = first.recv_timeout(TIMEOUT).expect("no `listening on` line");
+    let addr =
+        common::net::parse_announce(&line).unwrap_or_else(|| panic!("first stdout line: {line:?}"));
     Child_ {
         child,
         addr,
         stderr,
+        stdout_rest,
     }
 }
 
@@ -184,16 +203,30 @@ impl Child_ {
         assert!(ok, "kill {sig}");
     }
 
-    fn wait_exit_code(mut self) -> i32 {
+    /// The exit code, within `limit`; and nothing after the announce line
+    /// on stdout.
+    fn wait_exit_within(mut self, limit: Duration) -> i32 {
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let pid = self.child.id();
         thread::spawn(move || {
             let _ = tx.send(self.child.wait());
         });
-        rx.recv_timeout(TIMEOUT)
-            .expect("server did not exit in time")
-            .unwrap()
-            .code()
-            .expect("exited by a signal")
+        let Ok(status) = rx.recv_timeout(limit) else {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("server still running {limit:?} later");
+        };
+        let rest = self
+            .stdout_rest
+            .recv_timeout(TIMEOUT)
+            .expect("stdout never closed");
+        assert_eq!(rest, "", "stdout after the announce line");
+        status.unwrap().code().expect("exited by a signal")
+    }
+
+    fn wait_exit_code(self) -> i32 {
+        self.wait_exit_within(TIMEOUT)
     }
 }
 
@@ -210,9 +243,13 @@ fn binary_sigterm_delivers_owed_echoes_and_logs_the_summary() {
         assert_eq!(read_n(&mut a, 10), b"two\nthree\n");
         let mut end = [0u8; 8];
         assert_eq!(a.read(&mut end).unwrap(), 0);
-        let summary = server.expect_log("shut down");
+        drop(a); // our FIN answers the server's
+        let summary = server.expect_log("threaded-server stopped: ");
         assert!(
-            summary.contains("1 connections served, 0 refused, 0 closed on error, 4 frames"),
+            summary.ends_with(
+                "threaded-server stopped: 1 connections served, 0 refused, 0 closed on error, \
+                 0 timed out, 0 cut at the deadline, 4 frames, 16 payload bytes echoed"
+            ),
             "{model}: {summary}"
         );
         assert_eq!(server.wait_exit_code(), 0, "{model}");
@@ -231,7 +268,7 @@ fn binary_pool_logs_per_worker_fairness() {
         server.expect_log(&format!("pool: worker-{w}: "));
     }
     server.expect_log("frames per worker: min");
-    server.expect_log("6 connections served");
+    server.expect_log("threaded-server stopped: 6 connections served");
     assert_eq!(server.wait_exit_code(), 0);
 }
 
@@ -245,7 +282,7 @@ fn emfile_backs_off_and_recovers() {
     let mut first = connect(server.addr);
     echo(&mut first, Framing::Line, b"first");
     let crowd: Vec<_> = (0..40).map(|_| connect(server.addr)).collect();
-    let line = server.expect_log("out of file descriptors; retrying in");
+    let line = server.expect_log("(out of file descriptors: see ulimit -n); pausing accepts");
     assert!(line.contains("Too many open files"), "{line}");
     // The server still serves the clients it holds.
     echo(&mut first, Framing::Line, b"still served");
@@ -256,6 +293,65 @@ fn emfile_backs_off_and_recovers() {
     echo(&mut later, Framing::Line, b"after the crowd left");
     drop(later);
     server.signal("-TERM");
-    server.expect_log("shut down");
+    server.expect_log("threaded-server stopped: ");
     assert_eq!(server.wait_exit_code(), 0);
+}
+
+/// The finding behind the contract: 20 well-behaved clients, each with a
+/// frame in flight, and one client that wrote megabytes and never reads.
+/// SIGTERM must stop the server within --grace plus a small margin (well
+/// under the 10 s stall timeout that would otherwise close the hog), every
+/// well-behaved client gets its echo and a clean EOF, and the hog is cut.
+#[test]
+fn a_client_that_never_reads_cannot_hold_shutdown_past_grace() {
+    const GOOD: usize = 20;
+    for model in ["per-client", "pool"] {
+        // Pool: 8 workers, so the hog and 7 clients are being served and the
+        // other 13 wait in the queue when the signal comes.
+        let server = spawn_server(None, &["--model", model, "--workers", "8", "--grace", "1s"]);
+        let hog = connect(server.addr);
+        let written = Arc::new(AtomicUsize::new(0));
+        let writer = {
+            let (mut w, written) = (hog.try_clone().unwrap(), Arc::clone(&written));
+            thread::spawn(move || {
+                let line: Vec<u8> = [b'h'; 1023].iter().chain(b"\n").copied().collect();
+                while written.load(Relaxed) < 64 << 20 && w.write_all(&line).is_ok() {
+                    written.fetch_add(line.len(), Relaxed);
+                }
+            })
+        };
+        wait_until("the hog has written a megabyte", || {
+            written.load(Relaxed) > 1 << 20
+        });
+        let mut good: Vec<_> = (0..GOOD).map(|_| connect(server.addr)).collect();
+        wait_until("every client is accepted", || {
+            listen_backlog(server.addr) == 0
+        });
+        for (i, s) in good.iter_mut().enumerate() {
+            s.write_all(format!("in flight {i}\n").as_bytes()).unwrap();
+        }
+        server.signal("-TERM");
+        for (i, s) in good.iter_mut().enumerate() {
+            let want = format!("in flight {i}\n");
+            assert_eq!(read_n(s, want.len()), want.as_bytes(), "{model} client {i}");
+            let mut end = [0u8; 8];
+            assert_eq!(s.read(&mut end).unwrap(), 0, "{model} client {i}: EOF");
+        }
+        drop(good);
+        let summary = server.expect_log("threaded-server stopped: ");
+        assert!(
+            summary.contains(&format!(
+                "{} connections served, 0 refused, 0 closed on error, 0 timed out, 1 cut at the deadline",
+                GOOD + 1
+            )),
+            "{model}: {summary}"
+        );
+        assert_eq!(
+            server.wait_exit_within(Duration::from_secs(5)),
+            0,
+            "{model}"
+        );
+        writer.join().unwrap();
+        drop(hog);
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Framing, Shutdown, Stats};
+use common::{Framing, ServerConfig, Shutdown, Stats};
 use crossbeam_channel::Receiver;
 use threaded_server::{Config, Report};
 
@@ -26,6 +26,20 @@ pub struct Running {
 
 /// Start `config`'s model on 127.0.0.1:0 in a thread of this process.
 pub fn start(config: Config) -> Running {
+    // A client a test leaves connected would hold the shutdown until the
+    // grace deadline; tests close their clients, and a short grace keeps a
+    // mistake from costing 5 s.
+    let config = if config.common.grace == common::config::DEFAULT_GRACE {
+        Config {
+            common: ServerConfig {
+                grace: Duration::from_secs(2),
+                ..config.common
+            },
+            ..config
+        }
+    } else {
+        config
+    };
     common::log::init_for_tests();
     let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -75,6 +89,37 @@ impl Running {
     pub fn frames(&self) -> u64 {
         Stats::get(&self.stats.frames)
     }
+
+    pub fn timed_out(&self) -> u64 {
+        Stats::get(&self.stats.timed_out)
+    }
+
+    pub fn cut(&self) -> u64 {
+        Stats::get(&self.stats.cut)
+    }
+
+    /// Connections completed by the kernel and waiting in the listen
+    /// backlog for our `accept()` (`/proc/net/tcp` shows that count as the
+    /// `rx_queue` of a socket in state 0A, LISTEN). An event to wait on:
+    /// "the acceptor has taken every client that connected".
+    pub fn backlog(&self) -> u64 {
+        listen_backlog(self.addr)
+    }
+}
+
+/// See [`Running::backlog`].
+pub fn listen_backlog(addr: SocketAddr) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{:04X}", addr.port());
+    table
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f[1].ends_with(&local) && f[3] == "0A")
+                .then(|| u64::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
+        })
+        .unwrap_or_else(|| panic!("no listening socket on {addr} in /proc/net/tcp"))
 }
 
 /// Poll `cond` until it holds, failing the test after [`TIMEOUT`]. For
