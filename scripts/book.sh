@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Build the course book, in English and in Simplified Chinese, from book/.
+#
+#   scripts/book.sh                 both editions: target/book/en, target/book/zh-CN
+#   scripts/book.sh --serve [LANG]  live preview of one edition (en or zh-CN, default en)
+#                                   on http://127.0.0.1:3000, rebuilt on every save
+#   scripts/book.sh --check         what CI runs: build both editions and fail on a missing
+#                                   include or anchor, a pasted listing, a broken internal
+#                                   link, or a zh-CN message that is untranslated or stale
+#   scripts/book.sh --update-po     after editing the English: extract book/po/messages.pot
+#                                   and merge it into book/po/zh-CN.po (changed paragraphs
+#                                   become fuzzy: translate them, then remove the flag)
+#   scripts/book.sh --prepare       only copy the charts and record the transcripts
+#
+# The tools are pinned and installed on first use into target/tools (nothing
+# global): mdbook and mdbook-i18n-helpers with `cargo install --locked`, and
+# gettext (msgmerge, msgfmt) from Debian when it is missing. The only network
+# this needs is the package registries.
+#
+# Every listing in the book is an {{#include}} of a workspace file through a
+# named anchor; every transcript is recorded here, by running the programs
+# (their debug builds), into book/src/generated/ (git-ignored) together with
+# the charts from results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MDBOOK_VERSION=0.5.4
+# 0.4.x is the mdbook-i18n-helpers line built for mdbook 0.5 (its
+# preprocessor refuses an mdbook outside 0.5).
+I18N_VERSION=0.4.0
+TOOLS=$PWD/target/tools
+OUT=$PWD/target/book
+GEN=book/src/generated
+ZH_TITLE="Rust 网络编程：一章一个程序"
+
+export PATH="$TOOLS/bin:$PATH"
+export CARGO_TERM_COLOR=never
+
+say() { printf '== %s\n' "$*"; }
+die() { printf 'book: %s\n' "$*" >&2; exit 1; }
+
+install_tools() {
+    if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
+        say "installing mdbook $MDBOOK_VERSION into target/tools"
+        cargo install --quiet --locked --version "$MDBOOK_VERSION" mdbook \
+            --root "$TOOLS" --target-dir "$TOOLS/build"
+    fi
+    if ! grep -qs "mdbook-i18n-helpers $I18N_VERSION " "$TOOLS/.crates.toml" ||
+        ! command -v mdbook-gettext >/dev/null; then
+        say "installing mdbook-i18n-helpers $I18N_VERSION into target/tools"
+        cargo install --quiet --locked --version "$I18N_VERSION" mdbook-i18n-helpers \
+            --root "$TOOLS" --target-dir "$TOOLS/build"
+    fi
+    if ! command -v msgmerge >/dev/null || ! command -v msgfmt >/dev/null; then
+        say "installing gettext (msgmerge, msgfmt)"
+        [[ $(id -u) == 0 ]] || die "gettext is missing: apt-get install gettext"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gettext >/dev/null
+    fi
+    command -v python3 >/dev/null || die "python3 is needed for the include and link checks"
+}
+
+# Record one transcript: the command line as typed, then what it printed.
+# Each program runs on port 0 inside its own process (the demos), so nothing
+# here listens on a fixed port or needs a second terminal.
+record() {
+    local name=$1 shown=$2
+    shift 2
+    local out
+    if ! out=$(timeout 120 "$@" 2>/dev/null); then
+        die "recording $name: \`$shown\` failed; run it by hand to see why"
+    fi
+    printf '$ %s\n%s\n' "$shown" "$out" >"$GEN/$name.txt"
+}
+
+# The same for a command that must fail: its error line is the point, and
+# the exit status is shown.
+record_failure() {
+    local name=$1 shown=$2 out status=0
+    shift 2
+    out=$(timeout 60 "$@" 2>&1) || status=$?
+    ((status != 0 && status != 124)) || die "recording $name: \`$shown\` should have failed (status $status)"
+    printf '$ %s\n%s\n$ echo $?\n%s\n' "$shown" "$out" "$status" >"$GEN/$name.txt"
+}
+
+# A loopback port nobody listens on: bound by the kernel's choice, then closed.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+prepare() {
+    mkdir -p "$GEN"
+    cp results/*.svg "$GEN/"
+    say "building the chapter binaries (debug) to record transcripts"
+    cargo build --quiet -p tcp-echo -p udp-echo -p threaded-server -p async-server -p tls-echo -p lab
+    local bin=target/debug
+    record tcp-echo-demo "cargo run -p tcp-echo" "$bin/tcp-echo"
+    record udp-echo-demo "cargo run -p udp-echo" "$bin/udp-echo"
+    record threaded-demo "cargo run -p threaded-server" "$bin/threaded-server"
+    record async-demo "cargo run -p async-server" "$bin/async-server"
+    record tls-demo "cargo run -p tls-echo 2>/dev/null" "$bin/tls-echo"
+    record server-help "cargo run -p tcp-echo -- server --help" "$bin/tcp-echo" server --help
+    local port
+    port=$(free_port)
+    record_failure tcp-refused "cargo run -p tcp-echo -- client --addr 127.0.0.1:$port hello" \
+        "$bin/tcp-echo" client --addr "127.0.0.1:$port" hello
+    record lab-list "cargo run -p lab -- list" "$bin/lab" list
+    record read100 "python3 book/python/read100.py" python3 book/python/read100.py
+}
+
+# mdbook logs a missing include as an error and still exits 0: catch it.
+build_one() {
+    local lang=$1 dest=$2 log
+    log=$(mktemp)
+    if [[ $lang == en ]]; then
+        mdbook build book -d "$dest" >"$log" 2>&1 || { cat "$log"; die "mdbook build ($lang) failed"; }
+    else
+        MDBOOK_BOOK__LANGUAGE=$lang MDBOOK_BOOK__TITLE=$ZH_TITLE \
+            mdbook build book -d "$dest" >"$log" 2>&1 || { cat "$log"; die "mdbook build ($lang) failed"; }
+    fi
+    if grep -E '\b(ERROR|WARN)\b' "$log"; then
+        rm -f "$log"
+        die "mdbook reported problems building the $lang edition (above)"
+    fi
+    rm -f "$log"
+    printf '%s: %s pages in %s\n' "$lang" "$(find "$dest" -maxdepth 1 -name '*.html' ! -name print.html ! -name 404.html ! -name toc.html | wc -l)" "${dest#"$PWD"/}"
+}
+
+extract_pot() {
+    local dest=$1
+    MDBOOK_OUTPUT='{"xgettext": {"pot-file": "messages.pot", "granularity": 0}}' \
+        mdbook build book -d "$dest" >/dev/null 2>&1 || die "mdbook-xgettext failed"
+}
+
+# Merge the committed translation with a fresh template (without touching the
+# committed file) and count: a changed English paragraph comes out fuzzy
+# (stale), a new one untranslated.
+check_translation() {
+    local po=book/po/zh-CN.po pot=$OUT/po/messages.pot merged=$OUT/po/zh-CN.merged.po stats
+    rm -rf "$OUT/po"
+    extract_pot "$OUT/po"
+    msgmerge --quiet --no-wrap -o "$merged" "$po" "$pot"
+    stats=$(msgfmt --check --statistics -o /dev/null "$merged" 2>&1) || die "msgfmt: $stats"
+    printf 'zh-CN translation: %s (%s messages in the template)\n' "$stats" "$(grep -c '^msgid ' "$pot" | awk '{print $1 - 1}')"
+    if [[ $stats == *fuzzy* || $stats == *untranslated* ]]; then
+        msgattrib --only-fuzzy --no-wrap "$merged" | grep -A1 '^#, fuzzy' | sed -n 's/^msgid /  stale: /p' | head -20 || true
+        msgattrib --untranslated --no-wrap "$merged" | sed -n 's/^msgid /  untranslated: /p' | grep -v '^  untranslated: ""$' | head -20 || true
+        die "the zh-CN edition is not complete: run scripts/book.sh --update-po, translate, remove the fuzzy flags"
+    fi
+}
+
+build_all() {
+    install_tools
+    prepare
+    say "checking includes and anchors"
+    python3 book/tools/check.py includes book/src
+    rm -rf "$OUT/en" "$OUT/zh-CN"
+    say "building the English edition"
+    build_one en "$OUT/en"
+    say "building the zh-CN edition"
+    build_one zh-CN "$OUT/zh-CN"
+}
+
+case ${1:-} in
+"")
+    start=$SECONDS
+    build_all
+    (check_translation) || say "warning: the zh-CN edition above falls back to English where it is incomplete"
+    say "done in $((SECONDS - start)) s: open target/book/en/index.html or target/book/zh-CN/index.html"
+    ;;
+--check)
+    start=$SECONDS
+    build_all
+    say "checking links"
+    python3 book/tools/check.py links "$OUT" "$OUT/en" "$OUT/zh-CN"
+    say "checking the translation"
+    check_translation
+    say "book: both editions built and checked in $((SECONDS - start)) s"
+    ;;
+--serve)
+    lang=${2:-en}
+    [[ $lang == en || $lang == zh-CN ]] || die "--serve takes en or zh-CN, not $lang"
+    install_tools
+    prepare
+    if [[ $lang == en ]]; then
+        exec mdbook serve book -d "$OUT/serve-en" -n 127.0.0.1 -p 3000
+    fi
+    export MDBOOK_BOOK__LANGUAGE=$lang MDBOOK_BOOK__TITLE=$ZH_TITLE
+    exec mdbook serve book -d "$OUT/serve-$lang" -n 127.0.0.1 -p 3000
+    ;;
+--update-po)
+    install_tools
+    prepare
+    extract_pot book/po
+    msgmerge --quiet --update --backup=none --no-wrap book/po/zh-CN.po book/po/messages.pot
+    msgattrib --no-obsolete --no-wrap -o book/po/zh-CN.po book/po/zh-CN.po
+    msgfmt --statistics -o /dev/null book/po/zh-CN.po
+    ;;
+--prepare)
+    prepare
+    ;;
+-h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+    ;;
+*)
+    die "unknown option $1 (see --help)"
+    ;;
+esac
