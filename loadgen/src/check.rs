@@ -64,9 +64,11 @@ pub use crate::drive::Proto;
 /// Arguments of `loadgen check`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
-    /// Server to check, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", required_unless_present = "list")]
-    pub addr: Option<String>,
+    /// Server to check: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT (a
+    /// malformed one is refused by `common::cli::parse_host_port`, never
+    /// looked up).
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "list", value_parser = common::cli::parse_host_port)]
+    pub addr: Option<common::cli::HostPort>,
 
     /// Transport: `tcp` (stream cases) or `udp` (datagram cases).
     #[arg(long, value_enum, default_value_t = Proto::Tcp)]
@@ -514,12 +516,10 @@ pub fn execute(args: CheckArgs) -> Result<bool> {
 /// case finishes. Errors only for bad arguments (unreadable CA file, an
 /// address that does not resolve); anything the server does is a result.
 pub fn run(args: &CheckArgs, mut on_result: impl FnMut(&CaseResult)) -> Result<Report> {
-    let given = args
-        .addr
-        .as_deref()
-        .context("--addr HOST:PORT is required")?;
-    let addr: SocketAddr = common::cli::resolve(Some(given), 0)
-        .with_context(|| format!("cannot resolve --addr {given}"))?;
+    let given = args.addr.as_ref().context("--addr HOST:PORT is required")?;
+    let addr: SocketAddr = given
+        .resolve()
+        .with_context(|| format!("--addr {given}: cannot resolve"))?;
     if args.tls.tls && args.proto == Proto::Udp {
         bail!("--tls applies to TCP only");
     }

@@ -43,9 +43,11 @@ pub use crate::drive::{Proto, RunConfig, Stop};
 /// Arguments of `loadgen run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7004")]
-    pub addr: String,
+    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT (parsed by
+    /// `common::cli::parse_host_port`: a malformed one is refused, never
+    /// looked up).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7004", value_parser = common::cli::parse_host_port)]
+    pub addr: common::cli::HostPort,
 
     /// Transport: `tcp` or `udp` (one datagram per request).
     #[arg(long, value_enum, default_value_t = Proto::Tcp)]
@@ -374,8 +376,10 @@ pub fn us(v: f64) -> String {
 
 impl RunArgs {
     pub fn to_config(&self) -> Result<RunConfig> {
-        let addr = common::cli::resolve(Some(&self.addr), 0)
-            .with_context(|| format!("resolving {}", self.addr))?;
+        let addr = self
+            .addr
+            .resolve()
+            .with_context(|| format!("--addr {}: cannot resolve", self.addr))?;
         let tls = self.tls.client()?;
         Ok(RunConfig {
             addr,

@@ -188,3 +188,25 @@ fn asyncio_baseline_with_its_port_taken_says_so_in_one_line() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn a_malformed_addr_is_refused_naming_flag_and_value() {
+    for (sub, bad) in [
+        ("run", "127.0.0.1"),
+        ("run", "[::1:7000"),
+        ("check", "127.0.0.1:"),
+    ] {
+        let out = wait_output(
+            loadgen(&[sub, "--addr", bad], Stdio::piped()),
+            Duration::from_secs(20),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sub} --addr {bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{bad}' for '--addr")),
+            "{sub} --addr {bad}: {stderr}"
+        );
+        // Parsed, not looked up: no resolver error.
+        assert!(!stderr.contains("Name or service"), "{stderr}");
+    }
+}
