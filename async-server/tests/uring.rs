@@ -1,0 +1,690 @@
+//! The io_uring model (`async_server::uring`) over real sockets on
+//! 127.0.0.1:0, started in-process with a `Shutdown` the test triggers.
+//!
+//! Where the kernel refuses io_uring (a seccomp profile, the
+//! `kernel.io_uring_disabled` sysctl, an old kernel), every test prints
+//! `skipped: <the reason>` and returns.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use async_server::uring::{self, Report, RingOptions};
+use bytes::BytesMut;
+use common::{Framing, ServerConfig, Shutdown, Stats, encode};
+
+/// Every read gives up after this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn skipped() -> bool {
+    match uring::probe() {
+        Ok(()) => false,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            true
+        }
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    done: mpsc::Receiver<io::Result<Report>>,
+}
+
+impl Server {
+    fn start(config: ServerConfig) -> Server {
+        Self::start_with(config, RingOptions::default(), |_| {})
+    }
+
+    fn start_with(
+        config: ServerConfig,
+        options: RingOptions,
+        tune: impl FnOnce(&TcpListener),
+    ) -> Server {
+        common::log::init_for_tests();
+        let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        tune(&listener);
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let (tx, done) = mpsc::channel();
+        {
+            let shutdown = shutdown.clone();
+            thread::spawn(move || {
+                let _ = tx.send(uring::run_with(listener, config, shutdown, options));
+            });
+        }
+        Server {
+            addr,
+            shutdown,
+            done,
+        }
+    }
+
+    /// Trigger shutdown and wait (bounded) for the report.
+    fn stop(self) -> Report {
+        self.shutdown.trigger();
+        self.join(Duration::from_secs(20))
+    }
+
+    fn join(self, within: Duration) -> Report {
+        self.done
+            .recv_timeout(within)
+            .expect("the server did not return in time")
+            .expect("the server failed")
+    }
+}
+
+fn config(framing: Framing) -> ServerConfig {
+    ServerConfig {
+        framing,
+        ..ServerConfig::default()
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    s
+}
+
+fn wire(framing: Framing, frames: &[&[u8]]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    for f in frames {
+        encode(framing, f, &mut out).unwrap();
+    }
+    out.to_vec()
+}
+
+fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// The next read must be end-of-stream (the server's FIN), not data.
+///
+/// EINTR is retried, as `read_exact` does: on this kernel (6.18) a blocking
+/// `recv` in a process that also drives an io_uring sometimes returns EINTR
+/// with no signal delivered (io_uring's task-work notification).
+fn expect_eof(s: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    loop {
+        match s.read(&mut byte) {
+            Ok(0) => return,
+            Ok(_) => panic!("expected EOF, got data {byte:?}"),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("expected EOF, got {e}"),
+        }
+    }
+}
+
+/// The server closed this connection: EOF or a reset, never data.
+fn expect_closed(s: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue, // echoes owed before the close
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("expected the server to close, got {e}"),
+        }
+    }
+}
+
+fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    Stats::get(counter)
+}
+
+/// Send `frames`, read back exactly their echo, half-close, see EOF.
+fn round_trip(addr: SocketAddr, framing: Framing, frames: &[&[u8]]) {
+    let mut s = connect(addr);
+    let bytes = wire(framing, frames);
+    s.write_all(&bytes).unwrap();
+    assert_eq!(read_exact(&mut s, bytes.len()), bytes);
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    expect_eof(&mut s);
+}
+
+#[test]
+fn echo_in_every_framing_exact_bytes() {
+    if skipped() {
+        return;
+    }
+    let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for framing in Framing::ALL {
+        let server = Server::start(config(framing));
+        match framing {
+            Framing::Line => round_trip(server.addr, framing, &[b"hello", b"", b"w\xf6rld\r", &big]),
+            Framing::Length => {
+                round_trip(server.addr, framing, &[b"", b"\n\0\xff", b"x", &big]);
+            }
+            Framing::Raw => {
+                // Raw: no frames, bytes come back as they are.
+                let mut s = connect(server.addr);
+                s.write_all(b"any\nbytes\0").unwrap();
+                assert_eq!(read_exact(&mut s, 10), b"any\nbytes\0");
+                s.write_all(&big).unwrap();
+                assert_eq!(read_exact(&mut s, big.len()), big);
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                expect_eof(&mut s);
+            }
+        }
+        let report = server.stop();
+        let st = &report.stats;
+        assert_eq!(get(&st.accepted), 1, "{framing}");
+        assert_eq!(get(&st.errors), 0, "{framing}");
+        if framing != Framing::Raw {
+            assert_eq!(get(&st.frames), 4, "{framing}");
+            assert_eq!(
+                get(&st.bytes),
+                if framing == Framing::Line { 5 + 6 } else { 3 + 1 } + big.len() as u64,
+                "{framing}"
+            );
+        }
+    }
+}
+
+#[test]
+fn two_hundred_concurrent_clients() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start(config(Framing::Length));
+    let addr = server.addr;
+    let clients: Vec<_> = (0..200)
+        .map(|c| {
+            thread::spawn(move || {
+                let mut s = connect(addr);
+                for k in 0..10 {
+                    let payload = format!("client {c} frame {k}").into_bytes();
+                    let bytes = wire(Framing::Length, &[&payload]);
+                    s.write_all(&bytes).unwrap();
+                    assert_eq!(read_exact(&mut s, bytes.len()), bytes);
+                }
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                expect_eof(&mut s);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let report = server.stop();
+    assert_eq!(get(&report.stats.accepted), 200);
+    assert_eq!(get(&report.stats.frames), 2000);
+    assert_eq!(get(&report.stats.errors), 0);
+    assert_eq!(get(&report.stats.refused), 0);
+}
+
+/// A ring of 4 SQEs and 2 provided buffers of 64 bytes, for 50 clients
+/// sending frames bigger than a buffer: the full-queue backlog and the
+/// empty-buffer-ring re-arm are taken, and no byte is lost.
+#[test]
+fn tiny_ring_full_queue_and_empty_buffer_ring_lose_nothing() {
+    if skipped() {
+        return;
+    }
+    let options = RingOptions {
+        sq_entries: 4,
+        buffers: 2,
+        buffer_size: 64,
+        sqpoll_idle: None,
+    };
+    let server = Server::start_with(config(Framing::Line), options, |_| {});
+    let addr = server.addr;
+    let clients: Vec<_> = (0..50)
+        .map(|c| {
+            thread::spawn(move || {
+                let mut s = connect(addr);
+                let frames: Vec<Vec<u8>> = (0..20)
+                    .map(|k| format!("{c:02}-{k:02}-{}", "x".repeat(300)).into_bytes())
+                    .collect();
+                let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+                let bytes = wire(Framing::Line, &refs);
+                s.write_all(&bytes).unwrap();
+                assert_eq!(read_exact(&mut s, bytes.len()), bytes);
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                expect_eof(&mut s);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let report = server.stop();
+    eprintln!("ring counters: {:?}", report.ring);
+    assert_eq!(get(&report.stats.frames), 50 * 20);
+    assert_eq!(get(&report.stats.errors), 0);
+    assert!(report.ring.sq_full > 0, "the submission ring never filled");
+    assert!(report.ring.enobufs > 0, "the buffer ring never ran dry");
+}
+
+/// The server's send buffer is 4 KiB and the client's receive buffer is
+/// 4 KiB; the client reads 1 KiB at a time, slowly, while 1 MiB of echoes
+/// wait: sends complete short again and again, and every byte arrives.
+#[test]
+fn short_sends_to_a_slow_reader_lose_nothing() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start_with(config(Framing::Length), RingOptions::default(), |l| {
+        socket2::SockRef::from(l).set_send_buffer_size(4096).unwrap();
+    });
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let frames: Vec<Vec<u8>> = (0..16u8)
+        .map(|k| (0..65536u32).map(|i| (i as u8).wrapping_mul(k | 1)).collect())
+        .collect();
+    let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    let bytes = wire(Framing::Length, &refs);
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let bytes = bytes.clone();
+        thread::spawn(move || {
+            w.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+            w.write_all(&bytes).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut got = Vec::with_capacity(bytes.len());
+    let mut chunk = [0u8; 1024];
+    while got.len() < bytes.len() {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "EOF after {} of {} bytes", got.len(), bytes.len());
+        got.extend_from_slice(&chunk[..n]);
+        if got.len() % (64 * 1024) < 1024 {
+            // A slow reader: the window stays nearly closed. (Pacing, not
+            // synchronisation: the test waits on the data itself.)
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    assert!(got == bytes, "echoed bytes differ");
+    expect_eof(&mut s);
+    writer.join().unwrap();
+    let report = server.stop();
+    eprintln!("ring counters: {:?}", report.ring);
+    assert!(
+        report.ring.short_sends > 1,
+        "expected many short sends, saw {}",
+        report.ring.short_sends
+    );
+    assert_eq!(get(&report.stats.frames), 16);
+    assert_eq!(get(&report.stats.errors), 0);
+}
+
+#[test]
+fn half_close_gets_every_echo_then_fin() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start(config(Framing::Line));
+    // Clean: whole frames, then FIN.
+    let mut s = connect(server.addr);
+    s.write_all(b"one\ntwo\nthree\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_exact(&mut s, 14), b"one\ntwo\nthree\n");
+    expect_eof(&mut s);
+    // An unfinished frame at FIN: the whole frames are still echoed, then FIN.
+    let mut s = connect(server.addr);
+    s.write_all(b"four\nunfinished").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_exact(&mut s, 5), b"four\n");
+    expect_eof(&mut s);
+    let report = server.stop();
+    assert_eq!(get(&report.stats.frames), 4);
+    assert_eq!(get(&report.stats.errors), 1, "the truncated frame is an error");
+}
+
+#[test]
+fn oversized_frame_closes_that_connection_only() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start(ServerConfig {
+        max_frame: 16,
+        ..config(Framing::Length)
+    });
+    let mut good = connect(server.addr);
+    let hello = wire(Framing::Length, &[b"hello"]);
+    good.write_all(&hello).unwrap();
+    assert_eq!(read_exact(&mut good, hello.len()), hello);
+
+    let mut bad = connect(server.addr);
+    bad.write_all(&1000u32.to_be_bytes()).unwrap();
+    expect_closed(&mut bad);
+
+    // A 4 GiB claim: refused from the four header bytes, nothing allocated.
+    let mut huge = connect(server.addr);
+    huge.write_all(&[0xff; 4]).unwrap();
+    expect_closed(&mut huge);
+
+    good.write_all(&hello).unwrap();
+    assert_eq!(read_exact(&mut good, hello.len()), hello);
+    drop(good);
+    let report = server.stop();
+    assert_eq!(get(&report.stats.errors), 2);
+    assert_eq!(get(&report.stats.frames), 2);
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_client() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start(ServerConfig {
+        idle_timeout: Some(Duration::from_millis(200)),
+        ..config(Framing::Line)
+    });
+    let mut s = connect(server.addr);
+    s.write_all(b"hi\n").unwrap();
+    assert_eq!(read_exact(&mut s, 3), b"hi\n");
+    expect_eof(&mut s); // then silence: the server closes
+    let report = server.stop();
+    assert_eq!(get(&report.stats.timed_out), 1);
+    assert_eq!(get(&report.stats.errors), 0);
+}
+
+/// Writes `total` bytes of line frames and never reads; returns how the
+/// writing ended.
+fn flood(addr: SocketAddr, total: usize) -> thread::JoinHandle<io::Result<usize>> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    thread::spawn(move || {
+        let line = [b"x".repeat(1023), b"\n".to_vec()].concat();
+        let mut sent = 0;
+        while sent < total {
+            s.write_all(&line)?;
+            sent += line.len();
+        }
+        Ok(sent)
+    })
+}
+
+#[test]
+fn stall_timeout_closes_a_non_reader_while_another_client_is_served() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start(ServerConfig {
+        stall_timeout: Duration::from_millis(300),
+        max_pending: 16 * 1024,
+        ..config(Framing::Line)
+    });
+    // Far more than every buffer on the way can hold: the writer blocks,
+    // then fails when the server gives up on it.
+    let flooder = flood(server.addr, 256 << 20);
+    let mut other = connect(server.addr);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(flooder.join().unwrap());
+    });
+    // Served all along, and until the non-reader is closed.
+    let ended = loop {
+        other.write_all(b"still here\n").unwrap();
+        assert_eq!(read_exact(&mut other, 11), b"still here\n");
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(result) => break result,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let e = ended.expect_err("the non-reader's writes should fail once it is closed");
+    assert!(
+        matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        "{e}"
+    );
+    other.write_all(b"after\n").unwrap();
+    assert_eq!(read_exact(&mut other, 6), b"after\n");
+    drop(other);
+    let report = server.stop();
+    assert_eq!(get(&report.stats.timed_out), 1);
+}
+
+#[test]
+fn shutdown_with_frames_in_flight_returns_every_echo_then_eof() {
+    if skipped() {
+        return;
+    }
+    for framing in Framing::ALL {
+        let server = Server::start(config(framing));
+        let mut clients = Vec::new();
+        for c in 0..20 {
+            let mut s = connect(server.addr);
+            // One echo first, so the connection is surely accepted.
+            let first = wire(framing, &[b"first"]);
+            s.write_all(&first).unwrap();
+            assert_eq!(read_exact(&mut s, first.len()), first);
+            let frames: Vec<Vec<u8>> = (0..10).map(|k| format!("c{c}f{k}").into_bytes()).collect();
+            let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+            let bytes = wire(framing, &refs);
+            s.write_all(&bytes).unwrap(); // in flight: not read yet
+            clients.push((s, bytes));
+        }
+        server.shutdown.trigger();
+        for (mut s, bytes) in clients {
+            assert_eq!(read_exact(&mut s, bytes.len()), bytes, "{framing}");
+            expect_eof(&mut s);
+            // Only now does the client close: the server waited for this FIN.
+        }
+        let report = server.join(Duration::from_secs(20));
+        let st = &report.stats;
+        assert_eq!(get(&st.cut), 0, "{framing}");
+        assert_eq!(get(&st.errors), 0, "{framing}");
+        if framing != Framing::Raw {
+            assert_eq!(get(&st.frames), 20 * 11, "{framing}");
+        }
+    }
+}
+
+#[test]
+fn shutdown_with_a_never_reading_client_returns_within_grace() {
+    if skipped() {
+        return;
+    }
+    let grace = Duration::from_millis(500);
+    let server = Server::start(ServerConfig {
+        grace,
+        stall_timeout: Duration::from_secs(3600),
+        ..config(Framing::Line)
+    });
+    let flooder = flood(server.addr, 256 << 20);
+    let mut quiet = connect(server.addr);
+    quiet.write_all(b"x\n").unwrap();
+    assert_eq!(read_exact(&mut quiet, 2), b"x\n");
+    // Wait until the flood is being refused by backpressure: a second
+    // client's echo proves the loop runs; the flooder is blocked by now or
+    // soon, and either way it never reads.
+    let started = Instant::now();
+    server.shutdown.trigger();
+    let report = server.join(grace + Duration::from_secs(5));
+    let took = started.elapsed();
+    assert!(took < grace + Duration::from_secs(3), "took {took:?}");
+    // `quiet` read its echo and got our FIN but never sent its own: cut too.
+    expect_eof(&mut quiet);
+    assert!(get(&report.stats.cut) >= 1);
+    let _ = flooder.join();
+}
+
+#[test]
+fn max_conns_refuses_the_one_over() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start(ServerConfig {
+        max_conns: 2,
+        ..config(Framing::Line)
+    });
+    let mut a = connect(server.addr);
+    let mut b = connect(server.addr);
+    for s in [&mut a, &mut b] {
+        s.write_all(b"in\n").unwrap();
+        assert_eq!(read_exact(s, 3), b"in\n");
+    }
+    let mut c = connect(server.addr);
+    let _ = c.write_all(b"over\n");
+    expect_closed(&mut c);
+    drop((a, b));
+    let report = server.stop();
+    assert_eq!(get(&report.stats.refused), 1);
+    assert_eq!(get(&report.stats.accepted), 2);
+}
+
+/// A logger (for the child process only) that prints every warning and
+/// sends those containing `needle` down the returned channel.
+fn watch_log(needle: &'static str) -> mpsc::Receiver<String> {
+    struct Watch {
+        needle: &'static str,
+        tx: std::sync::Mutex<mpsc::Sender<String>>,
+    }
+    impl log::Log for Watch {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            let msg = r.args().to_string();
+            eprintln!("child log: {} {msg}", r.level());
+            if msg.contains(self.needle) {
+                let _ = self.tx.lock().unwrap().send(msg);
+            }
+        }
+        fn flush(&self) {}
+    }
+    let (tx, rx) = mpsc::channel();
+    let watch = Box::leak(Box::new(Watch {
+        needle,
+        tx: std::sync::Mutex::new(tx),
+    }));
+    log::set_logger(watch).expect("the child installs the first logger");
+    log::set_max_level(log::LevelFilter::Warn);
+    rx
+}
+
+/// The child half of `emfile_is_survived_with_back_off`: does nothing unless
+/// the parent started this binary with URING_EMFILE_CHILD=1, because the
+/// open-file limit it lowers is the whole process's.
+#[test]
+fn emfile_child() {
+    if std::env::var_os("URING_EMFILE_CHILD").is_none() || skipped() {
+        return;
+    }
+    // Lower the soft limit *before* the server arms its accept: io_uring
+    // reads RLIMIT_NOFILE when an accept is submitted, not when it
+    // completes, so a multishot accept armed earlier would not notice.
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        // Room for the ring, its eventfd and a warm-up connection's two ends.
+        lim.rlim_cur = open + 16;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    let backoffs = watch_log("pausing accepts");
+    let server = Server::start(config(Framing::Line));
+    // Warm up, and keep the connection open: a connection the server closed
+    // late would free an fd after the table is filled below.
+    let mut warm = connect(server.addr);
+    warm.write_all(b"warm-up\n").unwrap();
+    assert_eq!(read_exact(&mut warm, 8), b"warm-up\n");
+    // Fill the fd table, then free exactly one for the next client: the
+    // server's accept of it fails with EMFILE.
+    let mut placeholders = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        placeholders.push(f);
+    }
+    placeholders.pop();
+    let mut s = connect(server.addr);
+    s.write_all(b"queued\n").unwrap();
+    assert!(
+        std::fs::File::open("/dev/null").is_err(),
+        "the fd table should be full"
+    );
+    // The server's accept failed: it says so, once per back-off.
+    let line = backoffs
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the server never reported EMFILE");
+    assert!(line.contains("Too many open files"), "{line}");
+    // The connection waits in the backlog while the server backs off; free
+    // fds, and the next retry accepts it.
+    placeholders.clear();
+    assert_eq!(read_exact(&mut s, 7), b"queued\n");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    expect_eof(&mut s);
+    drop(warm);
+    let report = server.stop();
+    assert!(
+        report.ring.accept_backoffs >= 1,
+        "no accept back-off was seen: {:?}",
+        report.ring
+    );
+    println!(
+        "emfile: survived after {} back-off(s)",
+        report.ring.accept_backoffs
+    );
+}
+
+#[test]
+fn emfile_is_survived_with_back_off() {
+    if skipped() {
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["emfile_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env("URING_EMFILE_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        let _ = tx.send(out);
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the EMFILE child did not finish in 60 s");
+        }
+    };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "child failed: {out}");
+    assert!(out.contains("emfile: survived after"), "child output: {out}");
+}
+
+#[test]
+fn probe_is_one_line() {
+    match uring::probe() {
+        Ok(()) => {}
+        Err(reason) => {
+            assert!(!reason.contains('\n'), "{reason}");
+            assert!(reason.starts_with("io_uring is unavailable"), "{reason}");
+        }
+    }
+    // And `run` says the same where the kernel refuses.
+    if let Err(reason) = uring::probe() {
+        let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let e = uring::run(listener, ServerConfig::default(), Shutdown::new()).unwrap_err();
+        assert_eq!(e.to_string(), reason);
+    }
+}
