@@ -332,6 +332,67 @@ interest: READABLE, plus WRITABLE while out is not empty. main re-registers.",
             },
         ],
     },
+    Exercise {
+        num: 11,
+        dir: "11-tls-config",
+        package: "ex11-tls-config",
+        file: "src/lib.rs",
+        title: "rustls server and client configs: trust exactly the CA you were given",
+        chapter: "tls-echo",
+        driver: true,
+        grade: graders::driver::grade,
+        hint: "\
+Server: `CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()`,
+`PrivateKeyDer::from_pem_slice(key_pem)` (import rustls::pki_types::pem::PemObject),
+then `ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)`.
+Client: `let mut roots = RootCertStore::empty();` and `roots.add(cert)` for each
+certificate in ca_pem, then
+`ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()`.
+Never `.dangerous()`: the default verifier checks the chain AND the name.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-empty-root-store.rs",
+                mistake: "an empty RootCertStore: the CA is never added, so every handshake fails UnknownIssuer",
+                must_say: "RootCertStore",
+            },
+            Wrong {
+                file: "wrong-accepts-any-certificate.rs",
+                mistake: "a custom verifier that accepts every certificate: encrypted, but anyone can be the server",
+                must_say: "never told to trust",
+            },
+        ],
+    },
+    Exercise {
+        num: 12,
+        dir: "12-graceful-shutdown",
+        package: "ex12-graceful-shutdown",
+        file: "src/main.rs",
+        title: "graceful shutdown: echo what was received, FIN, drain, all within --grace",
+        chapter: "threaded-server",
+        driver: false,
+        grade: graders::shutdown::ex12_graceful_shutdown,
+        hint: "\
+In finish, with `let deadline = Instant::now() + grace;`:
+1. `stream.set_nonblocking(true)`, read into pending until WouldBlock (Ok(0):
+   the client is done too), then `set_nonblocking(false)`;
+2. `echo_lines(stream, pending)` (a write timeout of the time left);
+3. `stream.shutdown(Shutdown::Write)`: the client's read returns 0 after
+   the last echo;
+4. read and discard until Ok(0) or the deadline, with
+   `set_read_timeout(Some(time left))` before each read.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-ignores-kernel-queue.rs",
+                mistake: "echoes its own buffer only; lines still in the kernel's receive queue are lost",
+                must_say: "already received",
+            },
+            Wrong {
+                file: "wrong-no-deadline.rs",
+                mistake: "waits for the client's FIN without a deadline, so a client that never closes keeps it alive",
+                must_say: "past --grace",
+            },
+        ],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).

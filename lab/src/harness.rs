@@ -205,21 +205,23 @@ pub fn cargo() -> Command {
 /// Build the binaries of one exercise package in `workspace` (the exercises
 /// workspace or a temporary copy of it). On failure, returns the compiler's
 /// first error in a line or two, not the whole log.
-pub fn build(workspace: &Path, target: &Path, package: &str) -> Result<(), String> {
-    let out = cargo()
-        .arg("build")
+///
+/// `whole`: build every package of the workspace, as the self-check does, so
+/// that features are unified the same way for every build and each
+/// dependency is compiled once, not once per exercise's feature set.
+pub fn build(workspace: &Path, target: &Path, package: &str, whole: bool) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.arg("build")
         .arg("--offline")
         .arg("--manifest-path")
-        .arg(workspace.join("Cargo.toml"))
-        .args([
-            "-p",
-            package,
-            "--bins",
-            "--message-format",
-            "short",
-            "--color",
-            "never",
-        ])
+        .arg(workspace.join("Cargo.toml"));
+    if whole {
+        cmd.arg("--workspace");
+    } else {
+        cmd.args(["-p", package]);
+    }
+    let out = cmd
+        .args(["--bins", "--message-format", "short", "--color", "never"])
         .arg("--target-dir")
         .arg(target)
         .stdin(Stdio::null())

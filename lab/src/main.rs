@@ -242,12 +242,18 @@ fn list(paths: &Paths) {
 
 /// Build and grade one exercise in `workspace`; prints as it goes when
 /// `live`. Returns whether it passed and everything it printed.
-pub fn grade(paths: &Paths, ex: &Exercise, workspace: &Path, live: bool) -> (bool, String) {
+pub fn grade(
+    paths: &Paths,
+    ex: &Exercise,
+    workspace: &Path,
+    live: bool,
+    whole: bool,
+) -> (bool, String) {
     let bin = paths.target.join("debug").join(ex.bin_name());
     let mut run = Run::new(bin, paths.root.clone(), live);
     run.emit(&format!("Checking exercise {}: {}\n", ex.num, ex.title));
     run.step(format!("build {}", ex.package));
-    let result = match harness::build(workspace, &paths.target, ex.package) {
+    let result = match harness::build(workspace, &paths.target, ex.package, whole) {
         Err(first) => Err(fail(
             "your code to compile",
             first,
@@ -263,7 +269,7 @@ pub fn grade(paths: &Paths, ex: &Exercise, workspace: &Path, live: bool) -> (boo
 }
 
 fn check(paths: &Paths, ex: &Exercise) -> bool {
-    let (ok, _) = grade(paths, ex, &paths.exercises, true);
+    let (ok, _) = grade(paths, ex, &paths.exercises, true, false);
     let mut d = done(paths);
     if ok {
         println!("Exercise {} passes.", ex.num);
