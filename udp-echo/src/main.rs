@@ -14,28 +14,20 @@
 //! `src/client.rs`); this file only parses flags and prints.
 
 use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use common::Shutdown;
-use common::cli::{parse_duration, parse_size, ports};
+use common::cli::{HostPort, parse_duration, parse_host_port, parse_size, ports};
 
 use udp_echo::client::{self, ClientConfig};
 use udp_echo::guard::PortSet;
 use udp_echo::server::{self, ServerConfig};
 
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Chapter 5.2: UDP echo server and client (loss, retries, reflection guard)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
+/// Subcommands in the order of every chapter: demo, server, client.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Server and client in one process on an ephemeral port, with simulated loss (default).
@@ -46,13 +38,21 @@ enum Command {
     Client(ClientCmd),
 }
 
+/// Chapter 5.2: UDP echo server and client (loss, retries, reflection
+/// guard). Without a subcommand: the demo.
+#[derive(Parser, Debug)]
+#[command(name = "udp-echo", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
 #[derive(clap::Args, Debug)]
 struct ServerCmd {
-    /// Address to bind, HOST:PORT (IPv6 as [::1]:PORT; [::] takes IPv4 too).
-    /// Port 0 picks a free port, printed as `listening on ADDR`.
-    /// [default: 127.0.0.1:7002]
-    #[arg(long, value_name = "HOST:PORT")]
-    addr: Option<String>,
+    /// Address to bind: IPV4:PORT, [IPV6]:PORT ([::] takes IPv4 too) or
+    /// HOSTNAME:PORT. Port 0 picks a free port, printed as `listening on ADDR`.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    addr: Option<HostPort>,
 
     /// Throw away this share of incoming datagrams (0-100), to see loss happen.
     #[arg(long, value_name = "PERCENT", default_value_t = 0.0, value_parser = parse_percent)]
@@ -70,9 +70,9 @@ struct ServerCmd {
 
 #[derive(clap::Args, Debug)]
 struct ClientCmd {
-    /// Server address, HOST:PORT. [default: 127.0.0.1:7002]
-    #[arg(long, value_name = "HOST:PORT")]
-    addr: Option<String>,
+    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    addr: Option<HostPort>,
 
     /// Wait this long for a reply before resending (`1s`, `200ms`).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_timeout)]
@@ -116,27 +116,17 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    common::log::init();
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        // Output piped into `head`, which has exited: not our failure.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    let cli: Cli = common::cli::parse(ports::UDP_ECHO);
+    match cli.command {
+        // The demo's transcript is on stdout; the server's `info` lines
+        // would interleave with it (RUST_LOG=info brings them back).
+        None | Some(Command::Demo) => common::log::init_with_default("warn"),
+        Some(_) => common::log::init(),
     }
+    common::cli::exit("udp-echo", run(cli))
 }
 
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
-}
-
-fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => {
             udp_echo::demo::run(&mut io::stdout().lock()).context("demo")?;
@@ -147,9 +137,17 @@ fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--addr`, or 127.0.0.1 and this chapter's port. Parsed already (a
+/// malformed address never gets here); resolved only if it is a host name.
+fn socket_addr(addr: Option<&HostPort>) -> io::Result<SocketAddr> {
+    match addr {
+        Some(a) => a.resolve(),
+        None => common::cli::resolve(None, ports::UDP_ECHO),
+    }
+}
+
 fn serve(cmd: ServerCmd) -> anyhow::Result<()> {
-    let addr =
-        common::cli::resolve(cmd.addr.as_deref(), ports::UDP_ECHO).context("resolving --addr")?;
+    let addr = socket_addr(cmd.addr.as_ref()).context("resolving --addr")?;
     let socket = server::bind(addr).with_context(|| format!("binding UDP {addr}"))?;
     let shutdown = Shutdown::new();
     shutdown
@@ -166,8 +164,7 @@ fn serve(cmd: ServerCmd) -> anyhow::Result<()> {
 }
 
 fn send(cmd: ClientCmd) -> anyhow::Result<()> {
-    let addr =
-        common::cli::resolve(cmd.addr.as_deref(), ports::UDP_ECHO).context("resolving --addr")?;
+    let addr = socket_addr(cmd.addr.as_ref()).context("resolving --addr")?;
     let socket = client::connect(addr).with_context(|| format!("connecting to UDP {addr}"))?;
     let config = ClientConfig {
         timeout: cmd.timeout,

@@ -19,9 +19,16 @@
 //!
 //! Compare with the TCP chapter's server: no framing (the kernel keeps each
 //! datagram's boundaries), no connection limit (there are no connections), no
-//! idle timeout (nothing to time out), and a single thread serves everyone
-//! because no client can make it wait: one `recv_from` returns one whole
-//! datagram, never half of one.
+//! idle or stall timeout (nothing to time out: `send_to` never waits for the
+//! peer), and a single thread serves everyone because no client can make it
+//! wait: one `recv_from` returns one whole datagram, never half of one.
+//!
+//! Of the contract every TCP server keeps (the root README, "What every
+//! server promises"), what applies to UDP: one accept-free receive loop
+//! whose error back-off ends at once on shutdown; at shutdown, answer the
+//! datagrams already received (a bounded, non-blocking drain: at most
+//! [`DRAIN_LIMIT`], so it needs no `--grace`); one summary line,
+//! `udp-echo stopped: ...`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -184,13 +191,17 @@ pub fn run(socket: UdpSocket, config: ServerConfig, shutdown: Shutdown) -> io::R
             // does that with IP_RECVERR, but the loop must survive it: one
             // vanished client must not stop the server.
             Err(e) => {
-                log::warn!("recv_from: {e}; carrying on");
-                std::thread::sleep(backoff.next_delay());
+                let delay = backoff.next_delay();
+                log::warn!("recv_from: {e}; carrying on in {delay:?}");
+                // A pause, so a persistent error cannot spin; shutdown ends it.
+                shutdown.wait_timeout(delay);
             }
         }
     }
     server.drain(&socket, &mut buf);
-    log::info!("shutting down: {}", server.summary);
+    // The one summary line, as every server of the workspace logs it. (UDP
+    // has no connections, so its counters are datagrams, not `Stats`.)
+    log::info!("udp-echo stopped: {}", server.summary);
     Ok(server.summary)
 }
 
