@@ -105,7 +105,7 @@ prepare() {
     record_failure tcp-refused "cargo run -p tcp-echo -- client --addr 127.0.0.1:$port hello" \
         "$bin/tcp-echo" client --addr "127.0.0.1:$port" hello
     record lab-list "cargo run -p lab -- list" "$bin/lab" list
-    record read100 "python3 book/python/read100.py" python3 book/python/read100.py
+    record read100 "python3 book/python/read100.py" python3 -B book/python/read100.py
 }
 
 # mdbook logs a missing include as an error and still exits 0: catch it.
