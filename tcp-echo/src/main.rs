@@ -24,17 +24,7 @@ use common::framing::{DEFAULT_MAX_FRAME, Framing};
 use common::{ServerConfig, Shutdown};
 use tcp_echo::{client, server};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "tcp-echo",
-    version,
-    about = "Chapter 5.1: a blocking, iterative TCP echo server and its client (default: the demo)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
+/// Subcommands in the order of every chapter: demo, server, client.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Server and client in one process on an ephemeral port; prints the transcript (default).
@@ -46,6 +36,15 @@ enum Command {
     },
     /// Send each MESSAGE (or each stdin line) as one frame and print its echo.
     Client(ClientArgs),
+}
+
+/// Chapter 5.1: a blocking, iterative TCP echo server and its client.
+/// Without a subcommand: the demo.
+#[derive(Parser, Debug)]
+#[command(name = "tcp-echo", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
 #[derive(clap::Args, Debug)]

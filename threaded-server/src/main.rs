@@ -23,18 +23,7 @@ use threaded_server::client::{EchoClient, LoadSpec};
 use threaded_server::conn::PanicAt;
 use threaded_server::{Config, Model, WhenFull};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "threaded-server",
-    version,
-    about = "Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool echo server (default: the demo).",
-    long_about = None
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
+/// Subcommands in the order of every chapter: demo, server, client.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Both models in this process, with concurrent clients (the default).
@@ -44,6 +33,15 @@ enum Command {
     /// Send messages (arguments, or stdin lines) and print the echoes; or,
     /// with --connections, drive N concurrent connections and verify echoes.
     Client(ClientCmd),
+}
+
+/// Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool
+/// echo server. Without a subcommand: the demo.
+#[derive(Parser, Debug)]
+#[command(name = "threaded-server", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
 #[derive(clap::Args, Debug)]
