@@ -70,6 +70,11 @@ pub fn run(
     let stats = Arc::new(Stats::new());
     let local = listener.local_addr()?;
     listener.set_nonblocking(false)?;
+    // The safety net for the wake-up connection below (which needs a free
+    // file descriptor): Linux honours SO_RCVTIMEO for accept(2) too, so a
+    // blocked accept() gives up after POLL with EAGAIN and the loop looks at
+    // the shutdown flag.
+    socket2::SockRef::from(&listener).set_read_timeout(Some(POLL))?;
     if config.max_conns != common::config::DEFAULT_MAX_CONNS {
         log::warn!(
             "--max-conns {} has no effect: an iterative server holds one connection at a time",
@@ -93,6 +98,8 @@ pub fn run(
                 backoff.reset();
                 conn
             }
+            // SO_RCVTIMEO expired and nobody connected: look at the flag.
+            Err(e) if common::framing::is_timeout(&e) => continue,
             // One policy for every server (common::net::accept_policy): a
             // lost connection is retried at once; EMFILE and friends wait,
             // longer each time, and the wait ends early on shutdown.
