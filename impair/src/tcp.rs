@@ -336,10 +336,11 @@ where
     // Unbounded on purpose: the bound is the semaphore, counted in bytes,
     // which a channel's capacity (counted in messages) cannot express.
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-    // Bytes read and not yet written, for the `buffered` gauge. An atomic
-    // only because the reader and writer futures share it by reference
-    // (a Cell would make the connection's future not Send).
-    let queued = AtomicUsize::new(0);
+    // Bytes read and not yet written, for the `buffered` gauge.
+    let queued = Queued {
+        bytes: AtomicUsize::new(0),
+        stats,
+    };
 
     let reader = async {
         let mut buf = vec![0u8; chunk];
@@ -364,7 +365,7 @@ where
                 return Ok(());
             }
             stats.add_buffered(n);
-            queued.fetch_add(n, Relaxed);
+            queued.bytes.fetch_add(n, Relaxed);
             d.received.fetch_add(1, Relaxed);
             d.bytes_in.fetch_add(n as u64, Relaxed);
             if tx
@@ -477,7 +478,7 @@ where
                     forwarded += take;
                     space.add_permits(take);
                     stats.sub_buffered(take);
-                    queued.fetch_sub(take, Relaxed);
+                    queued.bytes.fetch_sub(take, Relaxed);
                     d.sent.fetch_add(1, Relaxed);
                     d.bytes_out.fetch_add(take as u64, Relaxed);
                     if toxics.reset_after == Some(forwarded) {
@@ -494,8 +495,23 @@ where
         }
     };
 
-    let result = tokio::try_join!(reader, writer).map(|_| ());
-    // Whatever was still queued (a reset, an error) is gone with this pump.
-    stats.sub_buffered(queued.load(Relaxed));
-    result
+    tokio::try_join!(reader, writer).map(|_| ())
+}
+
+/// The bytes a pump holds. Whatever is still queued when the pump ends (a
+/// reset, an error, or the other direction's error dropping this pump's
+/// future mid-await) leaves the `buffered` gauge in `Drop`, which runs in
+/// every one of those cases; code after an `.await` would not run when the
+/// future is dropped. An atomic only because the reader and writer futures
+/// share it by reference (a `Cell` would make the connection's future not
+/// `Send`).
+struct Queued<'a> {
+    bytes: AtomicUsize,
+    stats: &'a Stats,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.stats.sub_buffered(self.bytes.load(Relaxed));
+    }
 }

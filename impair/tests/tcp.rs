@@ -130,6 +130,9 @@ fn reset_after_n_bytes_down_the_client_reads_exactly_n_then_connection_reset() {
     let (_, up_end) = read_until_error(&mut server);
     assert_eq!(up_end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
     assert_eq!(relay.stats.resets.load(Relaxed), 1);
+    // The bytes the relay had read but not delivered are gone with the
+    // connection, and so is their share of the gauge (before the RST left).
+    assert_eq!(relay.stats.buffered.load(Relaxed), 0);
     relay.stop().unwrap();
 }
 
@@ -207,5 +210,35 @@ fn an_upstream_nobody_listens_on_resets_the_client() {
     assert!(got.is_empty());
     assert_eq!(end.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
     assert_eq!(relay.stats.refused.load(Relaxed), 1);
+    relay.stop().unwrap();
+}
+
+#[test]
+fn a_connection_that_ends_mid_stall_gives_its_buffered_bytes_back() {
+    let (upstream, up_addr) = tcp_listener();
+    let mut config = TcpConfig::new(up_addr);
+    config.toxics.stall_after = Some(1000);
+    config.toxics.stall = Duration::from_secs(60);
+    config.direction = Direction::Down;
+    let relay = Relay::tcp(localhost(), config).unwrap();
+    let mut c = connect(relay.addr);
+    let mut server = accept(&upstream);
+    server.write_all(&bytes(5000, 11)).unwrap();
+    let s = &relay.stats;
+    // The relay has read all 5000 bytes, delivered 1000 and is stalled
+    // with 4000 queued in the down pump.
+    wait_for("bytes read from the server", &s.down.bytes_in, 5000);
+    wait_for("stalls", &s.down.stalls, 1);
+    let mut first = vec![0u8; 1000];
+    c.read_exact(&mut first).unwrap();
+    assert_eq!(s.buffered.load(Relaxed), 4000);
+    // The client resets: the *up* pump fails, which drops the stalled down
+    // pump in the middle of its sleep. Its 4000 bytes must leave the gauge.
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+    wait_for("resets", &s.resets, 1);
+    assert_eq!(s.buffered.load(Relaxed), 0);
     relay.stop().unwrap();
 }
