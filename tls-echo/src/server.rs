@@ -50,6 +50,7 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -313,18 +314,47 @@ async fn serve_connection(
     // The handshake gets one deadline for everything: waiting for the first
     // byte, the ClientHello, our key share and certificate, the client's
     // Finished. A client that connects and never speaks TLS is gone after it.
+    // Atomic only because the task must be `Send`; one task touches it.
+    let spoke = AtomicBool::new(false);
+    let mut handshake = pin!(tokio::time::timeout(
+        config.handshake_timeout,
+        handshake(tcp, acceptor, &spoke)
+    ));
     let handshake = tokio::select! {
-        r = tokio::time::timeout(config.handshake_timeout, handshake(tcp, acceptor, &mut tally, shutdown, config.common.grace)) => r,
-        // No application data can have arrived before the handshake is
-        // done (this server offers no 0-RTT), so nothing is owed.
+        r = &mut handshake => r,
         () = shutdown.triggered() => {
-            tally.close(&End::Shutdown { unfinished: 0 });
-            return;
+            if !spoke.load(Relaxed) {
+                // Silent so far: nothing is owed (no application data can
+                // arrive before the handshake is done; no 0-RTT here).
+                tally.close(&End::Shutdown { unfinished: 0 });
+                return;
+            }
+            // A client in the middle of its handshake is served like any
+            // other: let it finish (or fail), within the deadline.
+            tokio::select! {
+                r = &mut handshake => r,
+                () = cut_deadline(shutdown, config.common.grace) => {
+                    tally.close(&End::Cut);
+                    return;
+                }
+            }
         }
     };
     let tls = match handshake {
-        Ok(Ok(Some(tls))) => tls,
-        Ok(Ok(None)) => return, // not a TLS client; answered and logged
+        Ok(Ok(Hello::Tls(tls))) => tls,
+        Ok(Ok(Hello::Closed)) => {
+            tally.close(&End::PeerClosed);
+            return;
+        }
+        Ok(Ok(Hello::Plaintext(tcp, first))) => {
+            let why = format!(
+                "TLS handshake failed: first byte {first:#04x} ({:?}) is not a TLS handshake record (0x16); plaintext client? Answered in plaintext",
+                char::from(first)
+            );
+            tally.close(&End::from(io::Error::new(io::ErrorKind::InvalidData, why)));
+            reply_plaintext_and_close(tcp, shutdown, config.common.grace).await;
+            return;
+        }
         Ok(Err(e)) => {
             // Tools like `openssl s_time` reset the connection the moment
             // their side of the handshake is done: `log_close` logs a
@@ -352,38 +382,37 @@ async fn serve_connection(
     conn.tally.close(&end);
 }
 
-/// Look at the first byte, then run the TLS handshake.
-///
-/// `Ok(None)`: not a TLS client; already answered and logged.
+/// How a handshake ended, when it did not fail.
+enum Hello {
+    Tls(TlsStream<TcpStream>),
+    /// The client closed before sending a byte.
+    Closed,
+    /// The first byte is not a TLS record: a plaintext client.
+    Plaintext(TcpStream, u8),
+}
+
+/// Look at the first byte, then run the TLS handshake. `spoke` becomes
+/// true once the client has sent something.
 async fn handshake(
     tcp: TcpStream,
     acceptor: &TlsAcceptor,
-    tally: &mut Tally<'_>,
-    shutdown: &Shutdown,
-    grace: Duration,
-) -> io::Result<Option<TlsStream<TcpStream>>> {
+    spoke: &AtomicBool,
+) -> io::Result<Hello> {
     // `peek` (recv with MSG_PEEK) copies the first byte without consuming
     // it, so rustls still reads the whole ClientHello afterwards.
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
-        tally.close(&End::PeerClosed);
-        return Ok(None);
+        return Ok(Hello::Closed);
     }
+    spoke.store(true, Relaxed);
     if first[0] != TLS_HANDSHAKE_RECORD {
-        let why = format!(
-            "TLS handshake failed: first byte {:#04x} ({:?}) is not a TLS handshake record (0x16); plaintext client? Answered in plaintext",
-            first[0],
-            char::from(first[0])
-        );
-        tally.close(&End::from(io::Error::new(io::ErrorKind::InvalidData, why)));
-        reply_plaintext_and_close(tcp, shutdown, grace).await;
-        return Ok(None);
+        return Ok(Hello::Plaintext(tcp, first[0]));
     }
     // From here on rustls reads the ClientHello, picks the version, cipher
     // suite and group, sends ServerHello + (encrypted, in TLS 1.3) its
     // certificate and a signature proving it holds the certificate's key.
     tcp.set_nodelay(true)?;
-    acceptor.accept(tcp).await.map(Some)
+    acceptor.accept(tcp).await.map(Hello::Tls)
 }
 
 /// Tell a plaintext client what went wrong, then close without a reset.
