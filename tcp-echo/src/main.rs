@@ -29,7 +29,7 @@ use tcp_echo::{client, server};
 enum Command {
     /// Server and client in one process on an ephemeral port; prints the transcript (default).
     Demo,
-    /// Serve clients one at a time until Ctrl-C.
+    /// Serve clients one at a time until Ctrl-C (so --max-conns has no effect here).
     Server {
         #[command(flatten)]
         args: ServerArgs,
