@@ -383,6 +383,9 @@ async fn serve_connection(
 }
 
 /// How a handshake ended, when it did not fail.
+// One per connection, moved at once into `Conn`: boxing the big variant
+// would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Hello {
     Tls(TlsStream<TcpStream>),
     /// The client closed before sending a byte.
