@@ -12,7 +12,7 @@
 //! What to watch: with `--framing raw` there are no frame boundaries, so the
 //! client counts bytes: it reads until as many came back as it sent.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -71,21 +71,21 @@ impl Client {
 }
 
 /// `async-server client`: echo each message (or each stdin line) and print
-/// the echoes to `out`, one per line.
+/// the echoes on stdout, one per line, each as soon as it is back. A closed
+/// stdout ends the client with a `BrokenPipe` error, which `main` treats as
+/// a normal end.
 pub fn run(
     addr: SocketAddr,
     framing: Framing,
     max_frame: usize,
     timeout: Duration,
     messages: &[String],
-    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut client = Client::connect(addr, framing, max_frame, timeout)?;
     let mut one = |msg: &[u8]| -> anyhow::Result<()> {
         let echo = client.echo(msg)?;
-        out.write_all(&echo)?;
-        out.write_all(b"\n")?;
-        out.flush()?;
+        // Messages are text (arguments or stdin lines), so are their echoes.
+        common::outln!("{}", String::from_utf8_lossy(&echo))?;
         Ok(())
     };
     if messages.is_empty() {

@@ -1,27 +1,29 @@
 //! The default command: both models in one process, each with three
 //! concurrent clients, and the transcript printed.
 //!
-//! Run with: `cargo run -p async-server` (logs on stderr, transcript on
-//! stdout; `RUST_LOG=debug` shows every frame as the server sees it).
+//! Run with: `cargo run -p async-server` (the transcript on stdout; server
+//! logs on stderr at `warn` unless `RUST_LOG` says otherwise, e.g.
+//! `RUST_LOG=debug` shows every frame as the server sees it).
 //!
 //! What to watch: the three clients are connected *at the same time* (a
 //! barrier holds them until all are in), and one thread (event loop) or a
 //! couple (tokio) serve all of them.
 
-use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use common::{Framing, Shutdown};
+use common::{Framing, Shutdown, outln};
 
 use crate::client::Client;
 use crate::{Config, Model};
 
 const CLIENTS: usize = 3;
 
-pub fn run(out: &mut dyn Write) -> anyhow::Result<()> {
+/// Print the transcript on stdout. A closed stdout (`| head -3`) ends the
+/// demo with a `BrokenPipe` error, which `main` treats as a normal end.
+pub fn run() -> anyhow::Result<()> {
     for model in Model::ALL {
         let listener = common::net::listen("127.0.0.1:0".parse()?)?;
         let addr = listener.local_addr()?;
@@ -34,7 +36,7 @@ pub fn run(out: &mut dyn Write) -> anyhow::Result<()> {
             let shutdown = shutdown.clone();
             thread::spawn(move || crate::run(model, listener, config, shutdown))
         };
-        writeln!(out, "== --model {}: listening on {addr}", model.name())?;
+        outln!("== --model {}: listening on {addr}", model.name())?;
         let barrier = Arc::new(Barrier::new(CLIENTS));
         let clients: Vec<_> = (1..=CLIENTS)
             .map(|c| {
@@ -67,7 +69,7 @@ pub fn run(out: &mut dyn Write) -> anyhow::Result<()> {
             {
                 Ok(lines) => {
                     for line in lines {
-                        writeln!(out, "   {line}")?;
+                        outln!("   {line}")?;
                     }
                 }
                 Err(e) => result = Err(e),
@@ -78,7 +80,7 @@ pub fn run(out: &mut dyn Write) -> anyhow::Result<()> {
             .join()
             .map_err(|_| anyhow!("the server thread panicked"))?
             .with_context(|| format!("{} server", model.name()))?;
-        writeln!(out, "   server summary: {stats}")?;
+        outln!("   server summary: {stats}")?;
         result?;
     }
     Ok(())

@@ -53,6 +53,12 @@
 //! | `Interrupted` (EINTR)  | a signal arrived during the call          | simply call again               |
 //! | other errors           | reset, broken pipe...                     | close this connection only      |
 //!
+//! Every `.await` of `tokio_server.rs` is a state here: "waiting for bytes"
+//! is a connection registered `READABLE`, "waiting for room to write" is
+//! `WRITABLE` plus the unsent bytes kept in `wbuf`, "paused" is the
+//! backpressure flag, "draining" and "FIN sent" are the shutdown. Timers are
+//! one sweep over the table; the shutdown deadline is the poll timeout.
+//!
 //! What to watch: the server never sleeps anywhere but in `poll()`, holds
 //! 10,000 clients in one thread, and a client that never reads gets its
 //! reading paused once `--max-pending` bytes of echoes wait for it.
@@ -64,14 +70,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use common::conn::{End, log_close};
 use common::framing::READ_CHUNK;
-use common::net::{Backoff, is_fd_exhaustion, is_transient_accept_error};
-use common::{ConnError, Decoder, FrameError, Shutdown, Stats, encode};
+use common::net::{AcceptAction, Backoff, accept_policy};
+use common::{ConnError, Decoder, FrameError, ServerConfig, Shutdown, Stats, encode};
 use log::{debug, error, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::{Config, End, Offload, log_close};
+use crate::{Config, Offload};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -93,7 +100,7 @@ pub fn run(
     config: Config,
     shutdown: Shutdown,
 ) -> io::Result<Arc<Stats>> {
-    if config.offload == Offload::Rayon && config.work > 0 {
+    if config.offload == Offload::Rayon && config.common.work > 0 {
         // Kept out on purpose: see Exercises in the README.
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -121,7 +128,12 @@ pub fn run(
         }
     });
     let stats = Arc::new(Stats::new());
-    let now = Instant::now();
+    let config = config.common;
+    // Timers are found by a sweep over the table, often enough to close a
+    // connection within a quarter of its timeout of when it is due.
+    let shortest = config
+        .idle_timeout
+        .map_or(config.stall_timeout, |idle| idle.min(config.stall_timeout));
     let mut el = EventLoop {
         poll,
         listener: Some(listener),
@@ -135,18 +147,16 @@ pub fn run(
         // at a time, so it only ever needs one. Connections keep only the
         // leftovers (an unfinished frame) in their own `rbuf`.
         scratch: vec![0; READ_CHUNK],
-        sweep_every: config
-            .idle_timeout
-            .map(|idle| (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))),
-        next_sweep: now,
+        sweep_every: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        next_sweep: Instant::now(),
         config,
         stats: stats.clone(),
+        shutdown,
         deadline: None,
     };
     info!("event-loop model: one thread, mio over epoll");
     el.run()?;
     drop(waker);
-    info!("summary: {stats}");
     Ok(stats)
 }
 
@@ -165,7 +175,8 @@ struct EventLoop {
     poll: Poll,
     /// `None` once shutdown began: the listening socket is closed.
     listener: Option<TcpListener>,
-    /// Out of file descriptors: the listener is deregistered until then.
+    /// Accepting is backing off (out of file descriptors or memory): the
+    /// listener is deregistered until then.
     accept_paused_until: Option<Instant>,
     backoff: Backoff,
     /// The connection table: token `FIRST_CONN + i` is slot `i`. Freed slots
@@ -176,11 +187,12 @@ struct EventLoop {
     /// Connections to drive again before sleeping (see `Next::Again`).
     ready: VecDeque<usize>,
     scratch: Vec<u8>,
-    /// Idle connections are found by a sweep over the table this often.
-    sweep_every: Option<Duration>,
+    /// Idle and stalled connections are found by a sweep this often.
+    sweep_every: Duration,
     next_sweep: Instant,
-    config: Config,
+    config: ServerConfig,
     stats: Arc<Stats>,
+    shutdown: Shutdown,
     /// Set when shutdown begins: connections still open then are cut.
     deadline: Option<Instant>,
 }
@@ -228,13 +240,17 @@ impl EventLoop {
             self.timers(now)?;
             if let Some(deadline) = self.deadline
                 && now >= deadline
-                && self.open > 0
             {
-                warn!(
-                    "{} connection(s) still open after {:?}: closing them",
-                    self.open, self.config.grace
-                );
-                return Ok(()); // dropping `self.conns` closes every socket
+                if self.open > 0 {
+                    warn!(
+                        "{} connection(s) still open at the --grace deadline ({:?}): cutting them",
+                        self.open, self.config.grace
+                    );
+                }
+                for i in 0..self.conns.len() {
+                    self.close(i, End::Cut);
+                }
+                return Ok(());
             }
         }
     }
@@ -245,7 +261,7 @@ impl EventLoop {
         if !self.ready.is_empty() {
             return Some(Duration::ZERO);
         }
-        let sweep = (self.sweep_every.is_some() && self.open > 0).then_some(self.next_sweep);
+        let sweep = (self.open > 0).then_some(self.next_sweep);
         [sweep, self.accept_paused_until, self.deadline]
             .into_iter()
             .flatten()
@@ -259,7 +275,7 @@ impl EventLoop {
         {
             self.accept_paused_until = None;
             if let Some(listener) = &mut self.listener {
-                debug!("accept: resuming after running out of file descriptors");
+                debug!("accept: resuming after the back-off");
                 self.poll
                     .registry()
                     .register(listener, LISTENER, Interest::READABLE)?;
@@ -267,21 +283,17 @@ impl EventLoop {
                 self.accept_all()?;
             }
         }
-        if let (Some(every), Some(idle)) = (self.sweep_every, self.config.idle_timeout)
-            && now >= self.next_sweep
-        {
-            self.next_sweep = now + every;
-            // O(connections) once per `every`, not per event: cheap even at
-            // 10,000 clients. A timer wheel would be exact; this is simple.
+        if now >= self.next_sweep {
+            self.next_sweep = now + self.sweep_every;
+            // O(connections) once per `sweep_every`, not per event: cheap
+            // even at 10,000 clients. A timer wheel would be exact; this is
+            // simple.
             for i in 0..self.conns.len() {
-                if let Some(conn) = &self.conns[i]
-                    && now.duration_since(conn.last_active) >= idle
+                if let Some(end) = self.conns[i]
+                    .as_ref()
+                    .and_then(|conn| conn.timed_out(now, &self.config))
                 {
-                    let e = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("idle for {idle:?} (--idle-timeout)"),
-                    );
-                    self.close(i, Err(e.into()));
+                    self.close(i, end);
                 }
             }
         }
@@ -303,27 +315,27 @@ impl EventLoop {
                     self.backoff.reset();
                     self.add_conn(stream, peer);
                 }
+                // The backlog is empty: back to epoll_wait.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if is_fd_exhaustion(&e) => {
-                    // EMFILE: the connection stays in the backlog, so the
-                    // listener stays readable. Accepting again at once would
-                    // fail again, forever, at 100% CPU. Instead take the
-                    // listener out of epoll for a while. (Another classic
-                    // trick: keep a spare fd open, close it to accept and
+                Err(e) => match accept_policy(&e, &mut self.backoff) {
+                    // ECONNABORTED (the client gave up while queued),
+                    // EINTR...: about one connection; try the next.
+                    AcceptAction::Retry => {}
+                    // EMFILE, ENOBUFS, ENOMEM: the connection stays in the
+                    // backlog, so the listener stays readable, and accepting
+                    // again at once would fail again, forever, at 100% CPU.
+                    // Take the listener out of epoll and make the delay the
+                    // poll timeout (`poll_timeout`); the waker still ends
+                    // the wait on shutdown. (Another classic trick for
+                    // EMFILE: keep a spare fd open, close it to accept and
                     // immediately close the newcomer, so it is at least told.)
-                    let delay = self.backoff.next_delay();
-                    warn!("accept: {e}; out of file descriptors, not accepting for {delay:?}");
-                    self.poll.registry().deregister(listener)?;
-                    self.accept_paused_until = Some(Instant::now() + delay);
-                    return Ok(());
-                }
-                // ECONNABORTED (the client gave up while queued), EINTR...:
-                // about one connection, the next accept may well succeed.
-                Err(e) if is_transient_accept_error(&e) => debug!("accept: {e} (transient)"),
-                Err(e) => {
-                    error!("accept: {e}; the listener is broken, stopping");
-                    return Err(e);
-                }
+                    AcceptAction::Wait(delay) => {
+                        self.poll.registry().deregister(listener)?;
+                        self.accept_paused_until = Some(Instant::now() + delay);
+                        return Ok(());
+                    }
+                    AcceptAction::Fatal => return Err(e),
+                },
             }
         }
     }
@@ -375,20 +387,20 @@ impl EventLoop {
             short_read_drains,
         );
         match next {
-            Ok(Next::Close(end)) => self.close(i, Ok(end)),
-            Err(e) => self.close(i, Err(e)),
+            Ok(Next::Close(end)) => self.close(i, end),
+            Err(e) => self.close(i, End::Error(e)),
             Ok(next) => {
                 if matches!(next, Next::Again) {
                     self.ready.push_back(i);
                 }
                 if let Err(e) = conn.update_interest(self.poll.registry(), Token(FIRST_CONN + i)) {
-                    self.close(i, Err(e.into()));
+                    self.close(i, End::from(e));
                 }
             }
         }
     }
 
-    fn close(&mut self, i: usize, how: Result<End, ConnError>) {
+    fn close(&mut self, i: usize, end: End) {
         let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) else {
             return;
         };
@@ -397,11 +409,13 @@ impl EventLoop {
         // epoll_ctl(DEL). Closing the fd would also remove it from the
         // interest list; saying so explicitly keeps mio portable.
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        let how = match (how, conn.error.take()) {
-            (Ok(_), Some(e)) => Err(ConnError::Frame(e)),
-            (how, _) => how,
+        // A truncated last frame was kept for this line, once the echoes
+        // owed before it had gone out.
+        let end = match (end, conn.error.take()) {
+            (End::PeerClosed, Some(e)) => End::from(e),
+            (end, _) => end,
         };
-        log_close(conn.peer, conn.frames, conn.bytes, how, &self.stats);
+        log_close(&conn.peer, conn.frames, conn.bytes, &end, &self.stats);
         // `conn` drops here: close(fd).
     }
 
@@ -415,11 +429,18 @@ impl EventLoop {
             let _ = self.poll.registry().deregister(&mut listener);
             // Dropped: the port is closed, new clients are refused.
         }
+        // Closing the listening socket: the kernel refuses new clients, and
+        // resets the ones still in the backlog (never accepted, never served).
         self.accept_paused_until = None;
-        self.deadline = Some(Instant::now() + self.config.grace);
+        let grace = self.config.grace;
+        self.deadline = Some(
+            self.shutdown
+                .deadline(grace)
+                .unwrap_or_else(|| Instant::now() + grace),
+        );
         info!(
-            "shutting down: waiting up to {:?} for {} connection(s) to finish their echoes",
-            self.config.grace, self.open
+            "shutting down: up to {grace:?} for {} connection(s) to finish their echoes",
+            self.open
         );
         for i in 0..self.conns.len() {
             self.drive(i, false);
@@ -447,13 +468,19 @@ struct Conn {
     interest: Interest,
     /// A truncated last frame: logged when the connection closes.
     error: Option<FrameError>,
-    last_active: Instant,
+    /// Bytes of an unfinished frame dropped when we sent FIN at shutdown.
+    unfinished: usize,
+    /// When a byte last arrived (`--idle-timeout`).
+    last_read: Instant,
+    /// While echoes are unsent: since when the kernel has taken none of
+    /// them (`--stall-timeout`). `None` while `wbuf` is empty.
+    stalled_since: Option<Instant>,
     frames: u64,
     bytes: u64,
 }
 
 impl Conn {
-    fn new(stream: TcpStream, peer: SocketAddr, config: &Config) -> Self {
+    fn new(stream: TcpStream, peer: SocketAddr, config: &ServerConfig) -> Self {
         Conn {
             stream,
             peer,
@@ -466,7 +493,9 @@ impl Conn {
             paused: false,
             interest: Interest::READABLE,
             error: None,
-            last_active: Instant::now(),
+            unfinished: 0,
+            last_read: Instant::now(),
+            stalled_since: None,
             frames: 0,
             bytes: 0,
         }
@@ -484,7 +513,7 @@ impl Conn {
     fn drive(
         &mut self,
         scratch: &mut [u8],
-        config: &Config,
+        config: &ServerConfig,
         stats: &Stats,
         draining: bool,
         short_read_drains: bool,
@@ -529,7 +558,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     trace!("{}: read {n} bytes", self.peer);
-                    self.last_active = Instant::now();
+                    self.last_read = Instant::now();
                     self.rbuf.extend_from_slice(&scratch[..n]);
                     self.echo_frames(config, stats)?;
                     if short_read_drains && n < scratch.len() {
@@ -557,13 +586,7 @@ impl Conn {
         if self.input_done && self.wbuf.is_empty() {
             if !self.fin_sent {
                 self.fin_sent = true;
-                if !self.rbuf.is_empty() {
-                    debug!(
-                        "{}: {} bytes of an unfinished frame dropped",
-                        self.peer,
-                        self.rbuf.len()
-                    );
-                }
+                self.unfinished = self.rbuf.len();
                 // FIN: "no more echoes". After the peer's own FIN (a
                 // half-close) this completes a clean close.
                 if let Err(e) = self.stream.shutdown(std::net::Shutdown::Write) {
@@ -578,7 +601,10 @@ impl Conn {
             // destroy echoes still on their way to it.
             for _ in 0..READ_BUDGET {
                 match self.stream.read(scratch) {
-                    Ok(0) => return Ok(Next::Close(End::Shutdown)),
+                    Ok(0) => {
+                        let unfinished = self.unfinished;
+                        return Ok(Next::Close(End::Shutdown { unfinished }));
+                    }
                     Ok(n) => trace!("{}: discarded {n} bytes after shutdown", self.peer),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Wait),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -591,7 +617,7 @@ impl Conn {
     }
 
     /// Cut every complete frame out of `rbuf` and queue its echo.
-    fn echo_frames(&mut self, config: &Config, stats: &Stats) -> Result<(), ConnError> {
+    fn echo_frames(&mut self, config: &ServerConfig, stats: &Stats) -> Result<(), ConnError> {
         while let Some(frame) = self.decoder.decode(&mut self.rbuf)? {
             self.echo(&frame, config, stats)?;
         }
@@ -602,7 +628,7 @@ impl Conn {
     }
 
     /// After FIN: the last frames, and a warning if one was unfinished.
-    fn echo_eof(&mut self, config: &Config, stats: &Stats) -> Result<(), ConnError> {
+    fn echo_eof(&mut self, config: &ServerConfig, stats: &Stats) -> Result<(), ConnError> {
         loop {
             match self.decoder.decode_eof(&mut self.rbuf) {
                 Ok(Some(frame)) => self.echo(&frame, config, stats)?,
@@ -616,7 +642,12 @@ impl Conn {
         }
     }
 
-    fn echo(&mut self, frame: &[u8], config: &Config, stats: &Stats) -> Result<(), ConnError> {
+    fn echo(
+        &mut self,
+        frame: &[u8],
+        config: &ServerConfig,
+        stats: &Stats,
+    ) -> Result<(), ConnError> {
         debug!("{}: frame of {} bytes", self.peer, frame.len());
         if config.work > 0 {
             // Inline: the whole loop, every client, waits for this.
@@ -631,6 +662,7 @@ impl Conn {
 
     /// Write as much of `wbuf` as the kernel takes now.
     fn flush(&mut self) -> io::Result<()> {
+        let mut progress = false;
         while !self.wbuf.is_empty() {
             match self.stream.write(&self.wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -639,15 +671,38 @@ impl Conn {
                 Ok(n) => {
                     trace!("{}: wrote {n} of {} bytes", self.peer, self.wbuf.len());
                     self.wbuf.advance(n);
-                    self.last_active = Instant::now();
+                    progress = true;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.wbuf = BytesMut::new();
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+            self.stalled_since = None;
+        } else if progress || self.stalled_since.is_none() {
+            // The stall clock restarts only when the kernel took a byte: a
+            // write that is waiting is not progress.
+            self.stalled_since = Some(Instant::now());
+        }
         Ok(())
+    }
+
+    /// The sweep's question: has this connection been silent for
+    /// `--idle-timeout` (while we owe it nothing and still read from it), or
+    /// have its echoes waited `--stall-timeout` without the client taking a
+    /// byte?
+    fn timed_out(&self, now: Instant, config: &ServerConfig) -> Option<End> {
+        let stall = config.stall_timeout;
+        if let Some(since) = self.stalled_since
+            && now.duration_since(since) >= stall
+        {
+            return Some(End::Stalled(stall));
+        }
+        let idle = config.idle_timeout?;
+        let waiting_for_input = !self.input_done && self.wbuf.is_empty();
+        (waiting_for_input && now.duration_since(self.last_read) >= idle).then_some(End::Idle(idle))
     }
 
     /// Ask epoll for exactly what we can act on: `READABLE` unless paused,

@@ -20,18 +20,14 @@
 //! a [`Config`] and a [`Shutdown`], so tests start them on port 0 in-process.
 
 use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use common::cli::ServerArgs;
-use common::net::is_disconnect;
-use common::{ConnError, Framing, Shutdown, Stats};
+use common::{ServerConfig, Shutdown, Stats};
 
 pub mod client;
 pub mod demo;
 pub mod event_loop;
 pub mod tokio_server;
-pub mod uring;
 
 /// Which design serves the connections (`--model`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,35 +60,18 @@ pub enum Offload {
     Rayon,
 }
 
-/// Default `--max-pending`: unsent echo bytes one connection may hold before
-/// the server stops reading from it.
-pub const DEFAULT_MAX_PENDING: usize = 256 * 1024;
-
-/// Default `--grace`: how long shutdown waits for owed echoes.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
-
-/// Everything both servers need to know. Built from the command line by
-/// `main`, or directly by tests.
+/// Everything both servers need to know: the contract every server of the
+/// workspace keeps ([`ServerConfig`]: limits, timeouts, grace), and this
+/// chapter's own flags. Built from the command line by `main`, or directly
+/// by tests.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub framing: Framing,
-    pub max_frame: usize,
-    /// Most connections served at once. Over it a new client is *refused*
-    /// (accepted and closed at once, counted in `Stats::refused`), in both
+    /// The shared flags. Over `max_conns` a new client is *refused*
+    /// (accepted and closed at once, counted in `Stats::refused`) in both
     /// models; see the README for why refusing beats waiting here.
-    pub max_conns: usize,
-    /// Close a connection that makes no progress (nothing read, nothing
-    /// written) for this long. `None`: never.
-    pub idle_timeout: Option<Duration>,
-    /// CPU work per frame (`--work N`).
-    pub work: u32,
-    /// Where that work runs (tokio model only; the event loop runs it inline).
+    pub common: ServerConfig,
+    /// Where `--work` runs (tokio model only; the event loop runs it inline).
     pub offload: Offload,
-    /// Backpressure cap: once a connection's unsent output reaches this many
-    /// bytes, stop reading from it until the peer catches up.
-    pub max_pending: usize,
-    /// Shutdown deadline: connections still open after this are cut.
-    pub grace: Duration,
     /// tokio worker threads (1 = current-thread runtime). Ignored by the
     /// event loop, which is one thread by design.
     pub threads: usize,
@@ -100,22 +79,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config::from_args(&ServerArgs::default())
-    }
-}
-
-impl Config {
-    /// The shared flags; chapter flags keep their defaults.
-    pub fn from_args(args: &ServerArgs) -> Self {
         Config {
-            framing: args.framing,
-            max_frame: args.max_frame,
-            max_conns: args.max_conns,
-            idle_timeout: args.idle(),
-            work: args.work,
+            common: ServerConfig::default(),
             offload: Offload::None,
-            max_pending: DEFAULT_MAX_PENDING,
-            grace: DEFAULT_GRACE,
             threads: default_threads(),
         }
     }
@@ -126,18 +92,21 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Serve `listener` with `model` until `shutdown`; blocks the calling thread.
-/// Returns the counters behind the summary line.
+/// Serve `listener` with `model` until `shutdown` and its `--grace` period
+/// are over; blocks the calling thread. Logs the one summary line and
+/// returns the counters behind it.
 pub fn run(
     model: Model,
     listener: std::net::TcpListener,
     config: Config,
     shutdown: Shutdown,
-) -> io::Result<std::sync::Arc<common::Stats>> {
-    match model {
+) -> io::Result<Arc<Stats>> {
+    let stats = match model {
         Model::Tokio => tokio_server::run(listener, config, shutdown),
         Model::EventLoop => event_loop::run(listener, config, shutdown),
-    }
+    }?;
+    log::info!("async-server stopped: {stats}");
+    Ok(stats)
 }
 
 /// Raise the soft open-file limit to the hard one and log both figures.
@@ -152,44 +121,5 @@ pub fn raise_fd_limit_logged() {
             log::info!("open-file limit (RLIMIT_NOFILE) raised from {old} to {new}")
         }
         Err(e) => log::warn!("could not raise the open-file limit: {e}"),
-    }
-}
-
-/// Why a connection ended without an error (both models).
-#[derive(Debug, Clone, Copy)]
-enum End {
-    /// The peer closed its side (after any half-close, we echoed everything).
-    PeerClosed,
-    /// The server is shutting down; owed echoes were sent.
-    Shutdown,
-}
-
-/// The one line both models log when a connection closes, with what it
-/// served; an error also counts in `stats.errors`. Idle timeouts and peers
-/// that vanished are `info` (normal life on a network); protocol errors and
-/// unexpected I/O errors are `warn`.
-fn log_close(
-    peer: SocketAddr,
-    frames: u64,
-    bytes: u64,
-    how: Result<End, ConnError>,
-    stats: &Stats,
-) {
-    let served = format!("{frames} frames, {bytes} payload bytes echoed");
-    match how {
-        Ok(End::PeerClosed) => log::info!("{peer}: closed by peer, {served}"),
-        Ok(End::Shutdown) => log::info!("{peer}: closed for shutdown, {served}"),
-        Err(e) => {
-            Stats::inc(&stats.errors);
-            match e {
-                ConnError::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    log::info!("{peer}: closed: {e}, {served}")
-                }
-                ConnError::Io(e) if is_disconnect(&e) => {
-                    log::info!("{peer}: disconnected: {e}, {served}")
-                }
-                e => log::warn!("{peer}: {e}; closing, {served}"),
-            }
-        }
     }
 }

@@ -1,22 +1,36 @@
 //! The course's asyncio echo server, made real with tokio.
 //!
 //! The Python original is a dozen lines: `start_server`, and per connection
-//! `data = await reader.read(100)`, print the peer and the message,
-//! `writer.write(data)`, `await writer.drain()`, `writer.close()`. This file
-//! keeps exactly that shape (bind, an accept loop, one task per connection,
-//! read, write, flush) and adds what a server facing real clients needs:
+//! `data = await reader.read(100)`, `writer.write(data)`, `await
+//! writer.drain()`, `writer.close()`. This file keeps that shape: an accept
+//! loop, one task per connection, and in each task a loop that *awaits* the
+//! next frame, echoes it and awaits the write. Every wait is an `.await`
+//! inside a `tokio::select!` that also waits for what could end it (a timer,
+//! the shutdown signal); there is no state machine, no readiness flag and no
+//! `WouldBlock` anywhere in this file. Read it beside `event_loop.rs`, which
+//! does the same job by hand: there each of these awaits is a state the
+//! connection must remember, and an event that must bring it back.
 //!
-//! - the workspace's framing (`--framing line|length|raw`) through the
-//!   sans-I/O [`Decoder`], so the bytes a task reads are cut into frames by
-//!   the same code the blocking and mio servers use;
+//! What a server facing real clients adds to the Python version (the
+//! contract every server of the workspace keeps, `common::config`):
+//!
+//! - framing (`--framing line|length|raw`) by [`AsyncFramed`], the same
+//!   sans-I/O decoder the blocking and mio servers call;
 //! - `--max-conns` with a [`Semaphore`]: a client over the limit is
 //!   **refused** (accepted, then closed at once), never parked;
-//! - `--idle-timeout`: a connection that neither sends nor takes its echoes
-//!   for that long is closed;
-//! - backpressure for free: a task that cannot write does not read, so a
-//!   client that never reads costs at most `--max-pending` bytes plus one read;
-//! - graceful shutdown: stop accepting, tell every task, let each one echo
-//!   what it has already received, wait for them with a deadline (`--grace`);
+//! - `--idle-timeout`: nothing received for that long, the connection ends;
+//! - `--stall-timeout`: echoes are owed and the client has taken none of
+//!   their bytes for that long (it stopped reading): the connection ends. A
+//!   write that is waiting is not activity;
+//! - backpressure for free: a task that is awaiting a write does not read,
+//!   so a client that never reads costs at most `--max-pending` plus one
+//!   read of echoes;
+//! - accept errors through `common::net::accept_policy` (retry, back off
+//!   with a sleep that shutdown interrupts, or stop);
+//! - graceful shutdown within `--grace` of the signal: stop accepting; each
+//!   task echoes every frame already received (its buffer and the kernel's
+//!   receive queue), sends FIN, and reads and discards until the client's
+//!   FIN; at the deadline whatever is left is cut;
 //! - `--threads N` (1 = tokio's current-thread runtime, so the comparison
 //!   with the one-thread event loop is fair) and `--work N` run inline or on
 //!   rayon (`--offload rayon`).
@@ -37,22 +51,24 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use common::framing::READ_CHUNK;
-use common::net::{Backoff, is_fd_exhaustion, is_transient_accept_error};
-use common::{ConnError, Decoder, Shutdown, Stats, encode};
-use log::{debug, error, info, trace, warn};
-use tokio::io::{AsyncWriteExt, Interest};
+use bytes::Bytes;
+use common::conn::{End, log_close};
+use common::framing::tokio_io::AsyncFramed;
+use common::net::{AcceptAction, Backoff, accept_policy};
+use common::{Shutdown, Stats};
+use log::{debug, error, info, warn};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Sleep, sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout, timeout_at};
 
-use crate::{Config, End, Offload, log_close};
+use crate::{Config, Offload};
 
 /// Build the runtime `config.threads` asks for and serve `listener` on it
 /// until `shutdown`. Blocks the calling thread.
@@ -87,10 +103,15 @@ pub fn run(
     // tokio registers the socket with its epoll instance; it must be in
     // non-blocking mode or an `accept()` would freeze a runtime thread.
     listener.set_nonblocking(true)?;
-    runtime.block_on(async move {
+    let stats = runtime.block_on(async move {
         let listener = TcpListener::from_std(listener)?;
         serve(listener, config, shutdown).await
-    })
+    });
+    // Every task has ended or been aborted. A worker may still be inside one
+    // last inline `--work` computation (no await, so no way to stop it):
+    // do not wait for it.
+    runtime.shutdown_background();
+    stats
 }
 
 /// The accept loop, for callers that already have a runtime.
@@ -103,10 +124,14 @@ pub async fn serve(
     let ctx = Arc::new(Ctx {
         config,
         stats: stats.clone(),
+        shutdown: shutdown.clone(),
     });
     // One permit per connection slot. `try_acquire` never waits: over the
-    // limit we refuse at once (see the README for the trade-off).
-    let slots = Arc::new(Semaphore::new(ctx.config.max_conns));
+    // limit we refuse at once (see the README for the trade-off). tokio
+    // panics above `MAX_PERMITS` (usize::MAX >> 3), far above anything
+    // `--max-conns` accepts; `min` keeps a library caller safe too.
+    let max_conns = ctx.config.common.max_conns.min(Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max_conns));
     // Every connection task, so shutdown can wait for (or abort) them. Tasks
     // that finished are reaped in the loop below, or their results pile up.
     let mut tasks = JoinSet::new();
@@ -115,93 +140,98 @@ pub async fn serve(
     tokio::pin!(stop);
 
     loop {
-        tokio::select! {
+        let accepted = tokio::select! {
             biased;
             () = &mut stop => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => reap(done),
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                reap(done);
+                continue;
+            }
             // Await point: the task sleeps until epoll reports the listening
             // socket readable, i.e. a finished handshake waits in the backlog.
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    backoff.reset();
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        Stats::inc(&ctx.stats.refused);
-                        warn!("{peer}: refused: {} connections already open (--max-conns)", ctx.config.max_conns);
-                        // Dropping the socket closes it: the client reads EOF
-                        // (or a reset, if it had already sent something).
-                        drop(stream);
-                        continue;
-                    };
-                    Stats::inc(&ctx.stats.accepted);
-                    let open = ctx.config.max_conns - slots.available_permits();
-                    info!("{peer}: connected ({open} open)");
-                    let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-                    tasks.spawn(async move {
-                        handle(stream, peer, &ctx, &shutdown).await;
-                        // The slot frees when the task ends, however it ends.
-                        drop(permit);
-                    });
-                }
-                Err(e) if is_fd_exhaustion(&e) => {
-                    // EMFILE: the connection stays in the backlog and the
-                    // listener stays readable, so accepting again at once
-                    // would spin. Sleep (still listening for shutdown).
-                    let delay = backoff.next_delay();
-                    warn!("accept: {e}; out of file descriptors, pausing accept for {delay:?}");
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => match accept_policy(&e, &mut backoff) {
+                AcceptAction::Retry => continue,
+                // EMFILE, ENOBUFS...: the connection stays in the backlog and
+                // the listener stays readable, so accepting again at once
+                // would spin. Sleep, unless shutdown comes first.
+                AcceptAction::Wait(delay) => {
                     tokio::select! {
+                        biased;
                         () = &mut stop => break,
-                        () = sleep(delay) => {}
+                        () = sleep(delay) => continue,
                     }
                 }
-                Err(e) if is_transient_accept_error(&e) => {
-                    debug!("accept: {e} (transient, carrying on)");
-                }
-                Err(e) => {
-                    error!("accept: {e}; the listener is broken, stopping");
-                    return Err(e);
-                }
+                AcceptAction::Fatal => return Err(e),
             },
-        }
+        };
+        backoff.reset();
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            Stats::inc(&stats.refused);
+            warn!("{peer}: refused: {max_conns} connections already open (--max-conns)");
+            // Dropping the socket closes it: the client reads EOF (or a
+            // reset, if it had already sent something).
+            drop(stream);
+            continue;
+        };
+        Stats::inc(&stats.accepted);
+        info!(
+            "{peer}: connected ({} open)",
+            max_conns - slots.available_permits()
+        );
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            connection(stream, peer, &ctx).await;
+            // The slot frees when the task ends, however it ends.
+            drop(permit);
+        });
     }
 
-    // Closing the listening socket: new clients are now refused by the kernel.
+    // Closing the listening socket: the kernel refuses new clients, and
+    // resets the ones still in the backlog (never accepted, never served).
     drop(listener);
-    let grace = ctx.config.grace;
+    let grace = ctx.config.common.grace;
+    let deadline = deadline(&ctx);
     info!(
-        "shutting down: waiting up to {grace:?} for {} connection(s) to finish their echoes",
+        "shutting down: up to {grace:?} for {} connection(s) to finish their echoes",
         tasks.len()
     );
-    let deadline = sleep(grace);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            done = tasks.join_next() => match done {
-                Some(done) => reap(done),
-                None => break,
-            },
-            () = &mut deadline => {
-                warn!("{} connection(s) still open after {grace:?}: closing them", tasks.len());
-                tasks.abort_all();
-                while let Some(done) = tasks.join_next().await {
-                    if let Err(e) = done
-                        && !e.is_cancelled()
-                    {
-                        error!("connection task failed: {e}");
-                    }
-                }
-                break;
-            }
+    // Each task bounds itself by the deadline (it cuts its own connection
+    // there, and logs it); the margin only lets the last ones say so.
+    let all_done = async {
+        while let Some(done) = tasks.join_next().await {
+            reap(done);
         }
+    };
+    if timeout_at(deadline + Duration::from_millis(500), all_done)
+        .await
+        .is_err()
+    {
+        error!("{} connection task(s) outlived the deadline", tasks.len());
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
-    info!("summary: {stats}");
     Ok(stats)
 }
 
 fn reap(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
+    if let Err(e) = done
+        && !e.is_cancelled()
+    {
         // Only a bug can get here (a panic in a task); the server carries on.
         error!("connection task failed: {e}");
     }
+}
+
+/// The end of the grace period: `--grace` after the signal.
+fn deadline(ctx: &Ctx) -> Instant {
+    let grace = ctx.config.common.grace;
+    ctx.shutdown
+        .deadline(grace)
+        .map_or_else(|| Instant::now() + grace, Instant::from_std)
 }
 
 /// What every connection task shares.
@@ -209,12 +239,13 @@ fn reap(done: Result<(), tokio::task::JoinError>) {
 struct Ctx {
     config: Config,
     stats: Arc<Stats>,
+    shutdown: Shutdown,
 }
 
 impl Ctx {
     /// `--work N` on one frame; the echo is the frame itself.
     async fn work(&self, frame: Bytes) -> io::Result<Bytes> {
-        let rounds = self.config.work;
+        let rounds = self.config.common.work;
         if rounds == 0 {
             return Ok(frame);
         }
@@ -229,7 +260,7 @@ impl Ctx {
                 let (tx, rx) = oneshot::channel();
                 rayon::spawn(move || {
                     std::hint::black_box(common::work::work(&frame, rounds));
-                    // Err only if the task was aborted (shutdown deadline).
+                    // Err only if the task is gone (cut at the deadline).
                     let _ = tx.send(frame);
                 });
                 // Await point: this task sleeps while a rayon thread works;
@@ -243,276 +274,231 @@ impl Ctx {
 
 /// Serve one connection and log how it ended. Never fails: a connection's
 /// error ends only that connection.
-async fn handle(stream: TcpStream, peer: SocketAddr, ctx: &Ctx, shutdown: &Shutdown) {
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
     // Echoes are small writes the client waits for: send each at once
     // instead of letting Nagle's algorithm hold it for a possible next one.
     if let Err(e) = stream.set_nodelay(true) {
         debug!("{peer}: TCP_NODELAY: {e}");
     }
+    let common = &ctx.config.common;
     let mut conn = Conn {
-        stream,
+        framed: AsyncFramed::new(stream, common.framing, common.max_frame),
         peer,
-        decoder: Decoder::new(ctx.config.framing, ctx.config.max_frame),
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        chunk: KEEP_BUFFER,
         frames: 0,
         bytes: 0,
-        last_active: Instant::now(),
-        idle: ctx.config.idle_timeout,
-        timer: Box::pin(sleep_until(
-            Instant::now() + ctx.config.idle_timeout.unwrap_or(NEVER),
-        )),
     };
-    let result = conn.serve(ctx, shutdown).await;
-    log_close(peer, conn.frames, conn.bytes, result, &ctx.stats);
+    let end = conn.serve(ctx).await.unwrap_or_else(|end| end);
+    log_close(&peer, conn.frames, conn.bytes, &end, &ctx.stats);
 }
 
-/// "Never" for a disabled idle timer (a year; `Instant + Duration::MAX`
-/// would overflow).
-const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+/// `Err(end)`: the connection is over, and this is how it ended.
+type Flow<T> = Result<T, End>;
 
-/// Buffers up to this size stay with an idle connection (see `serve`).
-const KEEP_BUFFER: usize = 4 * 1024;
-
-/// One connection: its socket, its two buffers and its idle timer.
+/// One connection: the framed socket and what it has echoed.
 struct Conn {
-    stream: TcpStream,
+    framed: AsyncFramed<TcpStream>,
     peer: SocketAddr,
-    decoder: Decoder,
-    /// Bytes read but not yet cut into frames.
-    rbuf: BytesMut,
-    /// Echoes encoded but not yet accepted by the kernel.
-    wbuf: BytesMut,
-    /// Bytes asked of the next `read()`: 4 KiB, doubling up to 64 KiB.
-    chunk: usize,
     frames: u64,
     bytes: u64,
-    /// Last time a read or a write made progress.
-    last_active: Instant,
-    idle: Option<Duration>,
-    /// Fires at `last_active + idle` at the earliest. Moved forward lazily,
-    /// only when it fires, so a busy connection does not touch the runtime's
-    /// timer wheel on every read.
-    timer: Pin<Box<Sleep>>,
 }
 
 impl Conn {
-    async fn serve(&mut self, ctx: &Ctx, shutdown: &Shutdown) -> Result<End, ConnError> {
-        let stop = shutdown.triggered();
+    /// The echo loop: await a frame, echo it and every frame already
+    /// buffered behind it, await the write; until the client closes, a
+    /// timeout fires, or shutdown.
+    async fn serve(&mut self, ctx: &Ctx) -> Flow<End> {
+        let stop = ctx.shutdown.triggered();
         tokio::pin!(stop);
+        let mut idle = IdleTimer::new(ctx.config.common.idle_timeout);
         loop {
-            // While waiting, a connection holds at most a small buffer: a
-            // large one (from a bulk transfer) is given back, a small one is
-            // kept, since freeing and re-allocating it on every echo costs a
-            // busy connection more CPU than its 4 KiB are worth.
-            if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_BUFFER {
-                self.rbuf = BytesMut::new();
-            }
-            // The await point of the whole server: park this task until the
-            // kernel has bytes for us, shutdown comes, or the timer fires.
-            tokio::select! {
+            // Await point 1, where a connection spends its life: the next
+            // frame, the idle timer or shutdown, whichever comes first.
+            // `read_frame` is cancel-safe: if another branch wins, bytes it
+            // already read stay in the buffer for the next call.
+            let frame = tokio::select! {
                 biased;
-                () = &mut stop => return self.drain(ctx).await,
-                () = self.timer.as_mut(), if self.idle.is_some() => {
-                    self.check_idle()?;
+                () = &mut stop => break,
+                () = idle.sleep.as_mut(), if idle.on() => {
+                    idle.fired(self.framed.bytes_read())?;
                     continue;
                 }
-                ready = self.stream.readable() => ready?,
+                frame = self.framed.read_frame() => frame?,
+            };
+            // `None`: the client sent FIN between frames (read returned 0).
+            // Every echo owed was already written, so send ours and go.
+            let Some(frame) = frame else {
+                self.close_write().await;
+                return Ok(End::PeerClosed);
+            };
+            idle.heard(self.framed.bytes_read());
+            let batch = self.echo_batch(Some(frame), ctx).await;
+            // Await point 2: write the echoes. While this waits the task
+            // reads nothing: that is the backpressure.
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                written = self.write_all(ctx) => written?,
             }
-            match self.read_some() {
-                // 0 bytes: the peer sent FIN. It may be a half-close (it
-                // still reads), so every owed echo goes out before we close.
-                Ok(0) => {
-                    self.finish_eof(ctx).await?;
-                    return Ok(End::PeerClosed);
-                }
-                Ok(n) => trace!("{}: read {n} bytes", self.peer),
-                // Readiness was stale (someone else drained the socket, or
-                // a spurious wakeup): `readable()` will wait again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-            self.echo_buffered(ctx).await?;
+            // An unfinished frame at the client's FIN ends the connection,
+            // after the echoes of the frames before it went out.
+            batch?;
+        }
+        // Shutdown, within the deadline: whatever the client does (never
+        // reads, keeps sending, never closes), this returns by then.
+        match timeout_at(deadline(ctx), self.finish(ctx)).await {
+            Ok(end) => end,
+            Err(_) => Ok(End::Cut),
         }
     }
 
-    /// One non-blocking `read()` into `rbuf` (`WouldBlock` if the kernel
-    /// has nothing after all).
-    fn read_some(&mut self) -> io::Result<usize> {
-        // The room is reserved only now that data is waiting. It starts at
-        // 4 KiB and doubles each time a read fills it, up to 64 KiB, where
-        // one syscall takes everything a bulk sender's 64 KiB writes bring.
-        self.rbuf.reserve(self.chunk);
-        let room = self.rbuf.capacity() - self.rbuf.len();
-        let mut got = None;
-        // tokio remembers "readable" until a read says WouldBlock. A *short*
-        // read already tells us the kernel queue is empty, so we report
-        // WouldBlock from inside `try_io`, which clears that flag, and save
-        // the extra `read()` that would only answer EAGAIN. (tokio's own
-        // `AsyncRead` does the same; `try_io` only clears the flag if no new
-        // epoll event arrived meanwhile, so no wakeup is lost.)
-        let result = self.stream.try_io(Interest::READABLE, || {
-            let n = self.stream.try_read_buf(&mut self.rbuf)?;
-            got = Some(n);
-            if n > 0 && n < room {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(n)
-            }
-        });
-        let n = match (got, result) {
-            (Some(n), _) => n,
-            (None, result) => result?,
-        };
-        if n == room {
-            self.chunk = (self.chunk * 2).min(READ_CHUNK);
-        }
-        self.last_active = Instant::now();
-        Ok(n)
-    }
-
-    /// The idle timer fired. It is moved lazily, so first check whether the
-    /// connection really made no progress for `idle`.
-    fn check_idle(&mut self) -> io::Result<()> {
-        let Some(idle) = self.idle else {
-            return Ok(());
-        };
-        let deadline = self.last_active + idle;
-        if deadline <= Instant::now() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("idle for {idle:?} (--idle-timeout)"),
-            ));
-        }
-        self.timer.as_mut().reset(deadline);
-        Ok(())
-    }
-
-    /// Echo every complete frame in `rbuf`, then write them all.
-    async fn echo_buffered(&mut self, ctx: &Ctx) -> Result<(), ConnError> {
-        while let Some(frame) = self.decoder.decode(&mut self.rbuf)? {
+    /// Echo `first` and every complete frame already buffered (a client may
+    /// pipeline many in one `write`); their echoes leave in one `write`.
+    /// Stops early once `--max-pending` bytes are queued, and then says
+    /// `true`: more frames may be waiting in the buffer.
+    async fn echo_batch(&mut self, first: Option<Bytes>, ctx: &Ctx) -> Flow<bool> {
+        if let Some(frame) = first {
             self.echo(frame, ctx).await?;
         }
-        self.flush().await?;
-        Ok(())
+        loop {
+            if self.framed.queued() >= ctx.config.common.max_pending {
+                return Ok(true);
+            }
+            match self.framed.try_buffered_frame()? {
+                Some(frame) => self.echo(frame, ctx).await?,
+                None => return Ok(false),
+            }
+        }
     }
 
-    /// Queue one echo; write early if the queue reaches `--max-pending`.
-    async fn echo(&mut self, frame: Bytes, ctx: &Ctx) -> Result<(), ConnError> {
+    /// Queue one echo (after `--work`, if any).
+    async fn echo(&mut self, frame: Bytes, ctx: &Ctx) -> Flow<()> {
         debug!("{}: frame of {} bytes", self.peer, frame.len());
         let frame = ctx.work(frame).await?;
-        encode(ctx.config.framing, &frame, &mut self.wbuf)?;
+        self.framed.queue_frame(&frame)?;
         ctx.stats.add_frame(frame.len());
         self.frames += 1;
         self.bytes += frame.len() as u64;
-        if self.wbuf.len() >= ctx.config.max_pending {
-            self.flush().await?;
-        }
         Ok(())
     }
 
-    /// Write all of `wbuf`. While this waits, this connection reads nothing:
-    /// that is the backpressure that keeps a non-reading client from growing
-    /// our memory.
-    async fn flush(&mut self) -> io::Result<()> {
-        while !self.wbuf.is_empty() {
-            match self.stream.try_write(&self.wbuf) {
-                // A short write is normal: the kernel took what fitted in the
-                // socket's send buffer. Drop that much and go round again.
-                Ok(n) => {
-                    trace!("{}: wrote {n} bytes", self.peer);
-                    self.wbuf.advance(n);
-                    self.last_active = Instant::now();
-                }
-                // The send buffer is full: the peer is slow or not reading.
-                // Await point: park until epoll says there is room again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::select! {
-                        biased;
-                        ready = self.stream.writable() => ready?,
-                        () = self.timer.as_mut(), if self.idle.is_some() => self.check_idle()?,
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    /// Write every queued echo. Each `write_some` waits until the kernel
+    /// takes at least one byte (a short write is normal: the socket's send
+    /// buffer was nearly full), and the stall timer restarts only then: a
+    /// client that stops reading fills our send buffer, and after
+    /// `--stall-timeout` without one byte taken it is closed.
+    async fn write_all(&mut self, ctx: &Ctx) -> Flow<()> {
+        let stall = ctx.config.common.stall_timeout;
+        while self.framed.queued() > 0 {
+            match timeout(stall, self.framed.write_some()).await {
+                Ok(written) => written?,
+                Err(_) => return Err(End::Stalled(stall)),
+            };
         }
-        // Release a large allocation; keep a small one for the next echo.
-        if self.wbuf.capacity() > KEEP_BUFFER {
-            self.wbuf = BytesMut::new();
-        }
-        Ok(())
-    }
-
-    /// The peer sent FIN: echo the last frames, report an unfinished one,
-    /// and send our own FIN.
-    async fn finish_eof(&mut self, ctx: &Ctx) -> Result<(), ConnError> {
-        let result = loop {
-            match self.decoder.decode_eof(&mut self.rbuf) {
-                Ok(Some(frame)) => self.echo(frame, ctx).await?,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        // Owed echoes go out even if the last frame was truncated.
-        self.flush().await?;
-        result?;
-        self.close_write().await;
         Ok(())
     }
 
     /// `shutdown(SHUT_WR)`: send FIN, "no more data from me".
     async fn close_write(&mut self) {
-        if let Err(e) = self.stream.shutdown().await {
+        if let Err(e) = self.framed.get_mut().shutdown().await {
             // ENOTCONN: the peer already reset the connection. Nothing owed.
             debug!("{}: shutdown(Write): {e}", self.peer);
         }
     }
 
-    /// Graceful shutdown for this connection: echo everything the kernel has
-    /// already received (without waiting for more), send FIN, then wait for
-    /// the peer's FIN. The accept loop's `--grace` deadline bounds all of it.
-    async fn drain(&mut self, ctx: &Ctx) -> Result<End, ConnError> {
+    /// Graceful shutdown for this connection (the caller bounds it by the
+    /// deadline): echo every frame already received, without waiting for
+    /// new bytes; send FIN; read and discard until the client's FIN.
+    async fn finish(&mut self, ctx: &Ctx) -> Flow<End> {
         loop {
-            match self.read_some() {
-                Ok(0) => {
-                    self.finish_eof(ctx).await?;
-                    return Ok(End::Shutdown);
-                }
-                Ok(_) => self.echo_buffered(ctx).await?,
-                // The kernel's receive queue is empty: everything the client
-                // sent before now has been echoed.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+            // Frames already in our buffer, written as we go so the queue
+            // stays under --max-pending however much the client sent.
+            let batch = self.echo_batch(None, ctx).await;
+            self.write_all(ctx).await?;
+            if batch? {
+                continue; // stopped at --max-pending: more frames buffered
             }
+            // Then the kernel's receive queue: bytes the client sent before
+            // now. Reading them cannot wait (they are there); once the
+            // queue is empty everything received has been echoed.
+            if self.framed.is_eof() || unread_bytes(self.framed.get_ref()) == 0 {
+                break;
+            }
+            self.framed.read_more().await?;
         }
-        if !self.rbuf.is_empty() {
-            debug!(
-                "{}: shutdown with {} bytes of an unfinished frame",
-                self.peer,
-                self.rbuf.len()
-            );
-        }
+        let unfinished = self.framed.pending();
         self.close_write().await;
-        // Closing a socket whose receive queue holds unread bytes makes Linux
-        // send RST instead of FIN, and a RST can destroy echoes still on
-        // their way to the client. So read (and drop) until the peer closes.
-        loop {
-            self.stream.readable().await?;
-            self.rbuf.clear();
-            match self.read_some() {
-                Ok(0) => return Ok(End::Shutdown),
-                Ok(n) => trace!("{}: discarded {n} bytes after shutdown", self.peer),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Err(e.into()),
-            }
+        // Closing a socket whose receive queue holds unread bytes makes
+        // Linux send RST instead of FIN, and a RST can destroy echoes still
+        // on their way to the client. So read (and drop) until it closes.
+        while self.framed.discard().await? > 0 {}
+        Ok(End::Shutdown { unfinished })
+    }
+}
+
+/// Bytes in the kernel's receive queue for this socket (`FIONREAD`, alias
+/// `SIOCINQ`). tokio's own readiness flag cannot answer "is anything left?"
+/// here: it is set by the epoll event, which the runtime may not have
+/// processed yet for bytes that arrived a moment before the signal.
+fn unread_bytes(stream: &TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int, which we own, for a descriptor the
+    // stream keeps open for this whole call.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r != 0 {
+        debug!("ioctl(FIONREAD): {}", io::Error::last_os_error());
+        return 0;
+    }
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// `--idle-timeout`: one timer per connection, moved lazily. A frame only
+/// notes the time (`heard`); the timer is looked at when it fires, so a busy
+/// connection does not touch the runtime's timer wheel on every echo.
+struct IdleTimer {
+    idle: Option<Duration>,
+    sleep: Pin<Box<Sleep>>,
+    last_heard: Instant,
+    /// `bytes_read` at `last_heard`: bytes of an unfinished frame that
+    /// arrive later are activity too.
+    seen: u64,
+}
+
+impl IdleTimer {
+    fn new(idle: Option<Duration>) -> Self {
+        let now = Instant::now();
+        // A disabled timer is never polled (`on`); a year keeps `Instant`
+        // arithmetic from overflowing.
+        let first = now + idle.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        IdleTimer {
+            idle,
+            sleep: Box::pin(sleep_until(first)),
+            last_heard: now,
+            seen: 0,
         }
+    }
+
+    fn on(&self) -> bool {
+        self.idle.is_some()
+    }
+
+    fn heard(&mut self, bytes_read: u64) {
+        self.last_heard = Instant::now();
+        self.seen = bytes_read;
+    }
+
+    /// The timer fired: idle for real, or move it to the new due time.
+    fn fired(&mut self, bytes_read: u64) -> Flow<()> {
+        let Some(idle) = self.idle else {
+            return Ok(());
+        };
+        if bytes_read != self.seen {
+            self.heard(bytes_read);
+        }
+        let due = self.last_heard + idle;
+        if due <= Instant::now() {
+            return Err(End::Idle(idle));
+        }
+        self.sleep.as_mut().reset(due);
+        Ok(())
     }
 }

@@ -50,8 +50,11 @@
 //!   all (a readiness loop gets the same by reading into one shared scratch
 //!   buffer; a completion loop cannot: the buffer must exist before the data).
 //!   We copy the bytes into the connection's small `BytesMut`, decode, and
-//!   give the buffer back at once. Empty ring: the recv fails with
-//!   `ENOBUFS`, and is re-armed once this turn's buffers are back.
+//!   give the buffer back at once. Empty ring (more connections received
+//!   in one turn than there are buffers): the recv fails with `ENOBUFS` and
+//!   is simply re-armed; the kernel sees it at the next submit, after this
+//!   turn's buffers are back. Size the ring to the connections that are
+//!   active at once, not to all of them.
 //!   One recv per connection at a time, re-armed after each completion: not
 //!   re-arming *is* the backpressure (`--max-pending`).
 //! - **send**: one per connection at a time, from `sending`, a buffer nobody
@@ -61,12 +64,24 @@
 //!   second short send, silently losing the tail of a big echo: the test
 //!   `short_sends_to_a_slow_reader_lose_nothing` would catch that here.
 //! - **cancel** (`ASYNC_CANCEL` by `user_data`) before closing, at the
-//!   stall/idle timeouts, at shutdown (to stop accepting and to turn a waiting
-//!   recv into a non-waiting one) and at the grace deadline.
+//!   stall/idle timeouts, at shutdown (to stop accepting, and a recv that
+//!   would wait for new bytes) and at the grace deadline.
 //! - **poll** on an eventfd: the shutdown wake-up. `Shutdown::on_trigger`
 //!   writes to the eventfd from the signal thread; the ring's `POLL_ADD`
 //!   completes and the loop begins its shutdown. (The mio loop's `Waker` is
 //!   the same eventfd, watched by epoll.)
+//!
+//! **Shutdown** (the contract in the root README): the eventfd completes;
+//! the accept is cancelled and the listener closed once its last CQE is in
+//! (the kernel resets connections still in its backlog: they were never
+//! accepted). Each connection counts the bytes its kernel receive queue
+//! holds (`ioctl(FIONREAD)`): a completion can say how many bytes a recv
+//! took, never "that was all", and a recv asked not to wait
+//! (`MSG_DONTWAIT`) still waits inside io_uring on this kernel. Those bytes
+//! are received and echoed (still paced by `--max-pending`); then FIN
+//! (`shutdown(SHUT_WR)`, a plain syscall that never blocks), then recvs that
+//! discard until the peer's FIN. At `--grace` after the signal whatever is
+//! still open is cancelled and closed (`cut`).
 //!
 //! Timeouts are not ring operations: each turn waits in `io_uring_enter`
 //! with a timeout (`IORING_ENTER_EXT_ARG`) up to the next sweep, accept
@@ -133,11 +148,13 @@ impl Default for RingOptions {
     fn default() -> Self {
         RingOptions {
             sq_entries: 256,
-            // 256 x 16 KiB = 4 MiB for every connection together, whether
+            // 1024 x 8 KiB = 8 MiB for every connection together, whether
             // there are ten or ten thousand; a buffer is held only between a
-            // recv's completion and the copy that follows it.
-            buffers: 256,
-            buffer_size: 16 * 1024,
+            // recv's completion and the copy that follows it. Up to 1024
+            // connections can complete a recv in one turn before one finds
+            // the ring empty (ENOBUFS, and a re-arm).
+            buffers: 1024,
+            buffer_size: 8 * 1024,
             sqpoll_idle: None,
         }
     }
@@ -236,7 +253,6 @@ pub fn run_with(
         free: Vec::new(),
         open: 0,
         backlog: VecDeque::new(),
-        retry: Vec::new(),
         cqes: Vec::new(),
         sweep_every: (quickest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
         next_sweep: now,
@@ -360,17 +376,18 @@ fn build_ring(options: &RingOptions) -> io::Result<IoUring> {
 
 /// One line: why the kernel refused `what`, and how to check.
 fn refused(what: &str, e: &io::Error) -> io::Error {
-    let release = kernel_release();
+    // Linux 6.6+: 0 allows io_uring, 1 only to root and one group, 2 to nobody.
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .ok()
         .map(|s| s.trim().to_string());
-    let line = match (e.raw_os_error(), disabled.as_deref()) {
-        (Some(libc::EPERM), Some("2")) => format!(
-            "io_uring is unavailable: sysctl kernel.io_uring_disabled = 2 disables it for every process (check: cat /proc/sys/kernel/io_uring_disabled; 0 allows it)"
-        ),
-        (Some(libc::EPERM), Some("1")) => format!(
-            "io_uring is unavailable: sysctl kernel.io_uring_disabled = 1 allows it only to root and the group in kernel.io_uring_group (check: cat /proc/sys/kernel/io_uring_disabled /proc/sys/kernel/io_uring_group; id -G)"
-        ),
+    let line = explain(what, e, disabled.as_deref(), &kernel_release());
+    io::Error::new(io::ErrorKind::Unsupported, line)
+}
+
+fn explain(what: &str, e: &io::Error, disabled: Option<&str>, release: &str) -> String {
+    match (e.raw_os_error(), disabled) {
+        (Some(libc::EPERM), Some("2")) => "io_uring is unavailable: sysctl kernel.io_uring_disabled = 2 disables it for every process (check: cat /proc/sys/kernel/io_uring_disabled; 0 allows it)".to_string(),
+        (Some(libc::EPERM), Some("1")) => "io_uring is unavailable: sysctl kernel.io_uring_disabled = 1 allows it only to root and the group in kernel.io_uring_group (check: cat /proc/sys/kernel/io_uring_disabled /proc/sys/kernel/io_uring_group; id -G)".to_string(),
         (Some(libc::EPERM), _) => format!(
             "io_uring is unavailable: {what} returned EPERM, most likely a seccomp profile (container runtimes' default profiles block io_uring; check: grep Seccomp /proc/self/status shows 2 when a filter is on)"
         ),
@@ -381,8 +398,7 @@ fn refused(what: &str, e: &io::Error) -> io::Error {
             "io_uring is unavailable: kernel {release} refused {what} with EINVAL: too old for provided-buffer rings (needs Linux 5.19 or later; check: uname -r)"
         ),
         _ => format!("io_uring is unavailable: {what}: {e} (kernel {release})"),
-    };
-    io::Error::new(io::ErrorKind::Unsupported, line)
+    }
 }
 
 fn kernel_release() -> String {
@@ -455,8 +471,7 @@ impl BufRing {
         }
         let bad = |_| io::Error::from(io::ErrorKind::InvalidInput);
         // The kernel wants the entry ring page-aligned.
-        let entries_layout =
-            Layout::from_size_align(usize::from(count) * 16, 4096).map_err(bad)?;
+        let entries_layout = Layout::from_size_align(usize::from(count) * 16, 4096).map_err(bad)?;
         let mem_layout =
             Layout::from_size_align(usize::from(count) * size as usize, 4096).map_err(bad)?;
         // SAFETY: both layouts have a non-zero size (count >= 1, size >= 1).
@@ -618,9 +633,6 @@ struct Uring {
     open: usize,
     /// SQEs that found the submission ring full, in order.
     backlog: VecDeque<squeue::Entry>,
-    /// Connections whose recv found no provided buffer: re-armed after the
-    /// turn that gave buffers back.
-    retry: Vec<u32>,
     cqes: Vec<(u64, i32, u32)>,
     sweep_every: Duration,
     next_sweep: Instant,
@@ -684,11 +696,20 @@ impl Conn {
     }
 
     /// Bytes from a recv: decode every whole frame and queue its echo.
-    fn received(&mut self, data: &[u8], config: &ServerConfig, stats: &Stats) -> Result<(), ConnError> {
+    fn received(
+        &mut self,
+        data: &[u8],
+        config: &ServerConfig,
+        stats: &Stats,
+    ) -> Result<(), ConnError> {
         self.last_rx = Instant::now();
         if self.fin_sent {
             // Shutting down, our FIN is sent: bytes after it are dropped.
-            trace!("{}: discarded {} bytes after shutdown", self.peer, data.len());
+            trace!(
+                "{}: discarded {} bytes after shutdown",
+                self.peer,
+                data.len()
+            );
             return Ok(());
         }
         self.rbuf.extend_from_slice(data);
@@ -717,7 +738,12 @@ impl Conn {
         }
     }
 
-    fn echo(&mut self, frame: &[u8], config: &ServerConfig, stats: &Stats) -> Result<(), ConnError> {
+    fn echo(
+        &mut self,
+        frame: &[u8],
+        config: &ServerConfig,
+        stats: &Stats,
+    ) -> Result<(), ConnError> {
         debug!("{}: frame of {} bytes", self.peer, frame.len());
         if config.work > 0 {
             // Inline: the whole loop, every client, waits for this.
@@ -763,9 +789,6 @@ impl Uring {
             let timeout = self.wait_timeout(Instant::now());
             self.enter(timeout)?;
             self.reap()?;
-            for i in std::mem::take(&mut self.retry) {
-                self.step(i);
-            }
             self.timers(Instant::now());
         }
     }
@@ -860,7 +883,7 @@ impl Uring {
     }
 
     fn wait_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.retry.is_empty() || !self.backlog.is_empty() {
+        if !self.backlog.is_empty() {
             return Some(Duration::ZERO);
         }
         let sweep = (self.open > 0).then_some(self.next_sweep);
@@ -937,7 +960,9 @@ impl Uring {
         }
         let fd = types::Fd(listener.as_raw_fd());
         let entry = if self.accept.multishot {
-            opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
+            opcode::AcceptMulti::new(fd)
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
         } else {
             opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
                 .flags(libc::SOCK_CLOEXEC)
@@ -1074,7 +1099,6 @@ impl Uring {
             bufs,
             config,
             stats,
-            retry,
             counters,
             ..
         } = self;
@@ -1118,10 +1142,12 @@ impl Uring {
                 }
                 match -n {
                     libc::ENOBUFS => {
-                        // Every provided buffer was taken this turn; they are
-                        // back once this turn's completions are handled.
+                        // Every provided buffer was taken when the data came.
+                        // `step` re-arms the recv; by the time the kernel sees
+                        // it (the next submit) the buffers of this turn's
+                        // completions are back: each is returned right after
+                        // its bytes are copied, none is held across turns.
                         counters.enobufs += 1;
-                        retry.push(i);
                         Ok(())
                     }
                     libc::ECANCELED | libc::EINTR | libc::EAGAIN => Ok(()),
@@ -1151,7 +1177,11 @@ impl Uring {
                     // filled. The rest is sent by the next send, however
                     // many it takes.
                     *short_sends += 1;
-                    trace!("{}: short send, {n} of {} bytes", conn.peer, conn.sending.len());
+                    trace!(
+                        "{}: short send, {n} of {} bytes",
+                        conn.peer,
+                        conn.sending.len()
+                    );
                 }
                 conn.sending.advance(n);
                 conn.last_tx = Instant::now();
@@ -1222,7 +1252,10 @@ impl Uring {
             conn.fin_sent = true;
             conn.unfinished = conn.rbuf.len();
             if conn.unfinished > 0 && !conn.eof {
-                debug!("{}: {} bytes of an unfinished frame dropped", conn.peer, conn.unfinished);
+                debug!(
+                    "{}: {} bytes of an unfinished frame dropped",
+                    conn.peer, conn.unfinished
+                );
             }
             // shutdown(SHUT_WR) sends FIN after the bytes already queued in
             // the kernel. A direct syscall: it never blocks.
@@ -1281,12 +1314,14 @@ impl Uring {
         }
         conn.closing = Some(end);
         let (recv, send) = (conn.recv_inflight, conn.send_inflight);
-        if recv && self.cancel(user_data(i, generation, Kind::Recv))
+        if recv
+            && self.cancel(user_data(i, generation, Kind::Recv))
             && let Some((conn, _)) = self.conn(i)
         {
             conn.recv_inflight = false;
         }
-        if send && self.cancel(user_data(i, generation, Kind::Send))
+        if send
+            && self.cancel(user_data(i, generation, Kind::Send))
             && let Some((conn, _)) = self.conn(i)
         {
             conn.send_inflight = false;
@@ -1448,9 +1483,71 @@ impl Uring {
         }
         let stuck = self.slots.iter().filter(|s| s.conn.is_some()).count();
         if stuck > 0 {
-            error!("uring: {stuck} connection(s) still have operations in flight; leaking their buffers");
+            error!(
+                "uring: {stuck} connection(s) still have operations in flight; leaking their buffers"
+            );
             self.bufs.leak = true;
             std::mem::forget(std::mem::take(&mut self.slots));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips_and_generations_wrap() {
+        for (slot, generation, kind) in [
+            (0, 0, Kind::Recv),
+            (7, GEN_MASK, Kind::Send),
+            (NO_SLOT, 0, Kind::Accept),
+            (123_456, 99, Kind::Cancel),
+        ] {
+            let u = user_data(slot, generation, kind);
+            assert_eq!(parse_user_data(u), (slot, generation, Some(kind)));
+        }
+        // A generation past 24 bits wraps, as the slot's counter does.
+        assert_eq!(parse_user_data(user_data(1, GEN_MASK + 1, Kind::Recv)).1, 0);
+        assert_eq!(parse_user_data(0x42).2, None);
+    }
+
+    #[test]
+    fn each_refusal_is_one_line_naming_its_cause() {
+        let err = |n| io::Error::from_raw_os_error(n);
+        let cases = [
+            (err(libc::EPERM), Some("2"), "io_uring_disabled = 2"),
+            (err(libc::EPERM), Some("1"), "io_uring_group"),
+            (err(libc::EPERM), Some("0"), "seccomp"),
+            (err(libc::EPERM), None, "seccomp"),
+            (err(libc::ENOSYS), None, "ENOSYS"),
+            (err(libc::EINVAL), None, "5.19"),
+            (err(libc::ENOMEM), Some("0"), "Cannot allocate memory"),
+        ];
+        for (e, disabled, needle) in cases {
+            let line = explain("io_uring_setup", &e, disabled, "4.19.0");
+            assert!(line.starts_with("io_uring is unavailable: "), "{line}");
+            assert!(line.contains(needle), "{needle}: {line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn buffer_ring_hands_out_every_buffer_and_takes_them_back() {
+        let mut ring = BufRing::new(4, 64).unwrap();
+        // SAFETY: reading entries we wrote, with no kernel attached.
+        let entry = |ring: &BufRing, i: usize| unsafe {
+            let e = ring.entries.as_ptr().add(i);
+            ((*e).addr, (*e).len, (*e).bid)
+        };
+        let base = ring.mem.as_ptr() as u64;
+        for i in 0..4 {
+            assert_eq!(entry(&ring, i), (base + 64 * i as u64, 64, i as u16));
+        }
+        assert_eq!(ring.tail, 4);
+        ring.recycle(2); // lands in slot 4 & 3 = 0, the tail moves on
+        assert_eq!(entry(&ring, 0), (base + 128, 64, 2));
+        assert_eq!(ring.tail, 5);
+        assert!(BufRing::new(3, 64).is_err(), "not a power of two");
     }
 }

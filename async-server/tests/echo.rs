@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_server::{Model, Offload};
 use common::Framing;
-use support::{READ_TIMEOUT, Server, config, connect, counts, payload, read_to_eof, wire};
+use support::{Counts, READ_TIMEOUT, Server, config, connect, counts, payload, read_to_eof, wire};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROUNDS: usize = 5;
@@ -81,7 +81,14 @@ fn thousand_concurrent_clients_every_framing_both_models() {
                     done.unwrap();
                 }
             });
-            let (accepted, refused, errors, frames, bytes) = counts(&server.stop());
+            let Counts {
+                accepted,
+                refused,
+                errors,
+                frames,
+                bytes,
+                ..
+            } = counts(&server.stop());
             let want_bytes: usize = (0..clients)
                 .flat_map(|c| (0..ROUNDS).map(move |i| payload(c, i).len()))
                 .sum();
@@ -112,7 +119,7 @@ fn half_close_gets_every_echo_then_eof() {
             // FIN: "I will send no more", but we still read.
             s.shutdown(std::net::Shutdown::Write).unwrap();
             assert_eq!(read_to_eof(&mut s), w, "{} / {framing}", model.name());
-            let (_, _, errors, _, _) = counts(&server.stop());
+            let Counts { errors, .. } = counts(&server.stop());
             assert_eq!(errors, 0);
         }
     }
@@ -134,7 +141,7 @@ fn truncated_last_frame_echoes_the_rest_and_counts_an_error() {
             s.write_all(sent).unwrap();
             s.shutdown(std::net::Shutdown::Write).unwrap();
             assert_eq!(read_to_eof(&mut s), echoed, "{} / {framing}", model.name());
-            let (_, _, errors, frames, _) = counts(&server.stop());
+            let Counts { errors, frames, .. } = counts(&server.stop());
             assert_eq!((errors, frames), (1, 1), "{} / {framing}", model.name());
         }
     }
@@ -148,7 +155,7 @@ fn oversized_frame_closes_only_that_connection() {
             (Framing::Line, vec![b'x'; 2000]),
         ] {
             let mut cfg = config(framing);
-            cfg.max_frame = 1024;
+            cfg.common.max_frame = 1024;
             let server = Server::start(model, cfg);
             let mut good = connect(server.addr);
             let mut evil = connect(server.addr);
@@ -169,7 +176,9 @@ fn oversized_frame_closes_only_that_connection() {
             good.read_exact(&mut got).unwrap();
             assert_eq!(got, w);
             drop(good);
-            let (accepted, _, errors, _, _) = counts(&server.stop());
+            let Counts {
+                accepted, errors, ..
+            } = counts(&server.stop());
             assert_eq!((accepted, errors), (2, 1), "{} / {framing}", model.name());
         }
     }
@@ -186,7 +195,7 @@ fn never_reading_client_is_throttled_and_loses_nothing() {
     let pattern: Vec<u8> = (0..(64 * 1024 + 251)).map(|k| (k % 251) as u8).collect();
     for model in Model::ALL {
         let mut cfg = config(Framing::Raw);
-        cfg.max_pending = 64 * 1024;
+        cfg.common.max_pending = 64 * 1024;
         let server = Server::start(model, cfg);
         let sock =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -233,7 +242,7 @@ fn never_reading_client_is_throttled_and_loses_nothing() {
             "{}: bytes differ",
             model.name()
         );
-        let (_, _, errors, _, bytes) = counts(&server.stop());
+        let Counts { errors, bytes, .. } = counts(&server.stop());
         assert_eq!((errors, bytes), (0, sent as u64));
     }
 }
@@ -244,7 +253,7 @@ fn rayon_offload_gives_the_same_bytes_as_inline() {
     let mut echoes = Vec::new();
     for offload in [Offload::None, Offload::Rayon] {
         let mut cfg = config(Framing::Length);
-        cfg.work = 20;
+        cfg.common.work = 20;
         cfg.offload = offload;
         let server = Server::start(Model::Tokio, cfg);
         let clients: Vec<_> = (0..8)
@@ -266,7 +275,7 @@ fn rayon_offload_gives_the_same_bytes_as_inline() {
             })
             .collect();
         let got: Vec<Vec<u8>> = clients.into_iter().map(|h| h.join().unwrap()).collect();
-        let (_, _, errors, frames, _) = counts(&server.stop());
+        let Counts { errors, frames, .. } = counts(&server.stop());
         assert_eq!((errors, frames), (0, 80));
         echoes.push(got);
     }

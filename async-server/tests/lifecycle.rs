@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_server::Model;
 use common::Framing;
-use support::{READ_TIMEOUT, Server, config, connect, counts, payload, read_to_eof, wire};
+use support::{Counts, READ_TIMEOUT, Server, config, connect, counts, payload, read_to_eof, wire};
 
 /// Wait until the kernel has no unacknowledged bytes for this socket
 /// (`SIOCOUTQ` == 0): everything we sent is in the server's receive queue.
@@ -73,7 +73,12 @@ fn shutdown_mid_conversation_returns_every_owed_echo() {
                 assert_eq!(read_to_eof(&mut s), owed, "{what}: client {c}");
             }
             let addr = server.addr;
-            let (accepted, _, errors, frames, _) = counts(&server.join());
+            let Counts {
+                accepted,
+                errors,
+                frames,
+                ..
+            } = counts(&server.join());
             assert_eq!((accepted, errors), (20, 0), "{what}");
             if framing != Framing::Raw {
                 assert_eq!(frames, 200, "{what}");
@@ -95,7 +100,7 @@ fn shutdown_while_backpressured_echoes_everything_received() {
     let pattern: Vec<u8> = (0..(64 * 1024 + 251)).map(|k| (k % 251) as u8).collect();
     for model in Model::ALL {
         let mut cfg = config(Framing::Raw);
-        cfg.max_pending = 16 * 1024;
+        cfg.common.max_pending = 16 * 1024;
         let server = Server::start(model, cfg);
         let sock =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -137,7 +142,7 @@ fn shutdown_while_backpressured_echoes_everything_received() {
             model.name()
         );
         drop(s);
-        let (_, _, errors, _, _) = counts(&server.join());
+        let Counts { errors, .. } = counts(&server.join());
         assert_eq!(errors, 0, "{}", model.name());
     }
 }
@@ -161,7 +166,7 @@ fn is_refused(s: &mut TcpStream) -> bool {
 fn over_max_conns_is_refused_and_a_freed_slot_is_reused() {
     for model in Model::ALL {
         let mut cfg = config(Framing::Line);
-        cfg.max_conns = 2;
+        cfg.common.max_conns = 2;
         let server = Server::start(model, cfg);
         let mut a = connect(server.addr);
         let mut b = connect(server.addr);
@@ -191,7 +196,9 @@ fn over_max_conns_is_refused_and_a_freed_slot_is_reused() {
         }
         echo(&mut b, Framing::Line, b"b still served");
         drop(b);
-        let (accepted, refused, _, _, _) = counts(&server.stop());
+        let Counts {
+            accepted, refused, ..
+        } = counts(&server.stop());
         assert_eq!(accepted, 3, "{}", model.name());
         assert!(refused >= 1, "{}", model.name());
     }
@@ -201,7 +208,7 @@ fn over_max_conns_is_refused_and_a_freed_slot_is_reused() {
 fn idle_client_is_closed() {
     for model in Model::ALL {
         let mut cfg = config(Framing::Line);
-        cfg.idle_timeout = Some(Duration::from_millis(300));
+        cfg.common.idle_timeout = Some(Duration::from_millis(300));
         let server = Server::start(model, cfg);
         let mut s = connect(server.addr);
         echo(&mut s, Framing::Line, b"then silence");
@@ -209,46 +216,88 @@ fn idle_client_is_closed() {
         // read timeout is far longer than the idle timeout).
         let mut buf = [0u8; 8];
         assert_eq!(s.read(&mut buf).unwrap(), 0, "{}", model.name());
-        let (_, _, errors, frames, _) = counts(&server.stop());
-        assert_eq!((errors, frames), (1, 1), "{}", model.name());
+        let Counts {
+            errors,
+            timed_out,
+            frames,
+            ..
+        } = counts(&server.stop());
+        assert_eq!((errors, timed_out, frames), (0, 1, 1), "{}", model.name());
     }
 }
 
-/// A client that sends but never reads makes no progress either: once the
-/// server cannot write to it for the idle time, it is closed too.
+/// Block until the peer has closed or reset this socket, without reading
+/// (reading would take the echoes and end the stall). `poll` for
+/// `POLLRDHUP` only: unread echoes make the socket readable, and `POLLIN`
+/// would answer at once; `POLLHUP` and `POLLERR` (a reset) come anyway.
+fn wait_until_closed_by_peer(s: &TcpStream, what: &str) {
+    let mut fd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    let ms = READ_TIMEOUT.as_millis() as libc::c_int;
+    // SAFETY: one pollfd we own, and its length 1.
+    let n = unsafe { libc::poll(&mut fd, 1, ms) };
+    assert_eq!(n, 1, "{what}: not closed within {READ_TIMEOUT:?}");
+    assert!(
+        fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0,
+        "{what}: revents {:#x}",
+        fd.revents
+    );
+}
+
+/// A client that sends and stops reading: once the kernel has taken none
+/// of its echoes for `--stall-timeout`, the server closes it (a blocked
+/// write is not activity), counts it as timed out, and serves the others
+/// all along.
 #[test]
-fn client_that_never_reads_is_closed_when_idle() {
+fn client_that_stops_reading_is_closed_by_the_stall_timeout_while_another_is_served() {
     for model in Model::ALL {
-        let mut cfg = config(Framing::Raw);
-        cfg.idle_timeout = Some(Duration::from_millis(300));
-        cfg.max_pending = 16 * 1024;
-        let server = Server::start(model, cfg);
-        let mut s = connect(server.addr);
-        s.set_write_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let chunk = vec![b'z'; 64 * 1024];
-        let mut sent = 0usize;
-        // Fill every buffer until our write blocks (bounded by 64 MiB).
-        while sent < 64 << 20 {
-            match s.write(&chunk) {
-                Ok(n) => sent += n,
-                Err(_) => break,
+        for framing in Framing::ALL {
+            let what = format!("{} / {framing}", model.name());
+            let mut cfg = config(framing);
+            cfg.common.stall_timeout = Duration::from_millis(300);
+            cfg.common.max_pending = 16 * 1024;
+            let server = Server::start(model, cfg);
+            let mut good = connect(server.addr);
+            echo(&mut good, framing, b"before");
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.set_recv_buffer_size(16 * 1024).unwrap();
+            sock.connect(&server.addr.into()).unwrap();
+            let mut stuck: TcpStream = sock.into();
+            // Valid frames in every framing, 64 KiB a write, until a write
+            // makes no progress for 200 ms: every buffer on the way is full.
+            let one = payload(1, 2);
+            let frames: Vec<&[u8]> = vec![&one; 64 * 1024 / (one.len() + 4)];
+            let chunk = wire(framing, &frames);
+            stuck
+                .set_write_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            // The stream is `chunk` repeated; a short write resumes at `off`.
+            let (mut sent, mut off) = (0usize, 0usize);
+            while sent < 64 << 20 {
+                match stuck.write(&chunk[off..]) {
+                    Ok(n) => {
+                        sent += n;
+                        off = (off + n) % chunk.len();
+                    }
+                    Err(_) => break,
+                }
             }
+            assert!(sent < 64 << 20, "{what}: the server read 64 MiB unechoed");
+            echo(&mut good, framing, b"while the other one stalls");
+            wait_until_closed_by_peer(&stuck, &what);
+            echo(&mut good, framing, b"after");
+            drop((good, stuck));
+            let Counts {
+                accepted,
+                errors,
+                timed_out,
+                ..
+            } = counts(&server.stop());
+            assert_eq!((accepted, errors, timed_out), (2, 0, 1), "{what}");
         }
-        // Now read: echoes, then EOF or a reset (the server closed with our
-        // unread bytes still in its queue).
-        let mut got = Vec::new();
-        match s.read_to_end(&mut got) {
-            Ok(_) => {}
-            Err(e) if common::net::is_disconnect(&e) => {}
-            Err(e) => panic!("{}: {e}", model.name()),
-        }
-        assert!(
-            got.len() < sent,
-            "{}: everything was echoed, nothing was idle",
-            model.name()
-        );
-        let (_, _, errors, _, _) = counts(&server.stop());
-        assert_eq!(errors, 1, "{}", model.name());
     }
 }

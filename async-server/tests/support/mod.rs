@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_server::{Config, Model};
 use bytes::BytesMut;
-use common::{Framing, Shutdown, Stats};
+use common::{Framing, ServerConfig, Shutdown, Stats};
 
 /// Every read in the tests gives up after this long.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +52,10 @@ impl Server {
 
 pub fn config(framing: Framing) -> Config {
     Config {
-        framing,
+        common: ServerConfig {
+            framing,
+            ..ServerConfig::default()
+        },
         threads: 2,
         ..Config::default()
     }
@@ -80,15 +83,28 @@ pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     got
 }
 
-/// `Stats` counters as plain numbers: (accepted, refused, errors, frames, bytes).
-pub fn counts(s: &Stats) -> (u64, u64, u64, u64, u64) {
-    (
-        Stats::get(&s.accepted),
-        Stats::get(&s.refused),
-        Stats::get(&s.errors),
-        Stats::get(&s.frames),
-        Stats::get(&s.bytes),
-    )
+/// `Stats` counters as plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub accepted: u64,
+    pub refused: u64,
+    pub errors: u64,
+    pub timed_out: u64,
+    pub cut: u64,
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+pub fn counts(s: &Stats) -> Counts {
+    Counts {
+        accepted: Stats::get(&s.accepted),
+        refused: Stats::get(&s.refused),
+        errors: Stats::get(&s.errors),
+        timed_out: Stats::get(&s.timed_out),
+        cut: Stats::get(&s.cut),
+        frames: Stats::get(&s.frames),
+        bytes: Stats::get(&s.bytes),
+    }
 }
 
 /// Payload `i` of client `c`: varied lengths, never a `\n`, so it is valid
