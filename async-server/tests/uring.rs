@@ -160,7 +160,9 @@ fn echo_in_every_framing_exact_bytes() {
     for framing in Framing::ALL {
         let server = Server::start(config(framing));
         match framing {
-            Framing::Line => round_trip(server.addr, framing, &[b"hello", b"", b"w\xf6rld\r", &big]),
+            Framing::Line => {
+                round_trip(server.addr, framing, &[b"hello", b"", b"w\xf6rld\r", &big])
+            }
             Framing::Length => {
                 round_trip(server.addr, framing, &[b"", b"\n\0\xff", b"x", &big]);
             }
@@ -183,7 +185,11 @@ fn echo_in_every_framing_exact_bytes() {
             assert_eq!(get(&st.frames), 4, "{framing}");
             assert_eq!(
                 get(&st.bytes),
-                if framing == Framing::Line { 5 + 6 } else { 3 + 1 } + big.len() as u64,
+                if framing == Framing::Line {
+                    5 + 6
+                } else {
+                    3 + 1
+                } + big.len() as u64,
                 "{framing}"
             );
         }
@@ -223,46 +229,50 @@ fn two_hundred_concurrent_clients() {
 }
 
 /// A ring of 4 SQEs and 2 provided buffers of 64 bytes, for 50 clients
-/// sending frames bigger than a buffer: the full-queue backlog and the
-/// empty-buffer-ring re-arm are taken, and no byte is lost.
+/// sending frames bigger than a buffer: the full submission queue and the
+/// empty buffer ring are both hit, and no byte is lost. Once more with
+/// SQPOLL, where a submit does not empty the queue at once (the kernel
+/// thread does, later), so SQEs wait in the backlog.
 #[test]
 fn tiny_ring_full_queue_and_empty_buffer_ring_lose_nothing() {
     if skipped() {
         return;
     }
-    let options = RingOptions {
-        sq_entries: 4,
-        buffers: 2,
-        buffer_size: 64,
-        sqpoll_idle: None,
-    };
-    let server = Server::start_with(config(Framing::Line), options, |_| {});
-    let addr = server.addr;
-    let clients: Vec<_> = (0..50)
-        .map(|c| {
-            thread::spawn(move || {
-                let mut s = connect(addr);
-                let frames: Vec<Vec<u8>> = (0..20)
-                    .map(|k| format!("{c:02}-{k:02}-{}", "x".repeat(300)).into_bytes())
-                    .collect();
-                let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
-                let bytes = wire(Framing::Line, &refs);
-                s.write_all(&bytes).unwrap();
-                assert_eq!(read_exact(&mut s, bytes.len()), bytes);
-                s.shutdown(std::net::Shutdown::Write).unwrap();
-                expect_eof(&mut s);
+    for sqpoll_idle in [None, Some(Duration::from_millis(10))] {
+        let options = RingOptions {
+            sq_entries: 4,
+            buffers: 2,
+            buffer_size: 64,
+            sqpoll_idle,
+        };
+        let server = Server::start_with(config(Framing::Line), options, |_| {});
+        let addr = server.addr;
+        let clients: Vec<_> = (0..50)
+            .map(|c| {
+                thread::spawn(move || {
+                    let mut s = connect(addr);
+                    let frames: Vec<Vec<u8>> = (0..20)
+                        .map(|k| format!("{c:02}-{k:02}-{}", "x".repeat(300)).into_bytes())
+                        .collect();
+                    let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+                    let bytes = wire(Framing::Line, &refs);
+                    s.write_all(&bytes).unwrap();
+                    assert_eq!(read_exact(&mut s, bytes.len()), bytes);
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    expect_eof(&mut s);
+                })
             })
-        })
-        .collect();
-    for c in clients {
-        c.join().unwrap();
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let report = server.stop();
+        eprintln!("sqpoll {sqpoll_idle:?}: ring counters: {:?}", report.ring);
+        assert_eq!(get(&report.stats.frames), 50 * 20);
+        assert_eq!(get(&report.stats.errors), 0);
+        assert!(report.ring.sq_full > 0, "the submission ring never filled");
+        assert!(report.ring.enobufs > 0, "the buffer ring never ran dry");
     }
-    let report = server.stop();
-    eprintln!("ring counters: {:?}", report.ring);
-    assert_eq!(get(&report.stats.frames), 50 * 20);
-    assert_eq!(get(&report.stats.errors), 0);
-    assert!(report.ring.sq_full > 0, "the submission ring never filled");
-    assert!(report.ring.enobufs > 0, "the buffer ring never ran dry");
 }
 
 /// The server's send buffer is 4 KiB and the client's receive buffer is
@@ -274,7 +284,9 @@ fn short_sends_to_a_slow_reader_lose_nothing() {
         return;
     }
     let server = Server::start_with(config(Framing::Length), RingOptions::default(), |l| {
-        socket2::SockRef::from(l).set_send_buffer_size(4096).unwrap();
+        socket2::SockRef::from(l)
+            .set_send_buffer_size(4096)
+            .unwrap();
     });
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -282,7 +294,11 @@ fn short_sends_to_a_slow_reader_lose_nothing() {
     let mut s: TcpStream = socket.into();
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     let frames: Vec<Vec<u8>> = (0..16u8)
-        .map(|k| (0..65536u32).map(|i| (i as u8).wrapping_mul(k | 1)).collect())
+        .map(|k| {
+            (0..65536u32)
+                .map(|i| (i as u8).wrapping_mul(k | 1))
+                .collect()
+        })
         .collect();
     let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
     let bytes = wire(Framing::Length, &refs);
@@ -341,7 +357,11 @@ fn half_close_gets_every_echo_then_fin() {
     expect_eof(&mut s);
     let report = server.stop();
     assert_eq!(get(&report.stats.frames), 4);
-    assert_eq!(get(&report.stats.errors), 1, "the truncated frame is an error");
+    assert_eq!(
+        get(&report.stats.errors),
+        1,
+        "the truncated frame is an error"
+    );
 }
 
 #[test]
@@ -431,7 +451,9 @@ fn stall_timeout_closes_a_non_reader_while_another_client_is_served() {
         let _ = tx.send(flooder.join().unwrap());
     });
     // Served all along, and until the non-reader is closed.
+    let until = Instant::now() + Duration::from_secs(30);
     let ended = loop {
+        assert!(Instant::now() < until, "the non-reader was never closed");
         other.write_all(b"still here\n").unwrap();
         assert_eq!(read_exact(&mut other, 11), b"still here\n");
         match rx.recv_timeout(Duration::from_millis(20)) {
@@ -489,6 +511,66 @@ fn shutdown_with_frames_in_flight_returns_every_echo_then_eof() {
             assert_eq!(get(&st.frames), 20 * 11, "{framing}");
         }
     }
+}
+
+/// Bytes the kernel has not yet handed to the peer (`TIOCOUTQ`): zero once
+/// loopback delivered everything we wrote into the server's receive queue.
+fn unsent(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one c_int into `n`.
+    assert_eq!(
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) },
+        0
+    );
+    n as usize
+}
+
+/// The echoes owed at shutdown include bytes the server has not read yet:
+/// backpressure (`--max-pending` 1 KiB, 4 KiB send buffers, a client that
+/// does not read) leaves some of the 64 KiB in the server's kernel receive
+/// queue when shutdown begins. Every one must come back, then EOF.
+#[test]
+fn shutdown_echoes_what_waits_in_the_kernel_receive_queue() {
+    if skipped() {
+        return;
+    }
+    let config = ServerConfig {
+        max_pending: 1024,
+        ..config(Framing::Line)
+    };
+    let server = Server::start_with(config, RingOptions::default(), |l| {
+        socket2::SockRef::from(l)
+            .set_send_buffer_size(4096)
+            .unwrap();
+    });
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(8192).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    let frames: Vec<Vec<u8>> = (0..64)
+        .map(|k| format!("{k:04}{}", "y".repeat(1019)).into_bytes())
+        .collect();
+    let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+    let bytes = wire(Framing::Line, &refs);
+    s.write_all(&bytes).unwrap();
+    // Wait until every byte sits in the server's receive queue (or was
+    // read): the event is the kernel's own count reaching zero.
+    let until = Instant::now() + READ_TIMEOUT;
+    while unsent(&s) > 0 {
+        assert!(Instant::now() < until, "{} bytes never left", unsent(&s));
+        thread::sleep(Duration::from_millis(1));
+    }
+    server.shutdown.trigger();
+    let got = read_exact(&mut s, bytes.len());
+    assert!(got == bytes, "echoes differ");
+    expect_eof(&mut s);
+    drop(s);
+    let report = server.join(Duration::from_secs(20));
+    assert_eq!(get(&report.stats.frames), 64);
+    assert_eq!(get(&report.stats.cut), 0);
 }
 
 #[test]
@@ -669,7 +751,10 @@ fn emfile_is_survived_with_back_off() {
     };
     let status = child.wait().unwrap();
     assert!(status.success(), "child failed: {out}");
-    assert!(out.contains("emfile: survived after"), "child output: {out}");
+    assert!(
+        out.contains("emfile: survived after"),
+        "child output: {out}"
+    );
 }
 
 #[test]
