@@ -28,6 +28,7 @@ pub mod client;
 pub mod demo;
 pub mod event_loop;
 pub mod tokio_server;
+pub mod uring;
 
 /// Which design serves the connections (`--model`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
