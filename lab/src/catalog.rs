@@ -405,3 +405,77 @@ pub fn find(key: &str) -> Option<&'static Exercise> {
         .iter()
         .find(|e| e.dir == key || e.package == key || e.dir.get(3..) == Some(key))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::Paths;
+
+    /// Every exercise has its package, its student file, a pristine starter,
+    /// a reference and each declared wrong solution; numbers run 1, 2, 3...;
+    /// the exercises workspace lists exactly these packages.
+    #[test]
+    fn every_exercise_has_its_files() {
+        let p = Paths::new();
+        let members = std::fs::read_to_string(p.exercises.join("Cargo.toml")).unwrap();
+        for (i, ex) in EXERCISES.iter().enumerate() {
+            assert_eq!(ex.num, i + 1, "{} is out of order", ex.dir);
+            assert!(ex.dir.starts_with(&format!("{:02}-", ex.num)), "{}", ex.dir);
+            assert_eq!(
+                ex.package,
+                format!("ex{}", ex.dir),
+                "package name of {}",
+                ex.dir
+            );
+            let dir = p.exercises.join(ex.dir);
+            assert!(dir.join(ex.file).is_file(), "{}/{}", ex.dir, ex.file);
+            let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+            assert!(
+                manifest.contains(&format!("name = \"{}\"", ex.package)),
+                "{}",
+                ex.dir
+            );
+            if ex.driver {
+                assert!(
+                    manifest.contains(&format!("name = \"{}\"", ex.bin_name())),
+                    "{}",
+                    ex.dir
+                );
+            }
+            assert!(
+                members.contains(&format!("\"{}\"", ex.dir)),
+                "{} not in lab/exercises/Cargo.toml",
+                ex.dir
+            );
+            let sol = p.solutions.join(ex.dir);
+            for f in ["starter.rs", "reference.rs"] {
+                assert!(sol.join(f).is_file(), "lab/solutions/{}/{f}", ex.dir);
+            }
+            assert!(
+                !ex.wrongs.is_empty(),
+                "{} needs a typical wrong solution",
+                ex.dir
+            );
+            for w in ex.wrongs {
+                let text = std::fs::read_to_string(sol.join(w.file)).unwrap();
+                assert!(
+                    text.contains("MISTAKE"),
+                    "{}/{} should say where its MISTAKE is",
+                    ex.dir,
+                    w.file
+                );
+                assert!(!w.must_say.is_empty());
+            }
+            assert!(!ex.hint.is_empty());
+        }
+        assert!(EXERCISES.len() >= 12);
+    }
+
+    #[test]
+    fn find_by_number_or_name() {
+        assert_eq!(find("3").map(|e| e.num), Some(3));
+        assert_eq!(find("03-line-decoder").map(|e| e.num), Some(3));
+        assert_eq!(find("line-decoder").map(|e| e.num), Some(3));
+        assert!(find("99").is_none());
+    }
+}

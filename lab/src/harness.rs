@@ -338,10 +338,6 @@ impl Server {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// The last lines the program wrote on stderr, for a failure message.
     pub fn stderr_tail(&self) -> String {
         tail_of(&self.stderr)
@@ -439,7 +435,6 @@ pub struct Ran {
     pub status: Option<ExitStatus>,
     pub stdout: String,
     pub stderr: String,
-    pub took: Duration,
 }
 
 /// Run `bin args`, kill it at `deadline`.
@@ -474,7 +469,6 @@ pub fn run_with_deadline(bin: &Path, args: &[String], deadline: Duration) -> io:
         status,
         stdout: text(&out),
         stderr: text(&err),
-        took: start.elapsed(),
     })
 }
 
@@ -633,12 +627,7 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 /// Send `payload` from a second thread while reading it back here, so a
 /// payload larger than the socket buffers cannot deadlock the two sides.
-pub fn echo_big(addr: SocketAddr, payload: &[u8], why: &str) -> Check {
-    let mut s = connect(addr)?;
-    echo_big_on(&mut s, payload, why)
-}
-
-/// [`echo_big`] on a connection that is already open (it stays open).
+/// The connection stays open.
 pub fn echo_big_on(s: &mut TcpStream, payload: &[u8], why: &str) -> Check {
     let mut w = s
         .try_clone()
@@ -667,4 +656,61 @@ pub fn echo_big_on(s: &mut TcpStream, payload: &[u8], why: &str) -> Check {
         got_text,
         why,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_error_keeps_one_line_and_the_count() {
+        let log = "\
+warning: unused variable: `x`
+01-tcp-echo/src/main.rs:22:9: error[E0425]: cannot find value `m` in this scope
+01-tcp-echo/src/main.rs:30:1: error[E0308]: mismatched types
+error: could not compile `ex01-tcp-echo` (bin \"ex01-tcp-echo\") due to 2 previous errors
+";
+        assert_eq!(
+            first_error(log),
+            "01-tcp-echo/src/main.rs:22:9: error[E0425]: cannot find value `m` in this scope\n(and 1 more)\n\
+             error: could not compile `ex01-tcp-echo` (bin \"ex01-tcp-echo\") due to 2 previous errors"
+        );
+    }
+
+    #[test]
+    fn show_escapes_and_summarises_zero_padding() {
+        assert_eq!(show(b"hi\n"), "\"hi\\n\"");
+        let mut b = b"hello\n".to_vec();
+        b.resize(1024, 0);
+        assert_eq!(show(&b), "\"hello\\n\" followed by 1018 zero bytes");
+    }
+
+    #[test]
+    fn a_failed_step_prints_expected_got_why_and_the_hint() {
+        let mut run = Run::new(PathBuf::new(), PathBuf::new(), false);
+        run.step("first");
+        run.step("second");
+        let ok = run.finish(
+            &Err(fail("this", "that", "because")),
+            "cargo run -p lab -- hint 1",
+        );
+        assert!(!ok);
+        assert_eq!(
+            run.output(),
+            "   1. first ... ok\n   2. second ... FAILED\n      expected: this\n      got:      that\n\
+             \x20     why:      because\n  Stuck? cargo run -p lab -- hint 1\n"
+        );
+    }
+
+    /// The deadline really kills a program that never ends.
+    #[test]
+    fn run_with_deadline_kills_a_hanging_program() {
+        let ran = run_with_deadline(
+            Path::new("sleep"),
+            &["30".into()],
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        assert!(ran.status.is_none());
+    }
 }

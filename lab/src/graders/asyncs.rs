@@ -152,7 +152,7 @@ pub fn ex10_mio_writable(run: &mut Run) -> Check {
     drop(b);
 
     run.step("A reads: all 32 MiB must come back, in order");
-    let (got, end) = read_upto(&mut a, BIG, Duration::from_secs(10));
+    let (got, end) = read_upto(&mut a, BIG, Duration::from_secs(6));
     if got != payload {
         let _ = a.shutdown(std::net::Shutdown::Both);
         let prefix = got.iter().zip(&payload).take_while(|(x, y)| x == y).count();
@@ -163,7 +163,7 @@ pub fn ex10_mio_writable(run: &mut Run) -> Check {
                  client is not reading yet. Keep the rest in out and wait for WRITABLE",
             ),
             _ => (
-                format!("{prefix} bytes, then nothing for 10 s"),
+                format!("{prefix} bytes, then nothing for 6 s"),
                 "the rest of a short write must be written when the socket becomes writable again: \
                  register WRITABLE while out is not empty (mio only reports what you register for)",
             ),
