@@ -160,8 +160,9 @@ impl Default for RingOptions {
     }
 }
 
-/// Serve `listener` on the calling thread until `shutdown`; returns the
-/// counters behind the summary line. Fails at once, with [`probe`]'s one-line
+/// Serve `listener` on the calling thread until `shutdown` and its
+/// `--grace` are over; returns the counters behind the summary line (which
+/// the caller logs, as for the other models). Fails at once, with [`probe`]'s one-line
 /// reason, where the kernel refuses io_uring.
 pub fn run(
     listener: TcpListener,
@@ -288,7 +289,6 @@ pub fn run_with(
         c.enobufs,
         c.stale
     );
-    info!("summary: {stats}");
     let ring = server.counters.clone();
     result.map(|()| Report { stats, ring })
 }

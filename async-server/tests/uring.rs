@@ -773,3 +773,74 @@ fn probe_is_one_line() {
         assert_eq!(e.to_string(), reason);
     }
 }
+
+/// Make io_uring_setup fail with `errno` for this thread (and the threads it
+/// starts): a seccomp filter, as a container runtime's profile would.
+fn refuse_io_uring_here(errno: u32) {
+    let op = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let mut filter = [
+        // A = seccomp_data.nr (offset 0): the system call number.
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 0),
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            libc::SYS_io_uring_setup as u32,
+            0,
+            1,
+        ),
+        op(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | errno,
+            0,
+            0,
+        ),
+        op(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prctl reads `prog` and the filter it points to during the call.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog
+            ),
+            0,
+            "seccomp: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Where a seccomp profile refuses io_uring, `probe` and `run` say so in
+/// the same one line, and `run` serves nothing. (Seccomp filters belong to
+/// the thread that installs them, so the other tests are not affected.)
+#[test]
+fn refused_by_seccomp_run_fails_with_probes_line() {
+    for (errno, needle) in [(libc::EPERM, "seccomp"), (libc::ENOSYS, "ENOSYS")] {
+        let line = thread::spawn(move || {
+            refuse_io_uring_here(errno as u32);
+            let reason = uring::probe().expect_err("io_uring should be refused");
+            let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+            let e = uring::run(listener, ServerConfig::default(), Shutdown::new()).unwrap_err();
+            assert_eq!(e.to_string(), reason);
+            assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+            reason
+        })
+        .join()
+        .unwrap();
+        eprintln!("refused as expected: {line}");
+        assert!(line.starts_with("io_uring is unavailable: "), "{line}");
+        assert!(line.contains(needle), "{needle}: {line}");
+        assert!(line.contains("check: "), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+    }
+}
