@@ -9,13 +9,12 @@
 
 mod run_support;
 
-use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Framing;
-use run_support::{Fault, closed_port, tcp_server};
+use run_support::{Fault, closed_port, first_line_within, output_within, tcp_server};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 
@@ -31,20 +30,9 @@ fn closed_pipe() -> Stdio {
     Stdio::from(write)
 }
 
-/// Wait for `child` at most `limit`, then kill it and fail.
-fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{LOADGEN} still running after {limit:?}");
-        }
-        // No blocking wait-with-timeout for a child in std: poll.
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Wait for `child` at most `limit`, draining its pipes on threads.
+fn wait_output(child: Child, limit: Duration) -> Output {
+    output_within(child, limit)
 }
 
 fn loadgen(args: &[&str], stdout: Stdio) -> Child {
@@ -91,21 +79,11 @@ fn run_piped_into_head_ends_quietly() {
     ];
     // Like `loadgen run ... | head -1`: read the first line, then close.
     let mut child = loadgen(&args, Stdio::piped());
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = Vec::new();
-    let mut byte = [0u8; 1];
-    // The run lasts 300 ms; reading is bounded by the child's own end
-    // (EOF) and the wait below kills it past 20 s.
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        first.push(byte[0]);
-    }
+    let stdout = child.stdout.take().unwrap();
+    let (first, stdout) = first_line_within(stdout, Duration::from_secs(20));
     drop(stdout);
     let out = wait_output(child, Duration::from_secs(20));
-    assert!(
-        String::from_utf8_lossy(&first).starts_with("target "),
-        "{}",
-        String::from_utf8_lossy(&first)
-    );
+    assert!(first.starts_with("target "), "{first}");
     assert_quiet_success(&out, "run | head -1");
     // And with the pipe closed before the report is written at all.
     let out = wait_output(loadgen(&args, closed_pipe()), Duration::from_secs(20));
@@ -165,7 +143,7 @@ fn run_in_the_wrong_framing_names_the_likely_cause() {
 
 #[test]
 fn asyncio_baseline_with_its_port_taken_says_so_in_one_line() {
-    if Command::new("python3").arg("--version").output().is_err() {
+    if !run_support::python3_available() {
         eprintln!("python3 not found: skipped");
         return;
     }

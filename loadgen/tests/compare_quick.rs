@@ -8,10 +8,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use loadgen::child::ServerProcess;
+
+mod run_support;
+use run_support::output_within;
 
 /// A chapter server that starts and announces its address, if any.
 fn working_chapter_server() -> Option<&'static str> {
@@ -44,7 +47,7 @@ fn out_dir() -> PathBuf {
 
 #[test]
 fn quick_compare_of_two_servers_writes_md_json_svg() {
-    if Command::new("python3").arg("--version").output().is_err() {
+    if !run_support::python3_available() {
         eprintln!("python3 not installed: skipping");
         return;
     }
@@ -65,8 +68,13 @@ fn quick_compare_of_two_servers_writes_md_json_svg() {
         ])
         .arg("--out")
         .arg(&out)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // 4 cells of ~0.5 s each plus start-ups; generous for a loaded machine.
+    let result = output_within(result, Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&result.stderr);
 
     // JSON: one cell per server x connection count, python's all ok.
@@ -148,8 +156,12 @@ fn unknown_server_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(["compare", "--servers", "nginx", "--out"])
         .arg(std::env::temp_dir().join("loadgen-never-written"))
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = output_within(out, Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown server `nginx`") && stderr.contains("python-asyncio"));

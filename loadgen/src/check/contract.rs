@@ -267,7 +267,11 @@ async fn stream_reader(
             None => Duration::from_millis(100),
         };
         match timeout(wait, rd.read(&mut buf)).await {
-            Err(_) if deadline.borrow().is_some() => break ReadEnd::Silent,
+            // A 100 ms poll that ran out before the deadline was set (or
+            // before it passed) is no verdict: read on.
+            Err(_) if deadline.borrow().is_some_and(|d| Instant::now() >= d) => {
+                break ReadEnd::Silent;
+            }
             Err(_) => {}
             Ok(Ok(0)) => break ReadEnd::Eof,
             Ok(Ok(n)) => {
@@ -765,7 +769,8 @@ pub async fn stall_timeout(ctx: &Ctx) -> Outcome {
         )),
     }
     match (&b_result, &closed) {
-        (Ok(t), Some((c, _))) if t < c => got.push_str(&format!(
+        // TCP_INFO is sampled every 20 ms: "meanwhile" only beyond that.
+        (Ok(t), Some((c, _))) if *t + Duration::from_millis(25) < *c => got.push_str(&format!(
             "; other client echoed meanwhile ({})",
             fmt_duration(*t)
         )),

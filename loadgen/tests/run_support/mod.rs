@@ -132,3 +132,79 @@ pub fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
+
+/// Wait for `child` at most `limit` and collect its output. stdout and
+/// stderr (whichever are piped) are drained on threads of their own, so a
+/// chatty child never blocks on a full pipe, and no read waits without a
+/// deadline: past `limit` the child is killed and the test fails.
+pub fn output_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    use std::time::Instant;
+    fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child still running after {limit:?}; killed");
+        }
+        // std has no wait-with-timeout for a child: poll its exit.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The child has exited: its pipes reach EOF (unless it left a
+    // grandchild holding them, which none of ours does).
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// The first line `r` yields, within `limit` (read on a thread; the test
+/// fails past the deadline instead of hanging).
+pub fn first_line_within<R: Read + Send + 'static>(r: R, limit: Duration) -> (String, R) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = r;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while let Ok(1) = r.read(&mut byte) {
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        let _ = tx.send((String::from_utf8_lossy(&line).into_owned(), r));
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("no line within {limit:?}"))
+}
+
+/// Is `python3` installed? (Asked with a deadline like every other child.)
+pub fn python3_available() -> bool {
+    use std::process::{Command, Stdio};
+    match Command::new("python3")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => output_within(child, Duration::from_secs(20))
+            .status
+            .success(),
+        Err(_) => false,
+    }
+}
