@@ -23,6 +23,11 @@
 //! All connections first connect, then wait at a start line; the clock of
 //! the warm-up and of `--duration` starts when the last one is ready, so
 //! 10,000 connects do not eat into the measurement.
+//!
+//! The engine's configuration ([`RunConfig`], [`Proto`], [`Stop`]) is
+//! defined here, with the engine: `run.rs` (the CLI) builds one from its
+//! flags and `compare` and the tests build one directly; the engine
+//! depends on nothing of theirs.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
