@@ -216,6 +216,7 @@ pub async fn serve(
     // ECONNREFUSED, and connections the kernel had completed but we had not
     // yet accepted (the backlog) are reset by the kernel.
     drop(listener);
+    while tasks.try_join_next().is_some() {}
     let grace = config.common.grace;
     log::info!(
         "shutting down: {} connection(s) open, {grace:?} to finish",
@@ -356,10 +357,23 @@ async fn serve_connection(
             return;
         }
         Ok(Err(e)) => {
-            // Tools like `openssl s_time` reset the connection the moment
-            // their side of the handshake is done: `log_close` logs a
-            // disconnect at info, anything else at warn.
-            let e = io::Error::new(e.kind(), format!("TLS handshake failed: {e}"));
+            // A client that refused *us* sends a fatal alert (UnknownCA,
+            // BadCertificate): its decision, as legitimate as a reset, so it
+            // is logged as a disconnect (info), as nginx logs client-caused
+            // handshake failures at info. So is a reset (`openssl s_time`
+            // resets the moment its side of the handshake is done). Any
+            // other failure, where the client broke the protocol or did not
+            // meet ours (no certificate for mutual TLS), is a warn.
+            let alert = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|tls| matches!(tls, rustls::Error::AlertReceived(_)));
+            let kind = if alert {
+                io::ErrorKind::ConnectionAborted
+            } else {
+                e.kind()
+            };
+            let e = io::Error::new(kind, format!("TLS handshake failed: {e}"));
             tally.close(&End::from(e));
             return;
         }
