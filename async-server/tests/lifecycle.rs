@@ -13,28 +13,10 @@ use std::time::{Duration, Instant};
 
 use async_server::Model;
 use common::Framing;
-use support::{Counts, READ_TIMEOUT, Server, config, connect, counts, payload, read_to_eof, wire};
-
-/// Wait until the kernel has no unacknowledged bytes for this socket
-/// (`SIOCOUTQ` == 0): everything we sent is in the server's receive queue.
-/// A condition checked in a bounded loop, not a guess with `sleep`.
-fn wait_until_acked(s: &TcpStream) {
-    let deadline = Instant::now() + READ_TIMEOUT;
-    loop {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ (SIOCOUTQ for TCP) writes one c_int we own.
-        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        assert_eq!(r, 0, "ioctl(SIOCOUTQ): {}", std::io::Error::last_os_error());
-        if queued == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{queued} bytes never acknowledged"
-        );
-        std::thread::yield_now();
-    }
-}
+use support::{
+    Counts, READ_TIMEOUT, Server, config, connect, counts, payload, read_to_eof, wait_until_acked,
+    wire, write_until_blocked,
+};
 
 fn echo(s: &mut TcpStream, framing: Framing, msg: &[u8]) {
     let w = wire(framing, &[msg]);
@@ -267,25 +249,7 @@ fn client_that_stops_reading_is_closed_by_the_stall_timeout_while_another_is_ser
             sock.set_recv_buffer_size(16 * 1024).unwrap();
             sock.connect(&server.addr.into()).unwrap();
             let mut stuck: TcpStream = sock.into();
-            // Valid frames in every framing, 64 KiB a write, until a write
-            // makes no progress for 200 ms: every buffer on the way is full.
-            let one = payload(1, 2);
-            let frames: Vec<&[u8]> = vec![&one; 64 * 1024 / (one.len() + 4)];
-            let chunk = wire(framing, &frames);
-            stuck
-                .set_write_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            // The stream is `chunk` repeated; a short write resumes at `off`.
-            let (mut sent, mut off) = (0usize, 0usize);
-            while sent < 64 << 20 {
-                match stuck.write(&chunk[off..]) {
-                    Ok(n) => {
-                        sent += n;
-                        off = (off + n) % chunk.len();
-                    }
-                    Err(_) => break,
-                }
-            }
+            let sent = write_until_blocked(&mut stuck, framing, 64 << 20);
             assert!(sent < 64 << 20, "{what}: the server read 64 MiB unechoed");
             echo(&mut good, framing, b"while the other one stalls");
             wait_until_closed_by_peer(&stuck, &what);

@@ -1,25 +1,74 @@
-//! The binary as a user runs it: the `listening on` line, SIGTERM, a real
-//! client nobody here wrote (Python's socket module), bad flags, the demo,
+//! The binary as a user runs it: the `listening on` line, SIGTERM with
+//! frames in flight and with a client that never reads, a real client
+//! nobody here wrote (Python's socket module), bad flags and values (exit 2,
+//! one line naming them), a closed stdout, the demo, `--max-conns 1000000`,
 //! and running out of file descriptors (EMFILE) without spinning.
+//!
+//! Every read of a child's stdout and every wait for a child is bounded.
 // Test code: a panic is a failed test, so unwrap freely (clippy.toml
 // allows it only inside #[test] functions, not in their helpers).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use common::Framing;
+use support::{READ_TIMEOUT, connect, payload, read_to_eof, wait_until_acked, wire};
 
 const BIN: &str = env!("CARGO_BIN_EXE_async-server");
 const MODELS: [&str; 2] = ["tokio", "event-loop"];
+/// The longest any child may take to print a line or to exit.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Run a command to completion; kill it and fail after CHILD_TIMEOUT.
+fn run_bounded(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(CHILD_TIMEOUT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish within {CHILD_TIMEOUT:?}");
+        }
+    }
+}
+
+/// The child's stdout, line by line, through a channel, so that every read
+/// can have a timeout.
+fn lines_of(out: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A server child process.
 struct Proc {
     child: Child,
     addr: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
     stderr_thread: std::thread::JoinHandle<()>,
+    terminated_at: Option<Instant>,
 }
 
 fn start(cmd: &mut Command) -> Proc {
@@ -38,10 +87,14 @@ fn start(cmd: &mut Command) -> Proc {
             lines.lock().unwrap().push(line);
         }
     });
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let Ok(first) = stdout.recv_timeout(CHILD_TIMEOUT) else {
+        let _ = child.kill();
+        panic!(
+            "no `listening on` line within {CHILD_TIMEOUT:?}; stderr: {:?}",
+            stderr.lock().unwrap()
+        );
+    };
     let addr = common::net::parse_announce(&first)
         .unwrap_or_else(|| panic!("first stdout line was {first:?}"));
     Proc {
@@ -49,32 +102,46 @@ fn start(cmd: &mut Command) -> Proc {
         addr,
         stderr,
         stderr_thread,
+        terminated_at: None,
     }
 }
 
 impl Proc {
-    /// SIGTERM, then the exit status and the whole log (bounded waits).
-    fn terminate(self) -> (std::process::ExitStatus, Vec<String>) {
+    fn sigterm(&mut self) {
+        // SAFETY: kill(2) with a pid we spawned and still own.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.terminated_at = Some(Instant::now());
+    }
+
+    /// Wait for the exit (bounded); the status, the whole log, and how long
+    /// it took from the SIGTERM.
+    fn wait(self) -> (ExitStatus, Vec<String>, Duration) {
         let Proc {
             mut child,
             stderr,
             stderr_thread,
+            terminated_at,
             ..
         } = self;
         let pid = child.id() as libc::pid_t;
-        // SAFETY: kill(2) with a pid we spawned and still own.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || tx.send(child.wait()));
-        let Ok(status) = rx.recv_timeout(Duration::from_secs(15)) else {
+        let Ok(status) = rx.recv_timeout(CHILD_TIMEOUT) else {
             // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("server did not exit after SIGTERM");
+            panic!("server did not exit within {CHILD_TIMEOUT:?}");
         };
+        let took = terminated_at.map_or(Duration::ZERO, |t| t.elapsed());
         // The child has exited, so its stderr pipe is at EOF.
         stderr_thread.join().unwrap();
         let lines = stderr.lock().unwrap().clone();
-        (status.unwrap(), lines)
+        (status.unwrap(), lines, took)
+    }
+
+    /// SIGTERM, then [`wait`](Self::wait).
+    fn terminate(mut self) -> (ExitStatus, Vec<String>, Duration) {
+        self.sigterm();
+        self.wait()
     }
 }
 
@@ -84,6 +151,16 @@ fn server(model: &str, extra: &[&str]) -> Command {
         .args(extra)
         .env("RUST_LOG", "info");
     cmd
+}
+
+/// The one summary line of a run.
+fn summary(log: &[String], what: &str) -> String {
+    let lines: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("async-server stopped: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{what}: {log:#?}");
+    lines[0].clone()
 }
 
 #[test]
@@ -96,24 +173,26 @@ fn python_client_half_close_and_sigterm_exit_zero() {
             d=b''\n\
             while True:\n    c=s.recv(4096)\n    if not c: break\n    d+=c\n\
             sys.stdout.buffer.write(d)\n";
-        let out = Command::new("python3")
-            .args(["-c", script, &proc.addr.port().to_string()])
-            .output()
-            .expect("python3 is installed (see .ci/run)");
+        let out = run_bounded(Command::new("python3").args([
+            "-c",
+            script,
+            &proc.addr.port().to_string(),
+        ]));
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(out.stdout, b"one\ntwo\n", "{model}");
-        let (status, log) = proc.terminate();
+        let (status, log, _) = proc.terminate();
         assert!(status.success(), "{model}: {status}");
-        let summary: Vec<_> = log.iter().filter(|l| l.contains("summary:")).collect();
-        assert_eq!(summary.len(), 1, "{model}: {log:#?}");
+        let line = summary(&log, model);
         assert!(
-            summary[0].contains("1 connections served"),
-            "{}",
-            summary[0]
+            line.ends_with(
+                "async-server stopped: 1 connections served, 0 refused, 0 closed on error, \
+                 0 timed out, 0 cut at the deadline, 2 frames, 6 payload bytes echoed"
+            ),
+            "{line}"
         );
         assert!(log.iter().any(|l| l.contains("RLIMIT_NOFILE")), "{model}");
     }
@@ -122,72 +201,285 @@ fn python_client_half_close_and_sigterm_exit_zero() {
 #[test]
 fn our_client_against_the_server() {
     let proc = start(&mut server("event-loop", &["--framing", "length"]));
-    let out = Command::new(BIN)
-        .args([
-            "client",
-            "--framing",
-            "length",
-            "--addr",
-            &proc.addr.to_string(),
-            "hello",
-            "world",
-        ])
-        .output()
-        .unwrap();
+    let out = run_bounded(Command::new(BIN).args([
+        "client",
+        "--framing",
+        "length",
+        "--addr",
+        &proc.addr.to_string(),
+        "hello",
+        "world",
+    ]));
     assert!(out.status.success());
     assert_eq!(out.stdout, b"hello\nworld\n");
-    let (status, _) = proc.terminate();
+    let (status, _, _) = proc.terminate();
     assert!(status.success());
 }
 
+/// Clients with echoes owed (sent, acknowledged by the server's kernel, not
+/// yet read) when SIGTERM arrives: each gets every one of them, then a
+/// clean EOF; the server exits 0 with one summary line.
 #[test]
-fn bad_flags_are_one_error_line_and_exit_1() {
-    for args in [
-        &["server", "--model", "event-loop", "--threads", "2"][..],
-        &["server", "--model", "event-loop", "--offload", "rayon"],
-        &["server", "--threads", "0"],
-    ] {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.starts_with("error: ") && !err.contains("panicked"),
-            "{err}"
-        );
-        assert!(out.stdout.is_empty());
+fn sigterm_with_frames_in_flight_returns_them_all_then_eof() {
+    for model in MODELS {
+        for framing in Framing::ALL {
+            let what = format!("{model} / {framing}");
+            let mut proc = start(&mut server(model, &["--framing", framing.name()]));
+            let mut clients = Vec::new();
+            for c in 0..5 {
+                let mut s = connect(proc.addr);
+                let first = wire(framing, &[&payload(c, 0)]);
+                s.write_all(&first).unwrap();
+                let mut got = vec![0; first.len()];
+                s.read_exact(&mut got).unwrap();
+                assert_eq!(got, first, "{what}");
+                let owed: Vec<Vec<u8>> = (1..6).map(|i| payload(c, i)).collect();
+                let refs: Vec<&[u8]> = owed.iter().map(Vec::as_slice).collect();
+                let owed = wire(framing, &refs);
+                s.write_all(&owed).unwrap();
+                clients.push((s, owed));
+            }
+            for (s, _) in &clients {
+                wait_until_acked(s);
+            }
+            proc.sigterm();
+            for (c, (mut s, owed)) in clients.into_iter().enumerate() {
+                assert_eq!(read_to_eof(&mut s), owed, "{what}: client {c}");
+            }
+            let (status, log, _) = proc.wait();
+            assert!(status.success(), "{what}: {status}");
+            let line = summary(&log, &what);
+            assert!(
+                line.contains(
+                    "5 connections served, 0 refused, 0 closed on error, 0 timed out, 0 cut"
+                ),
+                "{what}: {line}"
+            );
+        }
     }
+}
+
+/// A client that wrote megabytes and never reads cannot hold the shutdown:
+/// the server exits within `--grace` (plus a margin for a loaded machine),
+/// the well-behaved clients got every echo, and the non-reader is cut.
+#[test]
+fn never_reading_client_cannot_hold_shutdown_past_grace() {
+    const GRACE: Duration = Duration::from_secs(1);
+    const MARGIN: Duration = Duration::from_secs(3);
+    for model in MODELS {
+        for framing in Framing::ALL {
+            let what = format!("{model} / {framing}");
+            let mut proc = start(&mut server(
+                model,
+                &["--framing", framing.name(), "--grace", "1s"],
+            ));
+            let mut stuck = connect(proc.addr);
+            let sent = support::write_until_blocked(&mut stuck, framing, 256 << 20);
+            assert!(sent >= 1 << 20, "{what}: blocked after {sent} bytes");
+            let mut good = Vec::new();
+            for c in 0..3 {
+                let mut s = connect(proc.addr);
+                let owed: Vec<Vec<u8>> = (0..4).map(|i| payload(c, i)).collect();
+                let refs: Vec<&[u8]> = owed.iter().map(Vec::as_slice).collect();
+                let owed = wire(framing, &refs);
+                s.write_all(&owed).unwrap();
+                wait_until_acked(&s);
+                good.push((s, owed));
+            }
+            proc.sigterm();
+            for (c, (mut s, owed)) in good.into_iter().enumerate() {
+                assert_eq!(read_to_eof(&mut s), owed, "{what}: client {c}");
+            }
+            let (status, log, took) = proc.wait();
+            assert!(status.success(), "{what}: {status}");
+            assert!(
+                took <= GRACE + MARGIN,
+                "{what}: exited {took:?} after SIGTERM, --grace {GRACE:?}"
+            );
+            let line = summary(&log, &what);
+            assert!(
+                line.contains("4 connections served, 0 refused, 0 closed on error, 0 timed out, 1 cut at the deadline"),
+                "{what}: {line}"
+            );
+            drop(stuck);
+        }
+    }
+}
+
+#[test]
+fn max_conns_of_a_million_starts_and_serves() {
+    for model in MODELS {
+        let proc = start(&mut server(model, &["--max-conns", "1000000"]));
+        let mut s = connect(proc.addr);
+        s.write_all(b"a million\n").unwrap();
+        let mut got = [0u8; 10];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"a million\n", "{model}");
+        drop(s);
+        let (status, log, _) = proc.terminate();
+        assert!(status.success(), "{model}: {status}: {log:#?}");
+        assert!(!log.iter().any(|l| l.contains("panicked")), "{model}");
+    }
+}
+
+/// Exit 2, nothing on stdout, and one `error:` line naming the flag and the
+/// value (clap adds a blank line and a `--help` hint after it).
+fn assert_refused(args: &[&str], flag: &str, value: &str) {
+    let out = run_bounded(Command::new(BIN).args(args));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?}: stdout {:?}", out.stdout);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{args:?}: {err}");
+    assert!(
+        errors[0].contains(flag) && errors[0].contains(value),
+        "{args:?}: {}",
+        errors[0]
+    );
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+}
+
+#[test]
+fn bad_values_exit_2_with_one_line_naming_flag_and_value() {
+    for model in MODELS {
+        for (flag, value) in [
+            ("--max-conns", "0"),
+            ("--max-frame", "0"),
+            ("--grace", "0"),
+            ("--idle-timeout", "-1s"),
+            ("--addr", "127.0.0.1"),
+            ("--addr", "[::1:7000"),
+        ] {
+            let arg = format!("{flag}={value}");
+            assert_refused(&["server", "--model", model, &arg], flag, value);
+        }
+    }
+    for (flag, value) in [
+        ("--addr", "127.0.0.1"),
+        ("--addr", "[::1:7000"),
+        ("--timeout", "0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        assert_refused(&["client", &arg, "x"], flag, value);
+    }
+    // Valid alone, not with this model: refused the same way.
+    assert_refused(&["server", "--threads", "0"], "--threads", "0");
+    assert_refused(
+        &["server", "--model", "event-loop", "--threads", "2"],
+        "--threads",
+        "2",
+    );
+    assert_refused(
+        &["server", "--model", "event-loop", "--offload", "rayon"],
+        "--offload",
+        "rayon",
+    );
+}
+
+#[test]
+fn client_against_nothing_is_one_error_line_and_exit_1() {
     // Refused, not a hang: nothing listens on the client's target.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(BIN)
-        .args(["client", "--addr", &format!("127.0.0.1:{port}"), "x"])
-        .output()
-        .unwrap();
+    let out = run_bounded(Command::new(BIN).args([
+        "client",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "x",
+    ]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("async-server: error: ") && err.contains("refused"),
+        "{err}"
+    );
 }
 
+/// `async-server client | head -1`: the client's next echo hits a closed
+/// pipe. That is a normal end: exit 0, nothing on stderr, no panic.
 #[test]
-fn demo_runs_both_models() {
-    let out = Command::new(BIN).env("RUST_LOG", "warn").output().unwrap();
+fn closed_stdout_is_a_quiet_exit_zero() {
+    let proc = start(&mut server("event-loop", &[]));
+    let mut client = Command::new(BIN)
+        .args(["client", "--addr", &proc.addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"one\n").unwrap();
+    // Read the first echo (its one `write` of 4 bytes arrives whole), with
+    // a timeout: poll(2) the pipe before reading it.
+    let mut stdout = client.stdout.take().unwrap();
+    let mut fd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&stdout),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own, and its length 1.
+    let ready = unsafe { libc::poll(&mut fd, 1, CHILD_TIMEOUT.as_millis() as libc::c_int) };
+    assert_eq!(ready, 1, "no echo within {CHILD_TIMEOUT:?}");
+    let mut first = [0u8; 64];
+    let n = stdout.read(&mut first).unwrap();
+    assert_eq!(&first[..n], b"one\n");
+    // Close the read end: the next echo the client prints hits EPIPE.
+    drop(stdout);
+    stdin.write_all(b"two\n").unwrap();
+    drop(stdin);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(client.wait_with_output()));
+    let out = rx.recv_timeout(CHILD_TIMEOUT).unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
-        out.status.success(),
+        out.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let (status, _, _) = proc.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn demo_runs_both_models_with_a_clean_transcript() {
+    let out = run_bounded(Command::new(BIN).env_remove("RUST_LOG"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Logs at `warn` unless RUST_LOG says otherwise: nothing to say here.
+    assert!(err.is_empty(), "{err}");
     let text = String::from_utf8(out.stdout).unwrap();
     for model in MODELS {
         assert!(text.contains(&format!("== --model {model}:")), "{text}");
     }
     assert_eq!(
-        text.matches("server summary: 3 connections served").count(),
+        text.matches("server summary: 3 connections served, 0 refused, 0 closed on error, 0 timed out, 0 cut at the deadline, 6 frames").count(),
         2,
         "{text}"
     );
     assert!(text.contains("client 3 <- \"bye from client 3\""), "{text}");
+}
+
+#[test]
+fn help_shows_the_real_port_and_subcommands_in_order() {
+    let out = run_bounded(Command::new(BIN).arg("--help"));
+    let help = String::from_utf8(out.stdout).unwrap();
+    let at = |name: &str| {
+        help.find(&format!("\n  {name} "))
+            .unwrap_or_else(|| panic!("{name} missing: {help}"))
+    };
+    assert!(
+        at("demo") < at("server") && at("server") < at("client"),
+        "{help}"
+    );
+    for sub in ["server", "client"] {
+        let out = run_bounded(Command::new(BIN).args([sub, "--help"]));
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains("[default: 127.0.0.1:7004]"), "{sub}: {help}");
+    }
 }
 
 /// utime + stime of a process, in seconds.
@@ -225,13 +517,7 @@ fn emfile_backs_off_and_recovers() {
         let proc = start(&mut cmd);
         // The kernel completes every handshake (backlog 1024); the server
         // can only accept the first fifty-odd.
-        let mut conns: Vec<TcpStream> = (0..80)
-            .map(|_| {
-                let s = TcpStream::connect(proc.addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                s
-            })
-            .collect();
+        let mut conns: Vec<TcpStream> = (0..80).map(|_| connect(proc.addr)).collect();
         let mut first = conns.remove(0);
         first.write_all(b"first\n").unwrap();
         let mut buf = [0u8; 6];
@@ -265,8 +551,7 @@ fn emfile_backs_off_and_recovers() {
 
         // Free descriptors: close forty clients.
         conns.drain(..40);
-        last.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        last.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         let mut got = [0u8; 5];
         last.read_exact(&mut got).unwrap();
         assert_eq!(
@@ -275,7 +560,7 @@ fn emfile_backs_off_and_recovers() {
         );
         drop((first, last, conns));
 
-        let (status, log) = proc.terminate();
+        let (status, log, _) = proc.terminate();
         assert!(status.success(), "{model}: {status}");
         let warnings = log
             .iter()

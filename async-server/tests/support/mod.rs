@@ -4,9 +4,11 @@
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use std::time::Instant;
 
 use async_server::{Config, Model};
 use bytes::BytesMut;
@@ -114,4 +116,50 @@ pub fn payload(c: usize, i: usize) -> Vec<u8> {
     (0..len)
         .map(|k| b"abcdefghijklmnopqrstuvwxyz0123456789"[(c + i + k) % 36])
         .collect()
+}
+
+/// Wait until the kernel has no unacknowledged bytes for this socket
+/// (`SIOCOUTQ` == 0): everything we sent is in the server's receive queue.
+/// A condition checked in a bounded loop, not a guess with `sleep`.
+pub fn wait_until_acked(s: &TcpStream) {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ for TCP) writes one c_int we own.
+        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        assert_eq!(r, 0, "ioctl(SIOCOUTQ): {}", std::io::Error::last_os_error());
+        if queued == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{queued} bytes never acknowledged"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Write valid frames of `framing` (64 KiB a write) until a write makes no
+/// progress for 200 ms, i.e. every buffer on the way to a server that
+/// stopped reading us is full, or `cap` bytes went out. Returns the bytes
+/// written. A bounded wait for an event (the write blocks), not a guess.
+pub fn write_until_blocked(s: &mut TcpStream, framing: Framing, cap: usize) -> usize {
+    use std::io::Write;
+    let one = payload(1, 2);
+    let frames: Vec<&[u8]> = vec![&one; 64 * 1024 / (one.len() + 4)];
+    let chunk = wire(framing, &frames);
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // The stream is `chunk` repeated; a short write resumes at `off`.
+    let (mut sent, mut off) = (0usize, 0usize);
+    while sent < cap {
+        match s.write(&chunk[off..]) {
+            Ok(n) => {
+                sent += n;
+                off = (off + n) % chunk.len();
+            }
+            Err(_) => break,
+        }
+    }
+    sent
 }
