@@ -42,7 +42,10 @@
 //!   CQE per new connection until it is cancelled or fails; on an older
 //!   kernel (`EINVAL`) the loop falls back to one accept at a time.
 //!   EMFILE (out of fds) ends it: [`accept_policy`] says back off, and we
-//!   re-arm it after the delay (the connections wait in the backlog).
+//!   re-arm it after the delay (the connections wait in the backlog). One
+//!   surprise: io_uring reads `RLIMIT_NOFILE` when the accept is
+//!   *submitted*, so a multishot accept armed before the limit was lowered
+//!   keeps the old limit.
 //! - **recv** with a **provided-buffer ring** (`IOSQE_BUFFER_SELECT`, 5.19):
 //!   the recv names no buffer; when data arrives the kernel takes one from a
 //!   ring of [`RingOptions::buffers`] buffers we registered, fills it and
@@ -97,8 +100,16 @@
 //! **Submission queue full**: [`RingOptions::sq_entries`] SQEs fit in the
 //! ring. When a push finds it full we `io_uring_enter` at once to hand the
 //! queued SQEs to the kernel (which frees the ring), and if it is still full
-//! (the kernel refused, say `EBUSY` while completions overflow) the SQE waits
-//! in `backlog`, in order, and is pushed at the top of the next turn.
+//! (the kernel refused, say `EBUSY` while completions overflow, or with
+//! SQPOLL, whose kernel thread empties the ring in its own time) the SQE
+//! waits in `backlog`, in order, and is pushed at the top of the next turn.
+//! A connection's operations are cancelled out of the backlog, too, before
+//! it is closed.
+//!
+//! The ring is set up `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has
+//! them (6.1): completion work then runs when this thread asks for
+//! completions, not whenever a packet arrives, which saves interrupts and
+//! context switches. An older kernel gets a plain ring.
 //!
 //! No SQPOLL by default: a kernel thread polling the submission ring saves
 //! the `io_uring_enter` syscall but burns a CPU the measurements would not
