@@ -64,7 +64,7 @@ pub use crate::drive::Proto;
 /// Arguments of `loadgen check`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
-    /// Server to check: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT (a
+    /// Server to check: `IPV4:PORT`, `[IPV6]:PORT` or `HOSTNAME:PORT` (a
     /// malformed one is refused by `common::cli::parse_host_port`, never
     /// looked up).
     #[arg(long, value_name = "HOST:PORT", required_unless_present = "list", value_parser = common::cli::parse_host_port)]

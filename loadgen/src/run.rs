@@ -43,7 +43,7 @@ pub use crate::drive::{Proto, RunConfig, Stop};
 /// Arguments of `loadgen run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT (parsed by
+    /// Server address: `IPV4:PORT`, `[IPV6]:PORT` or `HOSTNAME:PORT` (parsed by
     /// `common::cli::parse_host_port`: a malformed one is refused, never
     /// looked up).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7004", value_parser = common::cli::parse_host_port)]

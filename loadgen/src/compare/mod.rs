@@ -27,9 +27,10 @@
 //! each design costs. The server table is data ([`SERVERS`]): add your own
 //! server there.
 //!
-//! Layout: this file runs the matrix; [`servers`] is the server table,
-//! [`plan`] the flags and the plan they make, [`cell`] one cell (start,
-//! load, stop, medians), [`report`] the files written.
+//! Layout: this file runs the matrix; `compare/servers.rs` is the server
+//! table, `compare/plan.rs` the flags and the plan they make,
+//! `compare/cell.rs` one cell (start, load, stop, medians),
+//! `compare/report.rs` the files written.
 
 use anyhow::{Context, Result};
 use common::Framing;
