@@ -125,6 +125,7 @@ impl<'a> EchoConn<'a> {
         }
     }
 
+    // ANCHOR: echo-loop
     fn echo_loop(&mut self, poll: Duration) -> Step<End> {
         let idle_timeout = self.config.idle_timeout;
         // A zero timeout would mean "block for ever" to the kernel; std
@@ -168,6 +169,7 @@ impl<'a> EchoConn<'a> {
             }
         }
     }
+    // ANCHOR_END: echo-loop
 
     /// What this connection has echoed so far (frames whose bytes the
     /// kernel accepted in full).
@@ -220,6 +222,7 @@ impl<'a> EchoConn<'a> {
     /// Write every queued echo. Ends the connection with `Stalled` when the
     /// kernel takes no byte for `--stall-timeout`, and with `Cut` at the
     /// shutdown deadline (see the module docs).
+    // ANCHOR: bounded-flush
     fn flush(&mut self) -> Step {
         let mut progress = Instant::now();
         while !self.out.is_empty() {
@@ -259,6 +262,7 @@ impl<'a> EchoConn<'a> {
         self.echoed.bytes += bytes;
         Ok(())
     }
+    // ANCHOR_END: bounded-flush
 
     fn set_write_timeout(&mut self, wait: Duration) -> io::Result<()> {
         // Zero would mean "block for ever" to the kernel; std refuses it.

@@ -88,6 +88,7 @@ pub fn run(
         let _ = TcpStream::connect_timeout(&wake_addr(local), Duration::from_secs(1));
     });
 
+    // ANCHOR: accept-loop
     let mut backoff = Backoff::new();
     while !shutdown.is_triggered() {
         // accept(): take the oldest completed connection off the backlog,
@@ -119,6 +120,7 @@ pub fn run(
         Stats::inc(&stats.accepted);
         serve(&stream, peer, config, shutdown, &stats);
     }
+    // ANCHOR_END: accept-loop
     // Closing the listener: connections still waiting in its backlog were
     // never accepted, and the kernel answers them with a reset.
     drop(listener);

@@ -67,6 +67,7 @@ pub fn run(
         };
         let job = Job { stream, peer, slot };
 
+        // ANCHOR: spawn
         // A thread of its own, for as long as the connection lasts.
         spawned += 1;
         let (config_, shutdown_, stats_) = (config.clone(), shutdown.clone(), Arc::clone(stats));
@@ -79,6 +80,7 @@ pub fn run(
             // The closure (and with it the stream) was dropped: closed.
             None => Stats::inc(&stats.refused),
         }
+        // ANCHOR_END: spawn
     }
 
     let result = acceptor.finish();

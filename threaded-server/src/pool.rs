@@ -124,6 +124,7 @@ pub fn run(
                 }
                 // Wait for room in the queue *or* for shutdown, whichever
                 // comes first. (`job` is moved only if the send is chosen.)
+                // ANCHOR: select
                 select! {
                     send(jobs, job) -> sent => {
                         if sent.is_err() {
@@ -136,6 +137,7 @@ pub fn run(
                         held = Some(job);
                     }
                 }
+                // ANCHOR_END: select
                 if let Some(since) = full_since.filter(|_| !jobs.is_full()) {
                     info!("pool: queue has room again after {:?}", since.elapsed());
                     full_since = None;
@@ -183,6 +185,7 @@ pub fn run(
     })
 }
 
+// ANCHOR: worker
 /// One worker: serve queued connections until the queue is drained and
 /// disconnected. Returns what it did, for the fairness report.
 fn worker(
@@ -215,6 +218,7 @@ fn worker(
     }
     report
 }
+// ANCHOR_END: worker
 
 fn no_workers() -> io::Error {
     // Workers only end when the queue disconnects, and catch panics; if this

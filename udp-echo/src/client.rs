@@ -260,6 +260,7 @@ impl fmt::Display for Report {
     }
 }
 
+// ANCHOR: connect
 /// A UDP socket connected to `server`: bound to an ephemeral port of the
 /// same family (`0.0.0.0:0` or `[::]:0`), then `connect()`ed, which sends
 /// nothing (see the module docs for what it does instead).
@@ -272,6 +273,7 @@ pub fn connect(server: SocketAddr) -> io::Result<UdpSocket> {
     socket.connect(server)?;
     Ok(socket)
 }
+// ANCHOR_END: connect
 
 /// Where each datagram stands.
 #[derive(Debug)]

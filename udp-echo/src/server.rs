@@ -168,6 +168,7 @@ pub fn run(socket: UdpSocket, config: ServerConfig, shutdown: Shutdown) -> io::R
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut backoff = Backoff::new();
 
+    // ANCHOR: recv-loop
     while !shutdown.is_triggered() {
         match socket.recv_from(&mut buf) {
             Ok((n, peer)) => {
@@ -198,6 +199,7 @@ pub fn run(socket: UdpSocket, config: ServerConfig, shutdown: Shutdown) -> io::R
             }
         }
     }
+    // ANCHOR_END: recv-loop
     server.drain(&socket, &mut buf);
     // The one summary line, as every server of the workspace logs it. (UDP
     // has no connections, so its counters are datagrams, not `Stats`.)
@@ -250,6 +252,7 @@ impl Server {
             return;
         }
 
+        // ANCHOR: guard
         if self.config.guard.contains(peer.port()) {
             s.guarded += 1;
             // Warn once per peer, then quietly count: a flood of forged
@@ -267,6 +270,7 @@ impl Server {
             }
             return;
         }
+        // ANCHOR_END: guard
 
         // `send_to` on a UDP socket sends the whole datagram or nothing:
         // there are no short writes. It can still fail: EMSGSIZE cannot
