@@ -79,16 +79,11 @@ pub fn fresh_binary(name: &str) -> Result<PathBuf> {
         root.join("common/src"),
         root.join("common/Cargo.toml"),
     ];
-    let newest = sources.iter().filter_map(|p| newest_mtime(p)).max();
     let built = found
         .as_ref()
         .ok()
         .and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    let stale = match (built, newest) {
-        (Some(b), Some(n)) => b < n,
-        (None, _) => true,
-        (Some(_), None) => false,
-    };
+    let stale = is_stale(built, &sources);
     if stale {
         let release = std::env::current_exe()
             .map(|e| e.components().any(|c| c.as_os_str() == "release"))
@@ -121,6 +116,17 @@ pub fn fresh_binary(name: &str) -> Result<PathBuf> {
     }
     checked.push(name.to_string());
     find_binary(name)
+}
+
+/// Is a binary built at `built` (None: not built) older than the newest
+/// file among `sources` (files or directories, searched recursively)?
+fn is_stale(built: Option<std::time::SystemTime>, sources: &[PathBuf]) -> bool {
+    let newest = sources.iter().filter_map(|p| newest_mtime(p)).max();
+    match (built, newest) {
+        (Some(b), Some(n)) => b < n,
+        (None, _) => true,
+        (Some(_), None) => false,
+    }
 }
 
 /// The newest modification time of `path` or of any file below it.
@@ -372,6 +378,26 @@ mod tests {
         let s = ProcStats::read(std::process::id()).expect("own /proc entry");
         assert!(s.rss_bytes > 0 && s.peak_rss_bytes >= s.rss_bytes / 2);
         assert!(s.threads >= 1);
+    }
+
+    #[test]
+    fn a_binary_older_than_any_source_file_is_stale() {
+        use std::time::{Duration, SystemTime};
+        let dir = std::env::temp_dir().join(format!("loadgen-stale-{}", std::process::id()));
+        let sub = dir.join("src/deep");
+        std::fs::create_dir_all(&sub).unwrap();
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        let file = sub.join("lib.rs");
+        let f = std::fs::File::create(&file).unwrap();
+        f.set_modified(t0).unwrap();
+        let sources = [dir.join("src")];
+        assert!(!is_stale(Some(t0 + Duration::from_secs(1)), &sources));
+        assert!(is_stale(Some(t0 - Duration::from_secs(1)), &sources));
+        assert!(is_stale(None, &sources), "a missing binary is stale");
+        // A source edited after the build, two directories down.
+        f.set_modified(t0 + Duration::from_secs(10)).unwrap();
+        assert!(is_stale(Some(t0 + Duration::from_secs(1)), &sources));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -28,7 +28,9 @@ fn working_chapter_server() -> Option<&'static str> {
         let mut args: Vec<String> = vec!["server".into()];
         args.extend(model.iter().map(|s| s.to_string()));
         args.extend(["--addr", "127.0.0.1:0", "--framing", "raw"].map(String::from));
-        let Ok(path) = loadgen::child::find_binary(bin) else {
+        // Rebuilt first if older than its sources: `compare` (the child
+        // below) then finds the fresh one next to itself.
+        let Ok(path) = loadgen::child::fresh_binary(bin) else {
             continue;
         };
         if let Ok(server) = ServerProcess::start(&path, &args, true, Duration::from_secs(5)) {
