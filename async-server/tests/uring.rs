@@ -396,6 +396,62 @@ fn oversized_frame_closes_that_connection_only() {
 }
 
 #[test]
+fn overlong_line_closes_that_connection_only() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start(ServerConfig {
+        max_frame: 16,
+        ..config(Framing::Line)
+    });
+    let mut good = connect(server.addr);
+    let mut bad = connect(server.addr);
+    // 17 bytes and no newline: over the limit whatever comes next.
+    bad.write_all(&[b'z'; 17]).unwrap();
+    expect_closed(&mut bad);
+    good.write_all(b"exactly sixteen!\n").unwrap();
+    assert_eq!(read_exact(&mut good, 17), b"exactly sixteen!\n");
+    drop(good);
+    let report = server.stop();
+    assert_eq!(get(&report.stats.errors), 1);
+    assert_eq!(get(&report.stats.frames), 1);
+}
+
+/// A client that resets (SO_LINGER 0, then close) while echoes are owed to
+/// it: that connection ends on its error, the others carry on.
+#[test]
+fn a_reset_client_is_closed_alone() {
+    if skipped() {
+        return;
+    }
+    let server = Server::start(ServerConfig {
+        max_pending: 4096,
+        ..config(Framing::Line)
+    });
+    let mut other = connect(server.addr);
+    // Reset a client with echoes waiting for it.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut s: TcpStream = socket.try_clone().unwrap().into();
+    s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.write_all(&[b"r".repeat(1023), b"\n".to_vec()].concat().repeat(64))
+        .unwrap();
+    socket.set_linger(Some(Duration::ZERO)).unwrap();
+    drop((s, socket)); // close with SO_LINGER 0: RST
+    other.write_all(b"still fine\n").unwrap();
+    assert_eq!(read_exact(&mut other, 11), b"still fine\n");
+    drop(other);
+    let report = server.stop();
+    assert_eq!(
+        get(&report.stats.errors),
+        1,
+        "the reset is that connection's error"
+    );
+    assert_eq!(get(&report.stats.cut), 0);
+}
+
+#[test]
 fn idle_timeout_closes_a_silent_client() {
     if skipped() {
         return;
