@@ -52,6 +52,7 @@ impl Relay {
         udp::grow_receive_buffer(&socket);
         socket.set_nonblocking(true)?;
         let addr = socket.local_addr()?;
+        not_itself(addr, config.upstream)?;
         Self::spawn(addr, "impair-udp", move |stats, shutdown| async move {
             let socket = tokio::net::UdpSocket::from_std(socket)?;
             udp::run(socket, config, stats, shutdown).await
@@ -63,6 +64,7 @@ impl Relay {
         let listener = common::net::listen(listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        not_itself(addr, config.upstream)?;
         Self::spawn(addr, "impair-tcp", move |stats, shutdown| async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             tcp::run(listener, config, stats, shutdown).await
@@ -116,6 +118,19 @@ impl Relay {
             None => Ok(()),
         }
     }
+}
+
+/// A relay whose upstream is itself would relay to itself until it runs out
+/// of connections or flows (with port 0, the kernel can hand out the port
+/// the upstream was just given up on).
+fn not_itself(listen: SocketAddr, upstream: SocketAddr) -> io::Result<()> {
+    if listen == upstream {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--upstream {upstream} is the relay's own address"),
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for Relay {

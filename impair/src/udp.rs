@@ -107,11 +107,20 @@ impl UdpConfig {
     }
 }
 
-/// One datagram in a link's queue.
+/// One datagram in a link's queue (or held back by `--reorder`).
 struct Packet {
     data: Vec<u8>,
     arrival: Instant,
     fate: Fate,
+    /// For the `buffered` gauge: a packet leaves it when it is dropped,
+    /// whether sent, or thrown away with its flow's queue.
+    stats: Arc<Stats>,
+}
+
+impl Drop for Packet {
+    fn drop(&mut self) {
+        self.stats.sub_buffered(self.data.len());
+    }
 }
 
 /// One client address and what the relay keeps for it.
@@ -253,23 +262,26 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
 }
 
 /// Put a datagram in a link's queue, or count why not.
-fn enqueue(link: &mpsc::Sender<Packet>, data: &[u8], fate: Fate, d: &DirStats, stats: &Stats) {
+fn enqueue(link: &mpsc::Sender<Packet>, data: &[u8], fate: Fate, d: &DirStats, stats: &Arc<Stats>) {
     if fate.lost {
         d.lost.fetch_add(1, Relaxed);
         log::debug!("{} bytes lost (--loss)", data.len());
         return;
     }
+    stats.add_buffered(data.len());
     let packet = Packet {
         data: data.to_vec(),
         arrival: Instant::now(),
         fate,
+        stats: stats.clone(),
     };
-    let len = packet.data.len();
+    // Counted before the attempt, so the gauge never dips below zero; a
+    // refused packet leaves it again when it is dropped (Packet::drop).
     // try_send, not send().await: a full queue must drop the newcomer (tail
     // drop, what a router's full buffer does), never stall the receive loop
     // that serves every other flow.
     match link.try_send(packet) {
-        Ok(()) => stats.add_buffered(len),
+        Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {
             d.tail_dropped.fetch_add(1, Relaxed);
         }
@@ -412,7 +424,6 @@ async fn link(
             d.delayed.fetch_add(1, Relaxed);
         }
         tokio::time::sleep_until(send_at).await;
-        stats.sub_buffered(p.data.len());
         if p.fate.reordered && held.is_none() {
             held = Some(p);
             continue;

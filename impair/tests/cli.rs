@@ -109,6 +109,7 @@ fn bad_flags_get_one_line_errors_and_exit_2() {
 fn announces_relays_and_prints_a_summary_on_sigterm() {
     let echo = udp_echo();
     let mut child = impair()
+        .env("RUST_LOG", "debug")
         .args(["udp", "--listen", "127.0.0.1:0", "--upstream"])
         .arg(echo.to_string())
         .args(["--dup", "100%", "--seed", "3"])
@@ -133,9 +134,22 @@ fn announces_relays_and_prints_a_summary_on_sigterm() {
     c.connect(addr).unwrap();
     c.send(b"ping").unwrap();
     let mut buf = [0u8; 16];
-    for _ in 0..4 {
-        let n = c.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"ping");
+    for i in 0..4 {
+        match c.recv(&mut buf) {
+            Ok(n) => assert_eq!(&buf[..n], b"ping"),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let mut err = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("reply {i} of 4: {e}; the relay logged:\n{err}");
+            }
+        }
     }
 
     // SAFETY: kill(2) on our own child, not yet waited for.

@@ -202,8 +202,11 @@ fn memory_stays_bounded_when_the_upstream_stops_reading() {
 
 #[test]
 fn an_upstream_nobody_listens_on_resets_the_client() {
-    let (l, dead) = tcp_listener();
-    drop(l);
+    // A bound socket that never listens: connecting to it is refused, and
+    // while it lives nobody else (the relay itself!) can get its port.
+    let hole = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    hole.bind(&localhost().into()).unwrap();
+    let dead = hole.local_addr().unwrap().as_socket().unwrap();
     let relay = Relay::tcp(localhost(), TcpConfig::new(dead)).unwrap();
     let mut c = connect(relay.addr);
     let (got, end) = read_until_error(&mut c);

@@ -142,3 +142,12 @@ pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     common::rng::SplitMix64::new(seed).fill(&mut v);
     v
 }
+
+/// Wait (bounded) until `cond` holds; for a gauge going back to zero.
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: never happened");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
