@@ -279,6 +279,12 @@ fn never_reading_client_cannot_hold_shutdown_past_grace() {
             let mut good = Vec::new();
             for c in 0..3 {
                 let mut s = connect(proc.addr);
+                // One echo first: the server has accepted this client (a
+                // connection still in the backlog is reset at shutdown).
+                let first = wire(framing, &[b"hello"]);
+                s.write_all(&first).unwrap();
+                let mut got = vec![0; first.len()];
+                s.read_exact(&mut got).unwrap();
                 let owed: Vec<Vec<u8>> = (0..4).map(|i| payload(c, i)).collect();
                 let refs: Vec<&[u8]> = owed.iter().map(Vec::as_slice).collect();
                 let owed = wire(framing, &refs);

@@ -139,15 +139,21 @@ pub fn wait_until_acked(s: &TcpStream) {
     }
 }
 
+/// About 64 KiB of valid frames in `framing`; [`write_until_blocked`]
+/// sends it over and over. Its frames are 40 bytes on the wire or less.
+pub fn stream_chunk(framing: Framing) -> Vec<u8> {
+    let one = payload(1, 2);
+    let frames: Vec<&[u8]> = vec![&one; 64 * 1024 / (one.len() + 4)];
+    wire(framing, &frames)
+}
+
 /// Write valid frames of `framing` (64 KiB a write) until a write makes no
 /// progress for 200 ms, i.e. every buffer on the way to a server that
 /// stopped reading us is full, or `cap` bytes went out. Returns the bytes
 /// written. A bounded wait for an event (the write blocks), not a guess.
 pub fn write_until_blocked(s: &mut TcpStream, framing: Framing, cap: usize) -> usize {
     use std::io::Write;
-    let one = payload(1, 2);
-    let frames: Vec<&[u8]> = vec![&one; 64 * 1024 / (one.len() + 4)];
-    let chunk = wire(framing, &frames);
+    let chunk = stream_chunk(framing);
     s.set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     // The stream is `chunk` repeated; a short write resumes at `off`.
