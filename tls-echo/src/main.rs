@@ -300,13 +300,42 @@ fn run_sniff(cmd: SniffCmd) -> anyhow::Result<()> {
     log::info!("relaying to {}; every byte is printed on stdout", cmd.to);
     let shutdown = Shutdown::new();
     shutdown.install_signal_handler()?;
-    let out: sniff::Output = Arc::new(Mutex::new(io::stdout()));
+    let out: sniff::Output = Arc::new(Mutex::new(StdoutOrStop(shutdown.clone())));
     let config = sniff::Config {
         upstream: cmd.to.to_string(),
         dump_bytes: cmd.dump_bytes,
     };
     sniff::run(listener, config, out, shutdown)?;
     Ok(())
+}
+
+/// The relay's stdout. Its only output is the dump, so once stdout is
+/// closed (`sniff | head -40`) there is nothing left to do: a write that
+/// fails with `BrokenPipe` stops the relay as Ctrl-C would, and the
+/// program ends quietly with status 0.
+struct StdoutOrStop(Shutdown);
+
+impl StdoutOrStop {
+    fn check<T>(&self, r: io::Result<T>) -> io::Result<T> {
+        if let Err(e) = &r
+            && e.kind() == io::ErrorKind::BrokenPipe
+        {
+            self.0.trigger();
+        }
+        r
+    }
+}
+
+impl Write for StdoutOrStop {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let r = io::stdout().write(buf);
+        self.check(r)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let r = io::stdout().flush();
+        self.check(r)
+    }
 }
 
 fn run_certs(dir: &Path) -> anyhow::Result<()> {

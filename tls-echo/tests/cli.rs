@@ -403,3 +403,50 @@ fn client_against_a_silent_plaintext_server_says_so_after_the_handshake_timeout(
         "no answer within 300ms (is this a TLS server? a plaintext server never answers a ClientHello)",
     );
 }
+
+/// The relay's only output is its dump: once stdout is closed (`sniff |
+/// head`), the next dump ends it quietly, status 0.
+#[test]
+fn sniff_ends_quietly_when_its_stdout_is_closed() {
+    let upstream = plain_echo(1);
+    let mut child = Command::new(BIN)
+        .args(["sniff", "--listen", "127.0.0.1:0", "--to"])
+        .arg(upstream.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first); // the reader, and the pipe, close here
+    });
+    let first = rx.recv_timeout(TIMEOUT).expect("no announce line");
+    let relay = common::net::parse_announce(&first).expect("announce line");
+    // Something to dump, into the closed pipe.
+    let mut c = std::net::TcpStream::connect(relay).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    use std::io::{Read, Write};
+    c.write_all(b"into the void\n").unwrap();
+    let mut back = [0u8; 14];
+    // The relay may stop before or after forwarding the echo; either way
+    // this read ends (bytes, EOF or reset) within the timeout.
+    let _ = c.read(&mut back);
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(TIMEOUT) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("sniff kept running with its stdout closed");
+    };
+    let out = out.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
