@@ -360,11 +360,16 @@ fn client_ends_quietly_when_its_stdout_is_closed() {
     });
     let first = rx.recv_timeout(TIMEOUT).expect("no first line");
     assert!(first.starts_with("connected to "), "{first:?}");
+    let pid = child.id().to_string();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    let out = rx.recv_timeout(TIMEOUT).expect("client hung").unwrap();
+    let Ok(out) = rx.recv_timeout(TIMEOUT) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("the client kept running with its stdout closed");
+    };
+    let out = out.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
