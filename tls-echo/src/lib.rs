@@ -20,7 +20,7 @@
 //! | module     | what it shows                                                     |
 //! |------------|-------------------------------------------------------------------|
 //! | [`pki`]    | a CA and certificates made at start-up (rcgen); PEM files; rustls configs |
-//! | [`server`] | tokio + tokio-rustls: handshake per task with a deadline, then the shared echo |
+//! | [`server`] | tokio + tokio-rustls: handshake per task with a deadline, then the shared echo and the workspace's server contract (backpressure, stall and idle timeouts, a shutdown that empties rustls and the kernel within `--grace`) |
 //! | [`client`] | verifying the server, the negotiated parameters, one-line errors  |
 //! | [`sniff`]  | a relay that prints what an eavesdropper sees: plaintext vs records |
 //! | [`demo`]   | the default command: all of the above in one process              |

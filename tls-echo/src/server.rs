@@ -492,8 +492,10 @@ struct Conn<'a> {
     decoder: Decoder,
     /// Plaintext received, not yet cut into frames.
     rbuf: BytesMut,
-    /// Echoes encoded, not yet taken by rustls (which holds at most its own
-    /// buffer limit, 64 KiB, more: its `set_buffer_limit`).
+    /// Echoes encoded, not yet taken by rustls. Kept under
+    /// `--max-pending`, give or take one frame; rustls buffers at most
+    /// 64 KiB more (its default `set_buffer_limit`) before its `write`
+    /// waits for the kernel.
     out: BytesMut,
     /// The peer closed its sending side (`close_notify`, or a bare FIN).
     eof: bool,
