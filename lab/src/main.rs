@@ -246,14 +246,15 @@ pub fn grade(
     paths: &Paths,
     ex: &Exercise,
     workspace: &Path,
+    target: &Path,
     live: bool,
     whole: bool,
 ) -> (bool, String) {
-    let bin = paths.target.join("debug").join(ex.bin_name());
+    let bin = target.join("debug").join(ex.bin_name());
     let mut run = Run::new(bin, paths.root.clone(), live);
     run.emit(&format!("Checking exercise {}: {}\n", ex.num, ex.title));
     run.step(format!("build {}", ex.package));
-    let result = match harness::build(workspace, &paths.target, ex.package, whole) {
+    let result = match harness::build(workspace, target, ex.package, whole) {
         Err(first) => Err(fail(
             "your code to compile",
             first,
@@ -269,7 +270,7 @@ pub fn grade(
 }
 
 fn check(paths: &Paths, ex: &Exercise) -> bool {
-    let (ok, _) = grade(paths, ex, &paths.exercises, true, false);
+    let (ok, _) = grade(paths, ex, &paths.exercises, &paths.target, true, false);
     let mut d = done(paths);
     if ok {
         println!("Exercise {} passes.", ex.num);

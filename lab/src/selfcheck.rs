@@ -1,5 +1,5 @@
 //! `lab self-check`: prove every grader honest. For each exercise, in a
-//! temporary copy of the exercises workspace (`target/lab/selfcheck`), put
+//! temporary copy of the exercises workspace (`target/lab-selfcheck/ws`), put
 //! in turn the pristine starter, each typical wrong solution and the
 //! reference solution in place of the student's file, build, grade:
 //!
@@ -8,7 +8,11 @@
 //!   declares (`Wrong::must_say`), so the grader names that mistake;
 //! - the reference must PASS.
 //!
-//! All builds share target/lab, and every dependency is built once up front.
+//! All its builds share one target directory, target/lab-selfcheck, and
+//! every dependency is built once, up front. It is not target/lab, the
+//! students' one: cargo identifies a workspace member by its path inside the
+//! workspace, so the copy's `01-tcp-echo` and the real one would share one
+//! fingerprint, and a later `lab check 1` could run the self-check's binary.
 
 use std::path::Path;
 use std::time::Instant;
@@ -62,7 +66,8 @@ fn failed_step(out: &str) -> String {
 
 pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
     let start = Instant::now();
-    let ws = paths.target.join("selfcheck");
+    let target = paths.root.join("target").join("lab-selfcheck");
+    let ws = target.join("ws");
     let _ = std::fs::remove_dir_all(&ws);
     copy_dir(&paths.exercises, &ws).context("copying lab/exercises")?;
 
@@ -89,7 +94,7 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
         .arg(ws.join("Cargo.toml"))
         .args(["--workspace", "--bins"])
         .arg("--target-dir")
-        .arg(&paths.target)
+        .arg(&target)
         .status()
         .context("running cargo")?;
     if !status.success() {
@@ -118,7 +123,7 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
             let verdict = match std::fs::copy(sol.join(&file), &target_file) {
                 Err(e) => Err(format!("cannot copy lab/solutions/{}/{file}: {e}", ex.dir)),
                 Ok(_) => {
-                    let (ok, out) = crate::grade(paths, ex, &ws, false, true);
+                    let (ok, out) = crate::grade(paths, ex, &ws, &target, false, true);
                     let compiled = !out.contains("your code to compile");
                     match (should_pass, ok, must_say) {
                         (true, true, _) => Ok("passes".to_string()),
