@@ -337,7 +337,7 @@ impl Conn {
             tokio::select! {
                 biased;
                 () = &mut stop => break,
-                written = self.write_all(ctx) => written?,
+                written = self.write_queued(ctx) => written?,
             }
             // An unfinished frame at the client's FIN ends the connection,
             // after the echoes of the frames before it went out.
@@ -386,7 +386,7 @@ impl Conn {
     /// buffer was nearly full), and the stall timer restarts only then: a
     /// client that stops reading fills our send buffer, and after
     /// `--stall-timeout` without one byte taken it is closed.
-    async fn write_all(&mut self, ctx: &Ctx) -> Flow<()> {
+    async fn write_queued(&mut self, ctx: &Ctx) -> Flow<()> {
         let stall = ctx.config.common.stall_timeout;
         while self.framed.queued() > 0 {
             match timeout(stall, self.framed.write_some()).await {
@@ -413,7 +413,7 @@ impl Conn {
             // Frames already in our buffer, written as we go so the queue
             // stays under --max-pending however much the client sent.
             let batch = self.echo_batch(None, ctx).await;
-            self.write_all(ctx).await?;
+            self.write_queued(ctx).await?;
             if batch? {
                 continue; // stopped at --max-pending: more frames buffered
             }
