@@ -38,7 +38,7 @@
 //! echoes still in flight; at the deadline, cut.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown as Direction, TcpStream};
+use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ type Step<T = ()> = Result<T, End>;
 #[derive(Debug)]
 pub struct EchoConn<'a> {
     stream: &'a TcpStream,
+    /// Who is at the other end, for the per-frame `debug` lines.
+    peer: Option<SocketAddr>,
     /// Reads only: `&TcpStream` is `Read`, and the stream stays usable for
     /// options and writes.
     framed: FramedStream<&'a TcpStream>,
@@ -99,6 +101,7 @@ impl<'a> EchoConn<'a> {
         stream.set_nodelay(true)?;
         Ok(EchoConn {
             stream,
+            peer: stream.peer_addr().ok(),
             framed: FramedStream::new(stream, config.framing, config.max_frame),
             out: BytesMut::new(),
             owed: Tally::default(),
@@ -194,7 +197,9 @@ impl<'a> EchoConn<'a> {
             // On this thread: a blocking server has nothing else to do.
             crate::work::work(frame, self.config.work);
         }
-        log::trace!("queue an echo of {} bytes", frame.len());
+        if let Some(peer) = self.peer {
+            log::debug!("{peer}: echo {} bytes", frame.len());
+        }
         encode(self.config.framing, frame, &mut self.out).map_err(End::from)?;
         self.owed.frames += 1;
         self.owed.bytes += frame.len() as u64;
