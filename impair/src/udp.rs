@@ -222,8 +222,10 @@ pub async fn run(
                 up.bytes_in.fetch_add(n as u64, Relaxed);
                 if !flows.contains_key(&peer) {
                     if flows.len() >= config.max_flows {
-                        stats.refused.fetch_add(1, Relaxed);
-                        log::warn!("{peer}: dropped, already {} flows (--max-flows)", flows.len());
+                        let n = stats.refused.fetch_add(1, Relaxed) + 1;
+                        if quiet_log(n) {
+                            log::warn!("{peer}: dropped, already {} flows (--max-flows; {n} refused so far)", flows.len());
+                        }
                         continue;
                     }
                     match open_flow(peer, &socket, &config, &stats, epoch).await {
@@ -232,8 +234,10 @@ pub async fn run(
                             flows.insert(peer, flow);
                         }
                         Err(e) => {
-                            stats.refused.fetch_add(1, Relaxed);
-                            log::warn!("{peer}: cannot open a socket to {}: {e}", config.upstream);
+                            let n = stats.refused.fetch_add(1, Relaxed) + 1;
+                            if quiet_log(n) {
+                                log::warn!("{peer}: cannot open a socket to {} ({n} refused so far): {e}", config.upstream);
+                            }
                             continue;
                         }
                     }
@@ -250,6 +254,12 @@ pub async fn run(
     drop(flows);
     log::info!("impair udp stopped: {}", stats.udp());
     Ok(())
+}
+
+/// Log the 1st, 2nd, 4th, 8th... refusal: a flood of datagrams from new
+/// addresses must not become a flood of log lines.
+fn quiet_log(n: u64) -> bool {
+    n.is_power_of_two()
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {
