@@ -245,3 +245,20 @@ fn a_connection_that_ends_mid_stall_gives_its_buffered_bytes_back() {
     assert_eq!(s.buffered.load(Relaxed), 0);
     relay.stop().unwrap();
 }
+
+#[test]
+fn relays_over_ipv6_loopback() {
+    let Ok(l) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no ::1 in this sandbox; skipping the IPv6 test");
+        return;
+    };
+    let up_addr = l.local_addr().unwrap();
+    let relay = Relay::tcp("[::1]:0".parse().unwrap(), TcpConfig::new(up_addr)).unwrap();
+    assert!(relay.addr.is_ipv6());
+    let mut c = connect(relay.addr);
+    let mut server = accept(&l);
+    c.write_all(b"over v6").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut server), b"over v6");
+    relay.stop().unwrap();
+}
