@@ -243,8 +243,14 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Resolves at the shutdown deadline (never, while nobody asked to stop).
+    async fn cut(&self) {
+        self.shutdown.triggered().await;
+        sleep_until(deadline(self)).await;
+    }
+
     /// `--work N` on one frame; the echo is the frame itself.
-    async fn work(&self, frame: Bytes) -> io::Result<Bytes> {
+    async fn work(&self, frame: Bytes) -> Flow<Bytes> {
         let rounds = self.config.common.work;
         if rounds == 0 {
             return Ok(frame);
@@ -264,9 +270,12 @@ impl Ctx {
                     let _ = tx.send(frame);
                 });
                 // Await point: this task sleeps while a rayon thread works;
-                // its runtime thread serves other connections meanwhile.
-                rx.await
-                    .map_err(|_| io::Error::other("the rayon job was dropped"))
+                // its runtime thread serves other connections meanwhile. A
+                // long job cannot carry the connection past the deadline.
+                tokio::select! {
+                    done = rx => Ok(done.map_err(|_| io::Error::other("the rayon job was dropped"))?),
+                    () = self.cut() => Err(End::Cut),
+                }
             }
         }
     }
