@@ -324,3 +324,98 @@ fn shutdown_echoes_pipelined_frames_then_close_notify_in_every_framing() -> io::
     }
     Ok(())
 }
+
+/// Out of file descriptors (`ulimit -n 32`, so `accept()` fails with
+/// EMFILE while connections wait in the backlog): the server backs off
+/// (the shared policy's warn line), keeps serving the client it has,
+/// recovers when descriptors are freed, and still stops on SIGTERM.
+#[test]
+fn out_of_file_descriptors_backs_off_keeps_serving_and_recovers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let ca = TempFile::new("ca.pem");
+    // `ulimit -n` sets the soft and the hard limit, so the server's own
+    // raise_fd_limit cannot lift it.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 32 && exec "$0" server --addr 127.0.0.1:0 --ca-out "$1""#)
+        .arg(BIN)
+        .arg(ca.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let kill = || {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    };
+    let (out_tx, out_rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let (err_tx, err_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    let wait_for = |rx: &mpsc::Receiver<String>, what: &str| -> String {
+        let until = Instant::now() + TIMEOUT;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(_) => {
+                    kill();
+                    panic!("no line with `{what}` within {TIMEOUT:?}");
+                }
+            }
+        }
+    };
+    let announce = wait_for(&out_rx, "listening on");
+    let addr = common::net::parse_announce(&announce).unwrap();
+    let roots = load_roots(ca.path()).unwrap();
+    let config = Arc::new(client_config(roots, None, TlsVersions::Any).unwrap());
+    let mut served = tls_connect(addr, "localhost", config.clone()).unwrap();
+    round_trip(&mut served, b"before\n").unwrap();
+
+    // Silent TCP clients: the kernel completes their handshakes into the
+    // backlog; the server accepts them until it has no descriptor left.
+    let silent: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let line = wait_for(&err_rx, "pausing accepts");
+    assert!(line.contains("out of file descriptors"), "{line}");
+    round_trip(&mut served, b"during\n").unwrap();
+
+    // Free the descriptors: the server accepts again.
+    drop(silent);
+    let mut fresh = tls_connect(addr, "localhost", config).unwrap();
+    round_trip(&mut fresh, b"after\n").unwrap();
+    drop((served, fresh));
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let Ok(status) = rx.recv_timeout(TIMEOUT) else {
+        kill();
+        panic!("no exit within {TIMEOUT:?} of SIGTERM");
+    };
+    assert_eq!(status.unwrap().code(), Some(0));
+    wait_for(&err_rx, "tls-echo stopped: ");
+}
