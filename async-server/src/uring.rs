@@ -94,8 +94,10 @@
 //! `user_data` is the key back to our state: slot index (32 bits), the slot's
 //! generation (24 bits) and the operation kind (8 bits). A slot is reused only
 //! after every operation of its previous connection completed, and its
-//! generation is bumped then, so a stray completion (say, of a cancel that
-//! raced) for a reused slot is recognised and ignored.
+//! generation is bumped then, so a stray completion for a reused slot is
+//! recognised and ignored, and a cancel aimed at the old connection's
+//! operation (it names its target by `user_data`) can never hit the new
+//! one's.
 //!
 //! **Submission queue full**: [`RingOptions::sq_entries`] SQEs fit in the
 //! ring. When a push finds it full we `io_uring_enter` at once to hand the
