@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_size, ports};
+use common::cli::{
+    HostPort, ServerArgs, parse_duration, parse_host_port, parse_max_frame, parse_size, ports,
+};
 use common::{Framing, Shutdown, Stats};
 use threaded_server::client::{EchoClient, LoadSpec};
 use threaded_server::conn::PanicAt;
@@ -55,11 +57,12 @@ struct ServerCmd {
 
     /// Pool: number of worker threads (each serves one connection at a time).
     #[arg(long, value_name = "N", default_value_t = threaded_server::DEFAULT_WORKERS,
-          value_parser = parse_positive)]
+          value_parser = parse_workers)]
     workers: usize,
 
     /// Pool: accepted connections that may wait for a free worker.
-    #[arg(long, value_name = "N", default_value_t = threaded_server::DEFAULT_QUEUE)]
+    #[arg(long, value_name = "N", default_value_t = threaded_server::DEFAULT_QUEUE,
+          value_parser = parse_queue)]
     queue: usize,
 
     /// Pool: when every worker is busy and the queue is full, `wait`
@@ -70,7 +73,7 @@ struct ServerCmd {
 
     /// Stack reserved for each serving thread (K, KiB, M, MiB). Rust's own
     /// default is 2MiB.
-    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = parse_stack_size)]
     stack_size: usize,
 
     /// TESTING ONLY: panic the thread serving the N-th connection as it
@@ -90,7 +93,7 @@ struct ClientCmd {
     framing: Framing,
 
     /// Load mode: this many concurrent connections (one thread each).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_connections)]
     connections: Option<usize>,
 
     /// Load mode: round trips per connection, each echo verified.
@@ -98,7 +101,7 @@ struct ClientCmd {
     echoes: usize,
 
     /// Load mode: payload bytes per frame.
-    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_max_frame)]
     size: usize,
 
     /// Bound on connect and on every read.
@@ -109,12 +112,37 @@ struct ClientCmd {
     message: Vec<String>,
 }
 
-/// `--workers 0` would be a pool that never serves anyone.
-fn parse_positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
+/// A whole number in `lo..=hi`, with clap's kind of message.
+fn count_in(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("must be between {lo} and {hi}")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// `--workers`: 0 would be a pool that never serves anyone; the top keeps a
+/// typo from asking the kernel for a billion threads.
+fn parse_workers(s: &str) -> Result<usize, String> {
+    count_in(s, 1, 100_000)
+}
+
+/// `--queue`: crossbeam allocates a bounded queue's slots up front, so an
+/// absurd length must be refused here, not fail an allocation at start-up.
+fn parse_queue(s: &str) -> Result<usize, String> {
+    count_in(s, 0, 1_000_000)
+}
+
+/// `--connections` (load mode): one thread each.
+fn parse_connections(s: &str) -> Result<usize, String> {
+    count_in(s, 1, 100_000)
+}
+
+/// `--stack-size`: 16 KiB (below that a thread cannot even log) to 1 GiB.
+fn parse_stack_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        n if (16 << 10..=1 << 30).contains(&n) => Ok(n),
+        _ => Err("must be between 16KiB and 1GiB".to_owned()),
     }
 }
 

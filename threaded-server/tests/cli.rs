@@ -121,6 +121,9 @@ fn each_bad_value_exits_2_with_one_line_naming_the_flag() {
         ("--grace", "0"),
         ("--idle-timeout", "-1s"),
         ("--workers", "0"),
+        // Chapter flags: refused before a queue or a thread is allocated.
+        ("--queue", "99999999999"),
+        ("--stack-size", "1"),
     ];
     let both = [("--addr", "127.0.0.1"), ("--addr", "[::1:7000")];
     let cases = server_only

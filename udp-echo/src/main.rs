@@ -92,7 +92,7 @@ struct ClientCmd {
 
     /// Size of each generated datagram in bytes, our 6-byte header included
     /// (65507 is the IPv4 maximum; try 65508).
-    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_datagram_size)]
     size: usize,
 
     /// Messages to send, one datagram each. With none (and no --count), each
@@ -104,6 +104,16 @@ fn parse_percent(s: &str) -> Result<f64, String> {
     match s.trim().trim_end_matches('%').parse::<f64>() {
         Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
         _ => Err(format!("`{s}` is not a percentage from 0 to 100")),
+    }
+}
+
+/// `--size`: no UDP datagram is larger than 65,535 bytes (its length field
+/// has 16 bits), so a bigger one is refused here rather than allocated.
+/// 65,508 to 65,535 stay allowed, to watch the kernel refuse them.
+fn parse_datagram_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        n if n <= 65_535 => Ok(n),
+        _ => Err("must be at most 65535 (a UDP datagram's 16-bit length)".to_owned()),
     }
 }
 

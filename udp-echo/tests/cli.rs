@@ -262,14 +262,16 @@ fn each_bad_address_exits_2_with_one_line_naming_the_flag() {
             ("--addr", "127.0.0.1"),
             ("--addr", "[::1:7000"),
             ("--timeout", "-1s"),
+            // Refused before anything is allocated for it.
+            ("--size", "1G"),
         ] {
-            if sub == "server" && flag == "--timeout" {
+            if sub == "server" && (flag == "--timeout" || flag == "--size") {
                 continue;
             }
             let mut cmd = bin();
             // `--flag=value`, so that `-1s` is read as a value, not a flag.
             cmd.args([sub, &format!("{flag}={value}")]);
-            if sub == "client" {
+            if sub == "client" && flag != "--size" {
                 cmd.arg("hello");
             }
             let o = run_with_timeout(cmd, b"", LIMIT);
