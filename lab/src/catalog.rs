@@ -393,6 +393,35 @@ In finish, with `let deadline = Instant::now() + grace;`:
             },
         ],
     },
+    Exercise {
+        num: 13,
+        dir: "13-rayon-offload",
+        package: "ex13-rayon-offload",
+        file: "src/main.rs",
+        title: "CPU work off the event loop: rayon::spawn and a oneshot, never a blocking wait",
+        chapter: "async-server",
+        driver: false,
+        grade: graders::asyncs::ex13_rayon_offload,
+        hint: "\
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || { let _ = tx.send(cpu_work(ms)); });
+    rx.await.unwrap_or(0)
+The work runs on a rayon thread; `rx.await` gives the loop's thread back
+until the answer is in. `tokio::spawn` would run it on the same single
+thread, and `std::sync::mpsc::Receiver::recv` would block that thread.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-tokio-spawn-on-the-loop.rs",
+                mistake: "tokio::spawn: on a current_thread runtime the work still runs on the loop's thread",
+                must_say: "loop's only thread",
+            },
+            Wrong {
+                file: "wrong-blocking-recv.rs",
+                mistake: "rayon computes, but the task waits with a blocking std recv(), holding the loop",
+                must_say: "blocking recv()",
+            },
+        ],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::harness::{
     Check, End, Run, Server, connect, expect_bytes, expect_echo, expect_eof, fail, pattern,
-    read_upto,
+    read_upto, send,
 };
 
 const IDLE_MS: u64 = 600;
@@ -182,5 +182,59 @@ pub fn ex10_mio_writable(run: &mut Run) -> Check {
         Duration::from_secs(3),
         "on Ok(0), set read_closed; the loop closes once out is empty",
     )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- exercise 13
+
+pub fn ex13_rayon_offload(run: &mut Run) -> Check {
+    let server = Server::start(run, &[])?;
+
+    run.step("client A is echoed");
+    let mut a = connect(server.addr)?;
+    expect_echo(&mut a, b"hello\n", "lines other than `work MS` are echoed")?;
+
+    run.step("A asks for 2 s of CPU work (\"work 2000\") and is told \"started\"");
+    send(&mut a, b"work 2000\n")?;
+    expect_bytes(
+        &mut a,
+        b"started\n",
+        "answer `started` before the work begins, as the starter does",
+    )?;
+
+    run.step(
+        "while A's work runs, client B says \"ping\": B must be echoed before A's work is done",
+    );
+    let mut b = connect(server.addr)?;
+    send(&mut b, b"ping\n")?;
+    let (got, _) = read_upto(&mut b, 5, Duration::from_secs(6));
+    // Whatever reached A by now: "done ..." means B waited for A's work.
+    let _ = a.set_nonblocking(true);
+    let mut early = [0u8; 256];
+    let a_done = matches!(std::io::Read::read(&mut a, &mut early), Ok(n) if n > 0);
+    let _ = a.set_nonblocking(false);
+    if got != b"ping\n" || a_done {
+        return Err(fail(
+            "\"ping\\n\" back at once, while A's 2 s of work are still running",
+            if got == b"ping\n" {
+                "\"ping\\n\", but only after A's work was done".to_string()
+            } else {
+                crate::harness::describe(&got)
+            },
+            "B had to wait for A's work: it ran on, or blocked, the loop's only thread. Hand it to \
+             rayon::spawn and await a tokio::sync::oneshot: tokio::spawn is not enough on one thread, \
+             and a blocking recv() holds the thread just the same",
+        ));
+    }
+
+    run.step("A's result arrives: \"done X\"");
+    let (got, _) = read_upto(&mut a, 6, Duration::from_secs(10));
+    if !got.starts_with(b"done ") {
+        return Err(fail(
+            "a line starting \"done \"",
+            crate::harness::describe(&got),
+            "send the worker's result back through the oneshot and write it",
+        ));
+    }
     Ok(())
 }
