@@ -58,10 +58,19 @@ struct ClientArgs {
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
     max_frame: usize,
     /// Bound on connecting and on waiting for each echo.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     timeout: Duration,
     /// Messages to send; without any, each line of stdin is one message.
     messages: Vec<String>,
+}
+
+/// `--timeout`: 1 ms to an hour. Zero would mean "no timeout" to a socket
+/// option, and `connect_timeout` refuses it.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if (Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
+        _ => Err("must be between 1ms and 1h".to_owned()),
+    }
 }
 
 fn main() -> ExitCode {

@@ -105,7 +105,7 @@ struct ClientCmd {
     size: usize,
 
     /// Bound on connect and on every read.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     timeout: Duration,
 
     /// Messages to send, one frame each; without any, each stdin line is one.
@@ -143,6 +143,15 @@ fn parse_stack_size(s: &str) -> Result<usize, String> {
     match parse_size(s)? {
         n if (16 << 10..=1 << 30).contains(&n) => Ok(n),
         _ => Err("must be between 16KiB and 1GiB".to_owned()),
+    }
+}
+
+/// `--timeout`: 1 ms to an hour. Zero would mean "no timeout" to a socket
+/// option, and `connect_timeout` refuses it.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if (Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
+        _ => Err("must be between 1ms and 1h".to_owned()),
     }
 }
 
