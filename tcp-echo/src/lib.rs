@@ -2,8 +2,9 @@
 //! iterative, the way the first socket program in every course is written.
 //!
 //! - [`server`]: `socket` / `bind` / `listen` / `accept` / `recv` / `send` /
-//!   `close`, one client at a time, with the shared framing, an idle
-//!   timeout, half-close and a graceful Ctrl-C.
+//!   `close`, one client at a time, keeping the contract every server
+//!   keeps (limits, idle and stall timeouts, half-close, a Ctrl-C bounded by
+//!   `--grace`); what happens on the connection is `common::blocking`.
 //! - [`client`]: `connect`, one frame per message, round-trip times.
 //!
 //! The binary (`src/main.rs`) wires them to the command line; `cargo run -p
