@@ -320,18 +320,26 @@ impl Conn {
         tokio::pin!(stop);
         let mut idle = IdleTimer::new(ctx.config.common.idle_timeout);
         loop {
+            // One atomic load: a client whose bytes are always ready (the
+            // select below then never gets to the `stop` branch) still
+            // notices shutdown.
+            if ctx.shutdown.is_triggered() {
+                break;
+            }
             // Await point 1, where a connection spends its life: the next
             // frame, the idle timer or shutdown, whichever comes first.
             // `read_frame` is cancel-safe: if another branch wins, bytes it
-            // already read stay in the buffer for the next call.
+            // already read stay in the buffer for the next call. (`biased`
+            // polls in this order; `stop` last, because polling it takes
+            // the shutdown signal's lock and a ready frame needs no check.)
             let frame = tokio::select! {
                 biased;
-                () = &mut stop => break,
+                frame = self.framed.read_frame() => frame?,
                 () = idle.sleep.as_mut(), if idle.on() => {
                     idle.fired(self.framed.bytes_read())?;
                     continue;
                 }
-                frame = self.framed.read_frame() => frame?,
+                () = &mut stop => break,
             };
             // `None`: the client sent FIN between frames (read returned 0).
             // Every echo owed was already written, so send ours and go.
@@ -345,8 +353,8 @@ impl Conn {
             // reads nothing: that is the backpressure.
             tokio::select! {
                 biased;
-                () = &mut stop => break,
                 written = self.write_queued(ctx) => written?,
+                () = &mut stop => break,
             }
             // An unfinished frame at the client's FIN ends the connection,
             // after the echoes of the frames before it went out.
