@@ -18,6 +18,11 @@
 //!
 //! Both servers are library functions that take an already-bound listener,
 //! a [`Config`] and a [`Shutdown`], so tests start them on port 0 in-process.
+//! Both keep the contract every server of the workspace keeps (limits,
+//! idle and stall timeouts, accept back-off, shutdown within `--grace`):
+//! its numbers are [`Config::common`], its closing lines and counters
+//! `common::conn`. A model is one file, one [`Model`] variant and one arm
+//! of [`run`]; flags of its own go in [`Config`] beside `common`.
 
 use std::io;
 use std::sync::Arc;
