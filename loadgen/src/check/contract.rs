@@ -220,17 +220,34 @@ struct Stream {
     differs_at: Option<usize>,
 }
 
-/// Write `plan` over and over until `stop`; count what was written in
-/// `written` after every write() so the case can read it at any moment.
+/// Most bytes a `shutdown-in-flight` client has written and not yet had
+/// echoed. More than the kernel buffers between us hold (the server's send
+/// buffer, up to 4 MiB, and our receive buffer), so at SIGTERM some of it
+/// waits in the server's receive queue or its own buffers, where only a
+/// correct drain gets it back; bounded, so a slow server is not buried.
+const WINDOW: usize = 16 << 20;
+
+/// Write `plan` over and over until `stop`, never more than [`WINDOW`]
+/// ahead of the echo (`echoed`, advanced by the reader, which wakes us
+/// through `progress`); count what was written in `written` after every
+/// write() so the case can read it at any moment.
 async fn stream_writer(
     mut wr: WriteHalf<Conn>,
     plan: Arc<Planned>,
     written: Arc<AtomicUsize>,
+    echoed: Arc<AtomicUsize>,
+    progress: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     cap: usize,
 ) -> (WriteHalf<Conn>, Option<String>) {
     let mut at = 0usize;
     while at < cap {
+        if at.saturating_sub(echoed.load(Ordering::SeqCst)) >= WINDOW {
+            tokio::select! {
+                _ = progress.notified() => continue,
+                _ = stop.changed() => break,
+            }
+        }
         let off = at % plan.bytes.len();
         let end = (off + 64 * 1024).min(plan.bytes.len());
         tokio::select! {
@@ -250,17 +267,36 @@ async fn stream_writer(
     (wr, None)
 }
 
+/// Where `chunk`, found at offset `at` of the endless repetition of
+/// `plan`, first differs from it; compared slice by slice (memcmp), not
+/// byte by byte, so a debug build keeps up with a fast server.
+fn first_difference(plan: &[u8], at: usize, chunk: &[u8]) -> Option<usize> {
+    let mut done = 0;
+    while done < chunk.len() {
+        let off = (at + done) % plan.len();
+        let n = (plan.len() - off).min(chunk.len() - done);
+        let (want, got) = (&plan[off..off + n], &chunk[done..done + n]);
+        if want != got {
+            let k = want.iter().zip(got).position(|(a, b)| a != b).unwrap_or(0);
+            return Some(at + done + k);
+        }
+        done += n;
+    }
+    None
+}
+
 /// Read the echo and compare it as it comes with the endless repetition of
 /// `plan`, until EOF, an error, or `deadline` once it is set.
 async fn stream_reader(
     mut rd: ReadHalf<Conn>,
     plan: Arc<Planned>,
     first: Arc<AtomicBool>,
+    echoed: Arc<AtomicUsize>,
+    progress: Arc<tokio::sync::Notify>,
     deadline: tokio::sync::watch::Receiver<Option<Instant>>,
 ) -> (ReadHalf<Conn>, Stream, ReadEnd) {
     let mut buf = vec![0u8; 64 * 1024];
     let mut s = Stream::default();
-    let len = plan.bytes.len();
     let end = loop {
         let wait = match *deadline.borrow() {
             Some(d) => d.saturating_duration_since(Instant::now()),
@@ -277,14 +313,11 @@ async fn stream_reader(
             Ok(Ok(n)) => {
                 first.store(true, Ordering::SeqCst);
                 if s.differs_at.is_none() {
-                    for (i, &b) in buf[..n].iter().enumerate() {
-                        if b != plan.bytes[(s.got + i) % len] {
-                            s.differs_at = Some(s.got + i);
-                            break;
-                        }
-                    }
+                    s.differs_at = first_difference(&plan.bytes, s.got, &buf[..n]);
                 }
                 s.got += n;
+                echoed.store(s.got, Ordering::SeqCst);
+                progress.notify_one();
             }
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(Err(e)) => break ReadEnd::Error(io_err(&e)),
@@ -299,7 +332,7 @@ pub async fn shutdown_in_flight(ctx: &Ctx) -> Outcome {
     const CAP: usize = 256 << 20;
     let limit = ctx.server_grace + MARGIN;
     let expected = format!(
-        "{CLIENTS} clients stream frames (writing and reading) when SIGTERM arrives; every frame the server's kernel had received comes back byte for byte, then EOF (no RST); the process exits within the server's --grace {} + {}",
+        "{CLIENTS} clients stream frames (writing and reading, up to 16 MiB ahead) when SIGTERM arrives; every frame the server's kernel had received comes back byte for byte, then EOF (no RST); the process exits within the server's --grace {} + {}",
         fmt_duration(ctx.server_grace),
         fmt_duration(MARGIN)
     );
@@ -324,11 +357,15 @@ pub async fn shutdown_in_flight(ctx: &Ctx) -> Outcome {
         let plan = Arc::new(Planned::new(&mut rng, ctx.framing, 1 << 20, 2000));
         let (rd, wr) = tokio::io::split(conn);
         let written = Arc::new(AtomicUsize::new(0));
+        let echoed = Arc::new(AtomicUsize::new(0));
+        let progress = Arc::new(tokio::sync::Notify::new());
         let first = Arc::new(AtomicBool::new(false));
         let writer = tokio::spawn(stream_writer(
             wr,
             plan.clone(),
             written.clone(),
+            echoed.clone(),
+            progress.clone(),
             stop_rx.clone(),
             CAP,
         ));
@@ -336,6 +373,8 @@ pub async fn shutdown_in_flight(ctx: &Ctx) -> Outcome {
             rd,
             plan.clone(),
             first.clone(),
+            echoed,
+            progress,
             deadline_rx.clone(),
         ));
         clients.push((fd, plan, written, first, writer, reader));
@@ -812,4 +851,33 @@ async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     })
     .await;
     out.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_in_an_endless_repetition_are_found_across_the_wrap() {
+        let plan = b"abcdef";
+        assert_eq!(first_difference(plan, 0, b"abcdefabc"), None);
+        assert_eq!(first_difference(plan, 4, b"efabcdefab"), None);
+        assert_eq!(first_difference(plan, 4, b"efaXcd"), Some(7));
+        assert_eq!(first_difference(plan, 0, b"Xbc"), Some(0));
+    }
+
+    #[test]
+    fn frame_boundaries_repeat_with_the_plan() {
+        let mut rng = SplitMix64::new(7);
+        let p = Planned::new(&mut rng, Framing::Length, 10_000, 100);
+        let len = p.bytes.len();
+        assert!(
+            p.is_boundary_cyclic(0) && p.is_boundary_cyclic(len) && p.is_boundary_cyclic(2 * len)
+        );
+        let first = p.ends[0];
+        assert!(p.is_boundary_cyclic(len + first));
+        assert!(!p.is_boundary_cyclic(len + first - 1));
+        assert_eq!(p.whole_below_cyclic(len + first - 1), len);
+        assert_eq!(p.whole_below_cyclic(len + first), len + first);
+    }
 }
