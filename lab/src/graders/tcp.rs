@@ -112,8 +112,13 @@ fn closed_port() -> std::io::Result<std::net::SocketAddr> {
 
 fn one_error_line(stderr: &str) -> Result<String, String> {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    if let Some(p) = lines.iter().find(|l| l.contains("panicked")) {
-        return Err(format!("a panic: {}", p.trim()));
+    if let Some(i) = lines.iter().position(|l| l.contains("panicked")) {
+        // Since Rust 1.73 the panic's message is on the line after "panicked at".
+        let msg = lines
+            .get(i + 1)
+            .map(|m| format!(" {}", m.trim()))
+            .unwrap_or_default();
+        return Err(format!("a panic: {}{msg}", lines[i].trim()));
     }
     match lines.as_slice() {
         [one] => Ok(one.trim().to_string()),
