@@ -6,7 +6,8 @@
 //! 1. echo every complete line already received: the ones in our buffer AND
 //!    the ones still waiting in the kernel's receive queue (read them without
 //!    waiting for new bytes: a non-blocking read until WouldBlock);
-//! 2. send FIN (`shutdown(Shutdown::Write)`): "no more from me";
+//! 2. send FIN (`stream.shutdown(std::net::Shutdown::Write)`): "no more from
+//!    me";
 //! 3. read and throw away until the client's FIN (read returns 0) or the
 //!    grace deadline, so that close() never finds unread input: closing a
 //!    socket with unread input sends a RST, and the client may lose echoes
