@@ -154,6 +154,103 @@ impl ServerArgs {
     }
 }
 
+/// Flags shared by every TCP client subcommand (`<chapter> client`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub addr: Option<HostPort>,
+
+    /// `line`, `length` or `raw`: must match the server's `--framing`.
+    #[arg(long, value_enum, default_value_t = Framing::Line)]
+    pub framing: Framing,
+
+    /// Largest echo accepted (suffixes K, M, KiB, MiB).
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
+    pub max_frame: usize,
+
+    /// Bound on connecting and on waiting for each echo (1ms to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Messages to send, one frame each; without any, each stdin line is one.
+    pub messages: Vec<String>,
+}
+
+impl ClientArgs {
+    /// `--addr` (resolved if it is a host name), or the chapter's default.
+    pub fn socket_addr(&self, default_port: u16) -> io::Result<SocketAddr> {
+        match &self.addr {
+            Some(a) => a.resolve(),
+            None => Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), default_port)),
+        }
+    }
+}
+
+/// The subcommands of every chapter, in one order: the demo (also what runs
+/// without a subcommand), the server, the client. A chapter with more
+/// (tls-echo's `certs` and `sniff`) keeps its own enum in this order.
+#[derive(clap::Subcommand, Debug)]
+pub enum Chapter<S: clap::Args, C: clap::Args> {
+    /// Server and client in one process on an ephemeral port; prints the transcript (the default).
+    Demo,
+    /// Run the server until Ctrl-C or SIGTERM.
+    Server(S),
+    /// Send each MESSAGE (or each stdin line) as one frame and print its echo.
+    Client(C),
+}
+
+#[derive(clap::Parser, Debug)]
+struct ChapterCli<S: clap::Args, C: clap::Args> {
+    #[command(subcommand)]
+    command: Option<Chapter<S, C>>,
+}
+
+/// The whole `main` of a chapter binary: parse (with the chapter's default
+/// port, its name and one-line description in `--help`), start logging
+/// (`warn` for the demo, whose transcript is on stdout; `info` otherwise;
+/// `RUST_LOG` overrides both), run, and [`exit`].
+///
+/// ```ignore
+/// fn main() -> ExitCode {
+///     common::cli::chapter_main("tcp-echo", "Chapter 5.1: ...", ports::TCP_ECHO, |cmd| match cmd {
+///         Chapter::Demo => demo(),
+///         Chapter::Server(args) => serve(&args),
+///         Chapter::Client(args) => client(&args),
+///     })
+/// }
+/// ```
+pub fn chapter_main<S, C>(
+    name: &'static str,
+    about: &'static str,
+    default_port: u16,
+    run: impl FnOnce(Chapter<S, C>) -> anyhow::Result<()>,
+) -> ExitCode
+where
+    S: clap::Args + fmt::Debug,
+    C: clap::Args + fmt::Debug,
+{
+    let cli: ChapterCli<S, C> = parse_as(default_port, |cmd| {
+        cmd.name(name)
+            .bin_name(name)
+            .about(about)
+            .version(env!("CARGO_PKG_VERSION"))
+    });
+    let command = cli.command.unwrap_or(Chapter::Demo);
+    main_with(name, matches!(command, Chapter::Demo), || run(command))
+}
+
+/// The end of `main` for a binary with its own command enum: start logging
+/// (`warn` when `demo`, else `info`; `RUST_LOG` overrides), run, [`exit`].
+pub fn main_with(name: &str, demo: bool, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    if demo {
+        crate::log::init_with_default("warn");
+    } else {
+        crate::log::init();
+    }
+    exit(name, run())
+}
+
 /// A parsed `--addr`: an IP socket address, or a host name and a port
 /// (resolved only when the program binds or connects, and only because the
 /// string *is* a host name).
@@ -304,10 +401,18 @@ pub fn resolve(addr: Option<&str>, default_port: u16) -> io::Result<SocketAddr> 
 /// and clap's one-line message on any bad flag or value, before the program
 /// has bound or printed anything.
 pub fn parse<C: clap::Parser>(default_port: u16) -> C {
+    parse_as(default_port, |cmd| cmd)
+}
+
+/// [`parse`], with a chance to adjust the command (name, about) first.
+fn parse_as<C: clap::Parser>(
+    default_port: u16,
+    adjust: impl FnOnce(clap::Command) -> clap::Command,
+) -> C {
     // clap wants a `'static` default; this one string per process is the
     // cost of a default decided at run time.
     let default: &'static str = Box::leak(format!("127.0.0.1:{default_port}").into_boxed_str());
-    let matches = with_default_addr(C::command(), default).get_matches();
+    let matches = with_default_addr(adjust(C::command()), default).get_matches();
     C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
@@ -433,6 +538,12 @@ pub fn parse_work(s: &str) -> Result<u32, String> {
     } else {
         Err(format!("must be between {lo} and {hi}"))
     }
+}
+
+/// A client's `--timeout`: 1 ms to an hour. Zero would mean "no timeout"
+/// to a socket option, and `connect_timeout` refuses it.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    duration_in(s, (Duration::from_millis(1), Duration::from_secs(3600)))
 }
 
 /// `--idle-timeout`: 0 (off) up to a day.

@@ -18,98 +18,43 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_max_frame, ports};
+use common::cli::{Chapter, ClientArgs, ServerArgs, ports};
 use common::framing::{DEFAULT_MAX_FRAME, Framing};
 use common::{ServerConfig, Shutdown};
 use tcp_echo::{client, server};
 
-/// Subcommands in the order of every chapter: demo, server, client.
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Server and client in one process on an ephemeral port; prints the transcript (default).
-    Demo,
-    /// Serve clients one at a time until Ctrl-C (so --max-conns has no effect here).
-    Server {
-        #[command(flatten)]
-        args: ServerArgs,
-    },
-    /// Send each MESSAGE (or each stdin line) as one frame and print its echo.
-    Client(ClientArgs),
-}
-
-/// Chapter 5.1: a blocking, iterative TCP echo server and its client.
-/// Without a subcommand: the demo.
-#[derive(Parser, Debug)]
-#[command(name = "tcp-echo", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(clap::Args, Debug)]
-struct ClientArgs {
-    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
-    addr: Option<HostPort>,
-    #[arg(long, value_enum, default_value_t = Framing::Line)]
-    framing: Framing,
-    /// Largest echo frame accepted (suffixes K, M, KiB, MiB).
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
-    max_frame: usize,
-    /// Bound on connecting and on waiting for each echo.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
-    timeout: Duration,
-    /// Messages to send; without any, each line of stdin is one message.
-    messages: Vec<String>,
-}
-
-/// `--timeout`: 1 ms to an hour. Zero would mean "no timeout" to a socket
-/// option, and `connect_timeout` refuses it.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if (Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
-        _ => Err("must be between 1ms and 1h".to_owned()),
-    }
-}
-
+/// Subcommands (`common::cli::Chapter`): the demo (the default), `server`
+/// (one client at a time until Ctrl-C, so `--max-conns` has no effect
+/// here), `client`.
 fn main() -> ExitCode {
-    let cli: Cli = common::cli::parse(ports::TCP_ECHO);
-    match cli.command {
-        // The demo's transcript is on stdout; the server's per-connection
-        // `info` lines would interleave with it (RUST_LOG=info brings them).
-        None | Some(Command::Demo) => common::log::init_with_default("warn"),
-        Some(_) => common::log::init(),
-    }
-    common::cli::exit("tcp-echo", run(cli))
+    common::cli::chapter_main(
+        "tcp-echo",
+        "Chapter 5.1: a blocking, iterative TCP echo server and its client. Without a subcommand: the demo.",
+        ports::TCP_ECHO,
+        |command: Chapter<ServerArgs, ClientArgs>| match command {
+            Chapter::Demo => demo(),
+            Chapter::Server(args) => serve(&args),
+            Chapter::Client(args) => talk(args),
+        },
+    )
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => demo(),
-        Command::Server { args } => serve(&args),
-        Command::Client(c) => {
-            let addr = match &c.addr {
-                Some(a) => a.resolve()?,
-                None => common::cli::resolve(None, ports::TCP_ECHO)?,
-            };
-            let config = client::ClientConfig {
-                addr,
-                framing: c.framing,
-                max_frame: c.max_frame,
-                timeout: c.timeout,
-            };
-            let mut out = io::stdout().lock();
-            if c.messages.is_empty() {
-                client::exchange(&config, client::stdin_lines(), &mut out)
-            } else {
-                client::exchange(
-                    &config,
-                    c.messages.into_iter().map(String::into_bytes),
-                    &mut out,
-                )
-            }
-        }
+fn talk(c: ClientArgs) -> Result<()> {
+    let config = client::ClientConfig {
+        addr: c.socket_addr(ports::TCP_ECHO)?,
+        framing: c.framing,
+        max_frame: c.max_frame,
+        timeout: c.timeout,
+    };
+    let mut out = io::stdout().lock();
+    if c.messages.is_empty() {
+        client::exchange(&config, client::stdin_lines(), &mut out)
+    } else {
+        client::exchange(
+            &config,
+            c.messages.into_iter().map(String::into_bytes),
+            &mut out,
+        )
     }
 }
 

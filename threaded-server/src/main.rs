@@ -13,38 +13,13 @@
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use common::cli::{
-    HostPort, ServerArgs, parse_duration, parse_host_port, parse_max_frame, parse_size, ports,
-};
-use common::{Framing, Shutdown, Stats};
+use common::cli::{Chapter, ClientArgs, ServerArgs, parse_max_frame, parse_size, ports};
+use common::{Shutdown, Stats};
 use threaded_server::client::{EchoClient, LoadSpec};
 use threaded_server::conn::PanicAt;
 use threaded_server::{Config, Model, WhenFull};
-
-/// Subcommands in the order of every chapter: demo, server, client.
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Both models in this process, with concurrent clients (the default).
-    Demo,
-    /// Run an echo server until Ctrl-C.
-    Server(ServerCmd),
-    /// Send messages (arguments, or stdin lines) and print the echoes; or,
-    /// with --connections, drive N concurrent connections and verify echoes.
-    Client(ClientCmd),
-}
-
-/// Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool
-/// echo server. Without a subcommand: the demo.
-#[derive(Parser, Debug)]
-#[command(name = "threaded-server", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
 
 #[derive(clap::Args, Debug)]
 struct ServerCmd {
@@ -84,13 +59,8 @@ struct ServerCmd {
 
 #[derive(clap::Args, Debug)]
 struct ClientCmd {
-    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
-    addr: Option<HostPort>,
-
-    /// Framing, as the server's --framing.
-    #[arg(long, value_enum, default_value_t = Framing::Line)]
-    framing: Framing,
+    #[command(flatten)]
+    common: ClientArgs,
 
     /// Load mode: this many concurrent connections (one thread each).
     #[arg(long, value_name = "N", value_parser = parse_connections)]
@@ -103,13 +73,6 @@ struct ClientCmd {
     /// Load mode: payload bytes per frame.
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_max_frame)]
     size: usize,
-
-    /// Bound on connect and on every read.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
-    timeout: Duration,
-
-    /// Messages to send, one frame each; without any, each stdin line is one.
-    message: Vec<String>,
 }
 
 /// A whole number in `lo..=hi`, with clap's kind of message.
@@ -146,32 +109,19 @@ fn parse_stack_size(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `--timeout`: 1 ms to an hour. Zero would mean "no timeout" to a socket
-/// option, and `connect_timeout` refuses it.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if (Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
-        _ => Err("must be between 1ms and 1h".to_owned()),
-    }
-}
-
+/// Subcommands (`common::cli::Chapter`): the demo (both models in this
+/// process, with concurrent clients; the default), `server`, `client`.
 fn main() -> ExitCode {
-    let cli: Cli = common::cli::parse(ports::THREADED_SERVER);
-    match cli.command {
-        // The demo's transcript is on stdout; the servers' per-connection
-        // `info` lines would interleave with it (RUST_LOG=info brings them).
-        None | Some(Command::Demo) => common::log::init_with_default("warn"),
-        Some(_) => common::log::init(),
-    }
-    common::cli::exit("threaded-server", run(cli))
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => threaded_server::demo::run(&mut io::stdout().lock()),
-        Command::Server(cmd) => server(cmd),
-        Command::Client(cmd) => client(cmd),
-    }
+    common::cli::chapter_main(
+        "threaded-server",
+        "Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool echo server. Without a subcommand: the demo.",
+        ports::THREADED_SERVER,
+        |command: Chapter<ServerCmd, ClientCmd>| match command {
+            Chapter::Demo => threaded_server::demo::run(&mut io::stdout().lock()),
+            Chapter::Server(cmd) => server(cmd),
+            Chapter::Client(cmd) => client(cmd),
+        },
+    )
 }
 
 fn server(cmd: ServerCmd) -> anyhow::Result<()> {
@@ -208,19 +158,17 @@ fn server(cmd: ServerCmd) -> anyhow::Result<()> {
 }
 
 fn client(cmd: ClientCmd) -> anyhow::Result<()> {
-    let addr = match &cmd.addr {
-        Some(a) => a.resolve()?,
-        None => common::cli::resolve(None, ports::THREADED_SERVER)?,
-    };
+    let addr = cmd.common.socket_addr(ports::THREADED_SERVER)?;
+    let (framing, timeout) = (cmd.common.framing, cmd.common.timeout);
 
     if let Some(connections) = cmd.connections {
         let spec = LoadSpec {
             addr,
-            framing: cmd.framing,
+            framing,
             connections,
             echoes: cmd.echoes,
             size: cmd.size,
-            timeout: cmd.timeout,
+            timeout,
         };
         let r = threaded_server::client::load(&spec);
         common::outln!(
@@ -228,7 +176,7 @@ fn client(cmd: ClientCmd) -> anyhow::Result<()> {
              slowest first echo {} ms, {} failed connections",
             cmd.echoes,
             cmd.size,
-            cmd.framing,
+            framing,
             r.verified,
             r.elapsed.as_secs_f64(),
             r.max_first_echo.as_millis(),
@@ -245,7 +193,7 @@ fn client(cmd: ClientCmd) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let mut conn = EchoClient::connect(addr, cmd.framing, cmd.timeout)
+    let mut conn = EchoClient::connect(addr, framing, timeout)
         .with_context(|| format!("connecting to {addr}"))?;
     let mut send = |msg: &[u8]| -> anyhow::Result<()> {
         let echo = conn.echo(msg)?;
@@ -257,12 +205,12 @@ fn client(cmd: ClientCmd) -> anyhow::Result<()> {
         out.flush()?;
         Ok(())
     };
-    if cmd.message.is_empty() {
+    if cmd.common.messages.is_empty() {
         for line in io::stdin().lock().lines() {
             send(line.context("reading stdin")?.as_bytes())?;
         }
     } else {
-        for msg in &cmd.message {
+        for msg in &cmd.common.messages {
             send(msg.as_bytes())?;
         }
     }

@@ -19,33 +19,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
 use common::Shutdown;
-use common::cli::{HostPort, parse_duration, parse_host_port, parse_size, ports};
+use common::cli::{Chapter, HostPort, parse_host_port, parse_size, parse_timeout, ports};
 
 use udp_echo::client::{self, ClientConfig};
 use udp_echo::guard::PortSet;
 use udp_echo::server::{self, ServerConfig};
-
-/// Subcommands in the order of every chapter: demo, server, client.
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Server and client in one process on an ephemeral port, with simulated loss (default).
-    Demo,
-    /// Echo every datagram back to its sender.
-    Server(ServerCmd),
-    /// Send numbered datagrams, time out, retry, and report RTTs and losses.
-    Client(ClientCmd),
-}
-
-/// Chapter 5.2: UDP echo server and client (loss, retries, reflection
-/// guard). Without a subcommand: the demo.
-#[derive(Parser, Debug)]
-#[command(name = "udp-echo", version)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
 
 #[derive(clap::Args, Debug)]
 struct ServerCmd {
@@ -117,34 +96,21 @@ fn parse_datagram_size(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err("the timeout must be above zero".into());
-    }
-    Ok(d)
-}
-
+/// Subcommands (`common::cli::Chapter`): the demo (server and client in one
+/// process, with simulated loss; the default), `server`, `client`.
 fn main() -> ExitCode {
-    let cli: Cli = common::cli::parse(ports::UDP_ECHO);
-    match cli.command {
-        // The demo's transcript is on stdout; the server's `info` lines
-        // would interleave with it (RUST_LOG=info brings them back).
-        None | Some(Command::Demo) => common::log::init_with_default("warn"),
-        Some(_) => common::log::init(),
-    }
-    common::cli::exit("udp-echo", run(cli))
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => {
-            udp_echo::demo::run(&mut io::stdout().lock()).context("demo")?;
-        }
-        Command::Server(cmd) => serve(cmd)?,
-        Command::Client(cmd) => send(cmd)?,
-    }
-    Ok(())
+    common::cli::chapter_main(
+        "udp-echo",
+        "Chapter 5.2: UDP echo server and client (loss, retries, reflection guard). Without a subcommand: the demo.",
+        ports::UDP_ECHO,
+        |command: Chapter<ServerCmd, ClientCmd>| match command {
+            Chapter::Demo => udp_echo::demo::run(&mut io::stdout().lock())
+                .map(drop)
+                .context("demo"),
+            Chapter::Server(cmd) => serve(cmd),
+            Chapter::Client(cmd) => send(cmd),
+        },
+    )
 }
 
 /// `--addr`, or 127.0.0.1 and this chapter's port. Parsed already (a
