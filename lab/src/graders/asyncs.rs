@@ -182,6 +182,24 @@ pub fn ex10_mio_writable(run: &mut Run) -> Check {
         Duration::from_secs(3),
         "on Ok(0), set read_closed; the loop closes once out is empty",
     )?;
+    drop(a);
+
+    crate::loadgen::check(
+        run,
+        server.addr,
+        &[
+            "--framing",
+            "raw",
+            "--cases",
+            "echo-sizes,one-byte-at-a-time,pipelined,half-close,reset-mid-frame",
+        ],
+        &|case| {
+            match case {
+            "reset-mid-frame" => "a reset ends that connection only: remove it, and go on serving the others".into(),
+            _ => "read until WouldBlock, keep what write did not take, WRITABLE while out is not empty".into(),
+        }
+        },
+    )?;
     Ok(())
 }
 

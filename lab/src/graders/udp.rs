@@ -258,6 +258,18 @@ pub fn ex06_udp_guard(run: &mut Run) -> Check {
 
     run.step("and the server still answers the high-port client");
     udp_echo(&trusted, b"still there?", "\"still there?\"")?;
+
+    crate::loadgen::check(
+        run,
+        server.addr,
+        &["--proto", "udp", "--cases", "datagram-sizes,guard-port"],
+        &|case| {
+            match case {
+            "guard-port" => "refuse every source port below the guard: loadgen sends from a well-known port".into(),
+            _ => "echo each datagram whole: recv_from into a 65536-byte buffer, send_to(&buf[..n], src)".into(),
+        }
+        },
+    )?;
     drop(server);
     Ok(())
 }
