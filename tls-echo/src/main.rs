@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_max_frame, ports};
-use common::{Framing, Shutdown};
+use common::Shutdown;
+use common::cli::{ClientArgs, HostPort, ServerArgs, parse_host_port, parse_timeout, ports};
 use tls_echo::pki::{self, Ca, Identity, TlsVersions};
 use tls_echo::{client, demo, server, sniff};
 
@@ -89,9 +89,8 @@ struct ServerCmd {
 
 #[derive(clap::Args, Debug)]
 struct ClientCmd {
-    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
-    addr: Option<HostPort>,
+    #[command(flatten)]
+    common: ClientArgs,
 
     /// The name the server's certificate must carry [default: the HOST of --addr].
     #[arg(long, value_name = "NAME")]
@@ -114,25 +113,10 @@ struct ClientCmd {
     #[arg(long, value_enum, default_value_t = TlsVersions::Any)]
     tls: TlsVersions,
 
-    /// Framing: line, length or raw.
-    #[arg(long, value_enum, default_value_t = Framing::Line)]
-    framing: Framing,
-
-    /// Largest echo accepted.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
-    max_frame: usize,
-
-    /// Deadline for connecting and for each echo.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
-    timeout: Duration,
-
     /// Deadline for the TLS handshake: a TLS server answers at once, a
     /// plaintext one never does.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_timeout)]
     handshake_timeout: Duration,
-
-    /// Messages to send, one frame each. Without any, each line of stdin.
-    messages: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -155,17 +139,6 @@ struct CertsCmd {
     /// Directory to write ca.pem, server.pem, server.key, client.pem, client.key into.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-}
-
-/// A deadline: 1 ms to an hour. Zero would fail every handshake or echo.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let (lo, hi) = (Duration::from_millis(1), Duration::from_secs(3600));
-    let d = parse_duration(s)?;
-    if (lo..=hi).contains(&d) {
-        Ok(d)
-    } else {
-        Err(format!("must be between {lo:?} and {hi:?}"))
-    }
 }
 
 fn main() -> ExitCode {
@@ -250,7 +223,7 @@ fn run_client(cmd: ClientCmd) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(Identity::from_pem_files(cert, key)?),
         _ => None,
     };
-    let addr = cmd.addr.unwrap_or_else(|| {
+    let addr = cmd.common.addr.clone().unwrap_or_else(|| {
         HostPort::Ip(std::net::SocketAddr::from((
             std::net::Ipv4Addr::LOCALHOST,
             ports::TLS_ECHO,
@@ -262,9 +235,9 @@ fn run_client(cmd: ClientCmd) -> anyhow::Result<()> {
     let opts = client::Options {
         addr,
         server_name,
-        framing: cmd.framing,
-        max_frame: cmd.max_frame,
-        timeout: cmd.timeout,
+        framing: cmd.common.framing,
+        max_frame: cmd.common.max_frame,
+        timeout: cmd.common.timeout,
         handshake_timeout: cmd.handshake_timeout,
         tls: Arc::new(pki::client_config(roots, identity, cmd.tls)?),
     };
@@ -272,7 +245,7 @@ fn run_client(cmd: ClientCmd) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut out = io::stdout().lock();
-    if cmd.messages.is_empty() {
+    if cmd.common.messages.is_empty() {
         // stdin is read on a plain thread: a blocking read inside the
         // runtime would stall it. Each line is sent as soon as it is typed.
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -286,7 +259,12 @@ fn run_client(cmd: ClientCmd) -> anyhow::Result<()> {
         });
         runtime.block_on(client::run_from(&opts, rx, &mut out))?;
     } else {
-        let messages: Vec<Vec<u8>> = cmd.messages.into_iter().map(String::into_bytes).collect();
+        let messages: Vec<Vec<u8>> = cmd
+            .common
+            .messages
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
         runtime.block_on(client::run(&opts, &messages, &mut out))?;
     }
     out.flush()?;
