@@ -173,13 +173,6 @@ pub fn accept_policy(e: &io::Error, backoff: &mut Backoff) -> AcceptAction {
     }
 }
 
-/// Transitional: true unless [`classify_accept_error`] says `Fatal`. Use
-/// [`accept_policy`] instead; this goes once every accept loop does.
-#[doc(hidden)]
-pub fn is_transient_accept_error(e: &io::Error) -> bool {
-    classify_accept_error(e) != AcceptClass::Fatal
-}
-
 /// Out of file descriptors (`EMFILE` for the process, `ENFILE` for the
 /// system).
 pub fn is_fd_exhaustion(e: &io::Error) -> bool {
