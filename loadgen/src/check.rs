@@ -18,7 +18,10 @@
 //!      verified in 181.0 ms; echo latency p50 31.4 ms, p99 80.4 ms, max 81.1 ms
 //! SKIP datagram-sizes: udp case, server checked over tcp
 //! ...
-//! 10 passed, 0 failed, 4 skipped
+//! PASS stall-timeout: expected a client that sends and stops reading is closed within
+//!      --stall-timeout 10.00 s + 2.00 s of its writes blocking, ...; got 8.6 MiB accepted
+//!      before the writes blocked; staller closed ...
+//! 11 passed, 0 failed, 4 skipped
 //! ```
 //!
 //! Every case has its own timeout, so the checker never hangs; a case that
