@@ -1,13 +1,15 @@
-//! The default command: both models in one process, each with three
-//! concurrent clients, and the transcript printed.
+//! The default command: every model in one process (tokio, the event loop,
+//! and io_uring where the kernel allows it), each with three concurrent
+//! clients, and the transcript printed.
 //!
 //! Run with: `cargo run -p async-server` (the transcript on stdout; server
 //! logs on stderr at `warn` unless `RUST_LOG` says otherwise, e.g.
 //! `RUST_LOG=debug` shows every frame as the server sees it).
 //!
 //! What to watch: the three clients are connected *at the same time* (a
-//! barrier holds them until all are in), and one thread (event loop) or a
-//! couple (tokio) serve all of them.
+//! barrier holds them until all are in), and one thread (event loop,
+//! uring) or a couple (tokio) serve all of them. Where the kernel refuses
+//! io_uring, the transcript says `== --model uring: skipped: <why>`.
 
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -24,7 +26,11 @@ const CLIENTS: usize = 3;
 /// Print the transcript on stdout. A closed stdout (`| head -3`) ends the
 /// demo with a `BrokenPipe` error, which `main` treats as a normal end.
 pub fn run() -> anyhow::Result<()> {
-    for model in Model::ALL {
+    let (models, uring_refused) = Model::available();
+    if let Some(reason) = uring_refused {
+        outln!("== --model uring: skipped: {reason}")?;
+    }
+    for model in models {
         let listener = common::net::listen("127.0.0.1:0".parse()?)?;
         let addr = listener.local_addr()?;
         let shutdown = Shutdown::new();

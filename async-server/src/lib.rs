@@ -5,6 +5,7 @@
 //! |-------------------|----------------------------------------------------------------------|
 //! | [`tokio_server`]  | the course's asyncio echo server made real: one task per connection, `.await` at every point that could block |
 //! | [`event_loop`]    | the machinery underneath: one thread, non-blocking sockets, `epoll` through mio, buffers and interest managed by hand |
+//! | [`uring`]         | completion I/O: one thread, one io_uring; the kernel does the `recv`/`send` and reports results, not readiness |
 //! | [`client`]        | a small blocking client (`async-server client`)                      |
 //! | [`demo`]          | both models in one process with concurrent clients (`async-server`)  |
 //!
@@ -42,15 +43,36 @@ pub enum Model {
     Tokio,
     /// mio: one thread, one readiness loop, every connection a state machine.
     EventLoop,
+    /// io_uring: one thread, completion I/O (Linux 5.19+, where allowed).
+    Uring,
 }
 
 impl Model {
-    pub const ALL: [Model; 2] = [Model::Tokio, Model::EventLoop];
+    /// Every model, including `uring`, which the kernel may refuse: loops
+    /// that must run everywhere use [`Model::available`].
+    pub const ALL: [Model; 3] = [Model::Tokio, Model::EventLoop, Model::Uring];
+    /// The models that run on any kernel (readiness: epoll).
+    pub const PORTABLE: [Model; 2] = [Model::Tokio, Model::EventLoop];
 
     pub fn name(self) -> &'static str {
         match self {
             Model::Tokio => "tokio",
             Model::EventLoop => "event-loop",
+            Model::Uring => "uring",
+        }
+    }
+
+    /// The portable models, plus `uring` where this kernel allows io_uring
+    /// ([`uring::probe`]); otherwise the one-line reason it was left out,
+    /// for the caller to print (the demo and the tests do).
+    pub fn available() -> (Vec<Model>, Option<String>) {
+        let mut models = Model::PORTABLE.to_vec();
+        match uring::probe() {
+            Ok(()) => {
+                models.push(Model::Uring);
+                (models, None)
+            }
+            Err(reason) => (models, Some(reason)),
         }
     }
 }
@@ -76,7 +98,8 @@ pub struct Config {
     /// (accepted and closed at once, counted in `Stats::refused`) in both
     /// models; see the README for why refusing beats waiting here.
     pub common: ServerConfig,
-    /// Where `--work` runs (tokio model only; the event loop runs it inline).
+    /// Where `--work` runs (tokio model only; the event loop and uring run
+    /// it inline).
     pub offload: Offload,
     /// tokio worker threads (1 = current-thread runtime). Ignored by the
     /// event loop, which is one thread by design.
@@ -110,6 +133,15 @@ pub fn run(
     let stats = match model {
         Model::Tokio => tokio_server::run(listener, config, shutdown),
         Model::EventLoop => event_loop::run(listener, config, shutdown),
+        Model::Uring => {
+            if config.offload == Offload::Rayon && config.common.work > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the uring model runs --work inline (one thread by design); --offload rayon is for --model tokio",
+                ));
+            }
+            uring::run(listener, config.common, shutdown)
+        }
     }?;
     log::info!("async-server stopped: {stats}");
     Ok(stats)

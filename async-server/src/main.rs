@@ -4,12 +4,14 @@
 //! async-server                                   # demo: both models, concurrent clients
 //! async-server server --model tokio --threads 1  # terminal 1
 //! async-server server --model event-loop         # (or this one)
+//! async-server server --model uring              # (or io_uring, where allowed)
 //! nc 127.0.0.1 7004                              # terminal 2
 //! async-server client hello world                # or our client
 //! ```
 //!
 //! `main` only parses arguments and binds; the servers live in the library
-//! (`tokio_server.rs`, `event_loop.rs`) so tests can start them in-process.
+//! (`tokio_server.rs`, `event_loop.rs`, `uring.rs`) so tests can start them
+//! in-process.
 //! Every flag is checked while parsing, before anything is bound or
 //! printed: a bad value or a flag that does not fit `--model` exits with
 //! status 2 and one `error:` line naming it.
@@ -27,7 +29,7 @@ use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_m
 #[command(
     name = "async-server",
     version,
-    about = "Async I/O (tokio) and multiplexing (a mio readiness loop): one echo server, two designs"
+    about = "Async I/O (tokio), multiplexing (a mio readiness loop) and completion I/O (io_uring): one echo server, three designs"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,7 +56,8 @@ struct ServerCmd {
     common: ServerArgs,
 
     /// tokio worker threads; 1 runs the current-thread runtime (one thread,
-    /// like the event loop). The event loop accepts only 1. [default: CPUs]
+    /// like the event loop). The event loop and uring accept only 1.
+    /// [default: CPUs]
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<usize>,
 
@@ -73,6 +76,12 @@ impl ServerCmd {
             )),
             (Model::EventLoop, _, Offload::Rayon) => Some(
                 "--offload rayon is for --model tokio; the event loop runs --work inline".into(),
+            ),
+            (Model::Uring, Some(n), _) if n != 1 => Some(format!(
+                "--threads {n} is for --model tokio; --model uring is one thread by design"
+            )),
+            (Model::Uring, _, Offload::Rayon) => Some(
+                "--offload rayon is for --model tokio; the uring model runs --work inline".into(),
             ),
             _ => None,
         }
@@ -178,6 +187,11 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn server(cmd: ServerCmd) -> anyhow::Result<()> {
     let config = cmd.config();
+    if cmd.model == Model::Uring {
+        // Before binding or announcing: where the kernel refuses io_uring
+        // the one line says which refusal and how to check.
+        async_server::uring::probe().map_err(anyhow::Error::msg)?;
+    }
     async_server::raise_fd_limit_logged();
     let addr = cmd.common.socket_addr(ports::ASYNC_SERVER)?;
     let listener = common::net::listen(addr).with_context(|| format!("listening on {addr}"))?;

@@ -309,7 +309,23 @@ pub fn run_with(
 /// Whether this kernel lets us run the uring model: `Ok(())`, or one line
 /// saying which refusal (seccomp, the `kernel.io_uring_disabled` sysctl, an
 /// old kernel) and how to check.
+///
+/// The trial ring is set up and torn down on a short-lived thread of its
+/// own: tearing a ring down queues kernel work for the thread that made it,
+/// and that work interrupts the thread's next blocking call. A `recv` on a
+/// socket with `SO_RCVTIMEO` is not restarted after such an interruption
+/// (signal(7)), so a caller's next read would fail with `EINTR`. (The new
+/// thread inherits the caller's seccomp filter, so a refusal is still seen.)
 pub fn probe() -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("uring-probe".into())
+        .spawn(probe_here)
+        .map_err(|e| format!("io_uring probe: cannot start a thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("io_uring probe: the probe thread panicked".into()))
+}
+
+fn probe_here() -> Result<(), String> {
     let options = RingOptions {
         sq_entries: 4,
         buffers: 1,

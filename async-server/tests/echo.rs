@@ -67,7 +67,7 @@ fn thousand_concurrent_clients_every_framing_both_models() {
         .enable_all()
         .build()
         .unwrap();
-    for model in Model::ALL {
+    for model in support::models() {
         for framing in Framing::ALL {
             let server = Server::start(model, config(framing));
             let addr = server.addr;
@@ -109,7 +109,7 @@ fn thousand_concurrent_clients_every_framing_both_models() {
 
 #[test]
 fn half_close_gets_every_echo_then_eof() {
-    for model in Model::ALL {
+    for model in support::models() {
         for framing in Framing::ALL {
             let server = Server::start(model, config(framing));
             let frames: [&[u8]; 3] = [b"first", b"", b"third frame"];
@@ -127,7 +127,7 @@ fn half_close_gets_every_echo_then_eof() {
 
 #[test]
 fn truncated_last_frame_echoes_the_rest_and_counts_an_error() {
-    for model in Model::ALL {
+    for model in support::models() {
         for (framing, sent, echoed) in [
             (Framing::Line, &b"whole\nhalf"[..], &b"whole\n"[..]),
             (
@@ -149,7 +149,7 @@ fn truncated_last_frame_echoes_the_rest_and_counts_an_error() {
 
 #[test]
 fn oversized_frame_closes_only_that_connection() {
-    for model in Model::ALL {
+    for model in support::models() {
         for (framing, bad) in [
             (Framing::Length, b"\xff\xff\xff\xff".to_vec()),
             (Framing::Line, vec![b'x'; 2000]),
@@ -193,7 +193,7 @@ fn never_reading_client_is_throttled_and_loses_nothing() {
     const BOUND: usize = 48 << 20;
     // Byte k of the stream is k % 251, so any offset can be checked.
     let pattern: Vec<u8> = (0..(64 * 1024 + 251)).map(|k| (k % 251) as u8).collect();
-    for model in Model::ALL {
+    for model in support::models() {
         let mut cfg = config(Framing::Raw);
         cfg.common.max_pending = 64 * 1024;
         let server = Server::start(model, cfg);

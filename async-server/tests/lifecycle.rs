@@ -11,7 +11,6 @@ use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use async_server::Model;
 use common::Framing;
 use support::{
     Counts, READ_TIMEOUT, Server, config, connect, counts, payload, read_to_eof, stream_chunk,
@@ -28,7 +27,7 @@ fn echo(s: &mut TcpStream, framing: Framing, msg: &[u8]) {
 
 #[test]
 fn shutdown_mid_conversation_returns_every_owed_echo() {
-    for model in Model::ALL {
+    for model in support::models() {
         for framing in Framing::ALL {
             let what = format!("{} / {framing}", model.name());
             let server = Server::start(model, config(framing));
@@ -79,7 +78,7 @@ fn shutdown_mid_conversation_returns_every_owed_echo() {
 /// (A server that simply closed would send RST and lose them.)
 #[test]
 fn shutdown_while_backpressured_echoes_everything_received() {
-    for model in Model::ALL {
+    for model in support::models() {
         for framing in Framing::ALL {
             let what = format!("{} / {framing}", model.name());
             let mut cfg = config(framing);
@@ -141,7 +140,7 @@ fn is_refused(s: &mut TcpStream) -> bool {
 
 #[test]
 fn over_max_conns_is_refused_and_a_freed_slot_is_reused() {
-    for model in Model::ALL {
+    for model in support::models() {
         let mut cfg = config(Framing::Line);
         cfg.common.max_conns = 2;
         let server = Server::start(model, cfg);
@@ -183,7 +182,7 @@ fn over_max_conns_is_refused_and_a_freed_slot_is_reused() {
 
 #[test]
 fn idle_client_is_closed() {
-    for model in Model::ALL {
+    for model in support::models() {
         let mut cfg = config(Framing::Line);
         cfg.common.idle_timeout = Some(Duration::from_millis(300));
         let server = Server::start(model, cfg);
@@ -230,7 +229,7 @@ fn wait_until_closed_by_peer(s: &TcpStream, what: &str) {
 /// all along.
 #[test]
 fn client_that_stops_reading_is_closed_by_the_stall_timeout_while_another_is_served() {
-    for model in Model::ALL {
+    for model in support::models() {
         for framing in Framing::ALL {
             let what = format!("{} / {framing}", model.name());
             let mut cfg = config(framing);

@@ -23,7 +23,6 @@ use common::Framing;
 use support::{READ_TIMEOUT, connect, payload, read_to_eof, wait_until_acked, wire};
 
 const BIN: &str = env!("CARGO_BIN_EXE_async-server");
-const MODELS: [&str; 2] = ["tokio", "event-loop"];
 /// The longest any child may take to print a line or to exit.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -165,7 +164,7 @@ fn summary(log: &[String], what: &str) -> String {
 
 #[test]
 fn python_client_half_close_and_sigterm_exit_zero() {
-    for model in MODELS {
+    for model in support::model_names() {
         let proc = start(&mut server(model, &[]));
         let script = "import socket,sys\n\
             s=socket.create_connection(('127.0.0.1',int(sys.argv[1])),timeout=10)\n\
@@ -221,7 +220,7 @@ fn our_client_against_the_server() {
 /// clean EOF; the server exits 0 with one summary line.
 #[test]
 fn sigterm_with_frames_in_flight_returns_them_all_then_eof() {
-    for model in MODELS {
+    for model in support::model_names() {
         for framing in Framing::ALL {
             let what = format!("{model} / {framing}");
             let mut proc = start(&mut server(model, &["--framing", framing.name()]));
@@ -266,7 +265,7 @@ fn sigterm_with_frames_in_flight_returns_them_all_then_eof() {
 fn never_reading_client_cannot_hold_shutdown_past_grace() {
     const GRACE: Duration = Duration::from_secs(1);
     const MARGIN: Duration = Duration::from_secs(3);
-    for model in MODELS {
+    for model in support::model_names() {
         for framing in Framing::ALL {
             let what = format!("{model} / {framing}");
             let mut proc = start(&mut server(
@@ -314,7 +313,7 @@ fn never_reading_client_cannot_hold_shutdown_past_grace() {
 
 #[test]
 fn max_conns_of_a_million_starts_and_serves() {
-    for model in MODELS {
+    for model in support::model_names() {
         let proc = start(&mut server(model, &["--max-conns", "1000000"]));
         let mut s = connect(proc.addr);
         s.write_all(b"a million\n").unwrap();
@@ -347,7 +346,7 @@ fn assert_refused(args: &[&str], flag: &str, value: &str) {
 
 #[test]
 fn bad_values_exit_2_with_one_line_naming_flag_and_value() {
-    for model in MODELS {
+    for model in support::model_names() {
         for (flag, value) in [
             ("--max-conns", "0"),
             ("--max-frame", "0"),
@@ -377,6 +376,17 @@ fn bad_values_exit_2_with_one_line_naming_flag_and_value() {
     );
     assert_refused(
         &["server", "--model", "event-loop", "--offload", "rayon"],
+        "--offload",
+        "rayon",
+    );
+    // Checked while parsing, so even where io_uring is refused.
+    assert_refused(
+        &["server", "--model", "uring", "--threads", "2"],
+        "--threads",
+        "2",
+    );
+    assert_refused(
+        &["server", "--model", "uring", "--offload", "rayon"],
         "--offload",
         "rayon",
     );
@@ -458,12 +468,13 @@ fn demo_runs_both_models_with_a_clean_transcript() {
     // Logs at `warn` unless RUST_LOG says otherwise: nothing to say here.
     assert!(err.is_empty(), "{err}");
     let text = String::from_utf8(out.stdout).unwrap();
-    for model in MODELS {
+    let models = support::model_names();
+    for model in &models {
         assert!(text.contains(&format!("== --model {model}:")), "{text}");
     }
     assert_eq!(
         text.matches("server summary: 3 connections served, 0 refused, 0 closed on error, 0 timed out, 0 cut at the deadline, 6 frames").count(),
-        2,
+        models.len(),
         "{text}"
     );
     assert!(text.contains("client 3 <- \"bye from client 3\""), "{text}");
@@ -505,7 +516,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// not spin on `accept()`, and accept again once descriptors are freed.
 #[test]
 fn emfile_backs_off_and_recovers() {
-    for model in MODELS {
+    for model in support::model_names() {
         let mut cmd = server(model, &["--threads", "1", "--grace", "2s"]);
         // SAFETY: only async-signal-safe setrlimit between fork and exec.
         unsafe {

@@ -52,6 +52,21 @@ impl Server {
     }
 }
 
+/// The models the tests loop over: tokio, the event loop, and uring where
+/// the kernel allows io_uring (otherwise the reason is printed once per call).
+pub fn models() -> Vec<Model> {
+    let (models, refused) = Model::available();
+    if let Some(reason) = refused {
+        eprintln!("--model uring skipped: {reason}");
+    }
+    models
+}
+
+/// [`models`] by their `--model` names.
+pub fn model_names() -> Vec<&'static str> {
+    models().into_iter().map(Model::name).collect()
+}
+
 pub fn config(framing: Framing) -> Config {
     Config {
         common: ServerConfig {
