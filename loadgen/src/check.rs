@@ -19,7 +19,7 @@
 //! SKIP datagram-sizes: udp case, server checked over tcp
 //! ...
 //! PASS stall-timeout: expected a client that sends and stops reading is closed within
-//!      --stall-timeout 10.00 s + 2.00 s of its writes blocking, ...; got 8.6 MiB accepted
+//!      the server's --stall-timeout 10.00 s + 2.00 s of its writes blocking, ...; got 8.6 MiB accepted
 //!      before the writes blocked; staller closed ...
 //! 11 passed, 0 failed, 4 skipped
 //! ```

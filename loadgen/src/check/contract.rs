@@ -552,7 +552,7 @@ pub async fn shutdown_never_reader(ctx: &Ctx) -> Outcome {
     const FLOOD: usize = 64 << 20;
     let limit = ctx.server_grace + MARGIN;
     let expected = format!(
-        "a client writes several MiB and never reads, {POLITE} others have one frame in flight; on SIGTERM the {POLITE} get their echo and EOF, and the process exits within --grace {} + {}",
+        "a client writes several MiB and never reads, {POLITE} others have one frame in flight; on SIGTERM the {POLITE} get their echo and EOF, and the process exits within the server's --grace {} + {}",
         fmt_duration(ctx.server_grace),
         fmt_duration(MARGIN)
     );
@@ -685,7 +685,7 @@ pub async fn stall_timeout(ctx: &Ctx) -> Outcome {
     const FLOOD: usize = 64 << 20;
     let limit = ctx.server_stall + MARGIN;
     let expected = format!(
-        "a client that sends and stops reading is closed within --stall-timeout {} + {} of its writes blocking, while another client is echoed; the server stays up",
+        "a client that sends and stops reading is closed within the server's --stall-timeout {} + {} of its writes blocking, while another client is echoed; the server stays up",
         fmt_duration(ctx.server_stall),
         fmt_duration(MARGIN)
     );
