@@ -57,7 +57,7 @@ enum Cmd {
     Hint { exercise: String },
     /// Show the reference solution (only once your own passes).
     Solution { exercise: String },
-    /// Put the starter file back (your version is saved next to it as .bak).
+    /// Put the starter file back (your version is kept in target/lab/reset-backups/).
     Reset { exercise: String },
     /// For every exercise (or the ones named): the starter must fail, each
     /// typical wrong solution must be rejected with a message naming its
@@ -128,9 +128,16 @@ fn run(cli: Cli) -> Result<bool> {
             let ex = lookup(&exercise)?;
             let file = paths.exercises.join(ex.dir).join(ex.file);
             let starter = paths.solutions.join(ex.dir).join("starter.rs");
+            // Your version is kept outside the source tree (git never sees it).
+            let backup = paths
+                .target
+                .join("reset-backups")
+                .join(format!("{}.rs", ex.dir));
             if file.exists() {
-                std::fs::copy(&file, file.with_extension("rs.bak"))
-                    .context("saving your version")?;
+                if let Some(dir) = backup.parent() {
+                    std::fs::create_dir_all(dir).context("making target/lab/reset-backups")?;
+                }
+                std::fs::copy(&file, &backup).context("saving your version")?;
             }
             std::fs::copy(&starter, &file)
                 .with_context(|| format!("writing {}", file.display()))?;
@@ -140,7 +147,7 @@ fn run(cli: Cli) -> Result<bool> {
             println!(
                 "{} is the starter again (your version: {}).",
                 rel(&paths, &file),
-                rel(&paths, &file.with_extension("rs.bak"))
+                rel(&paths, &backup)
             );
             Ok(true)
         }
