@@ -1,5 +1,5 @@
 //! Shared by the grader drivers of the library exercises (`grader/main.rs`
-//! in 03, 04 and 11): the report lines the lab reads, panics caught and
+//! in 03, 04 and 09): the report lines the lab reads, panics caught and
 //! reported as a failed step, and an allocator that refuses any single
 //! allocation over 64 MiB (no test here needs one, and a decoder that
 //! allocates what the peer announced gets caught before the machine swaps).

@@ -273,13 +273,43 @@ TrySendError::Full hands the job back, and main answers \"busy\".",
     },
     Exercise {
         num: 9,
-        dir: "09-tokio-limits",
-        package: "ex09-tokio-limits",
+        dir: "09-tls-config",
+        package: "ex09-tls-config",
+        file: "src/lib.rs",
+        title: "rustls server and client configs: trust exactly the CA you were given",
+        chapter: "tls-echo",
+        driver: true,
+        grade: graders::driver::grade,
+        hint: "\
+Server: `CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()`,
+`PrivateKeyDer::from_pem_slice(key_pem)` (import rustls::pki_types::pem::PemObject),
+then `ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)`.
+Client: `let mut roots = RootCertStore::empty();` and `roots.add(cert)` for each
+certificate in ca_pem, then
+`ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()`.
+Never `.dangerous()`: the default verifier checks the chain AND the name.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-empty-root-store.rs",
+                mistake: "an empty RootCertStore: the CA is never added, so every handshake fails UnknownIssuer",
+                must_say: "RootCertStore",
+            },
+            Wrong {
+                file: "wrong-accepts-any-certificate.rs",
+                mistake: "a custom verifier that accepts every certificate: encrypted, but anyone can be the server",
+                must_say: "never told to trust",
+            },
+        ],
+    },
+    Exercise {
+        num: 10,
+        dir: "10-tokio-limits",
+        package: "ex10-tokio-limits",
         file: "src/main.rs",
         title: "a tokio echo server with an idle timeout and a connection limit",
         chapter: "async-server",
         driver: false,
-        grade: graders::asyncs::ex09_tokio_limits,
+        grade: graders::asyncs::ex10_tokio_limits,
         hint: "\
 Idle timeout, in handle: put the timer around each read, so it restarts:
     let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
@@ -304,14 +334,14 @@ client's task ends. `let _ = ` would drop it on the spot.",
         ],
     },
     Exercise {
-        num: 10,
-        dir: "10-mio-writable",
-        package: "ex10-mio-writable",
+        num: 11,
+        dir: "11-mio-writable",
+        package: "ex11-mio-writable",
         file: "src/main.rs",
         title: "a mio readiness loop: WouldBlock, partial writes, WRITABLE only while output is pending",
         chapter: "async-server",
         driver: false,
-        grade: graders::asyncs::ex10_mio_writable,
+        grade: graders::asyncs::ex11_mio_writable,
         hint: "\
 on_readable: `loop { match conn.stream.read(&mut buf) { .. } }`: Ok(0) sets
 read_closed and breaks; Ok(n) appends to conn.out; Err WouldBlock breaks (no
@@ -329,36 +359,6 @@ interest: READABLE, plus WRITABLE while out is not empty. main re-registers.",
                 file: "wrong-never-registers-writable.rs",
                 mistake: "never registers WRITABLE, so the rest of a short write is never sent",
                 must_say: "register WRITABLE",
-            },
-        ],
-    },
-    Exercise {
-        num: 11,
-        dir: "11-tls-config",
-        package: "ex11-tls-config",
-        file: "src/lib.rs",
-        title: "rustls server and client configs: trust exactly the CA you were given",
-        chapter: "tls-echo",
-        driver: true,
-        grade: graders::driver::grade,
-        hint: "\
-Server: `CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()`,
-`PrivateKeyDer::from_pem_slice(key_pem)` (import rustls::pki_types::pem::PemObject),
-then `ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)`.
-Client: `let mut roots = RootCertStore::empty();` and `roots.add(cert)` for each
-certificate in ca_pem, then
-`ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()`.
-Never `.dangerous()`: the default verifier checks the chain AND the name.",
-        wrongs: &[
-            Wrong {
-                file: "wrong-empty-root-store.rs",
-                mistake: "an empty RootCertStore: the CA is never added, so every handshake fails UnknownIssuer",
-                must_say: "RootCertStore",
-            },
-            Wrong {
-                file: "wrong-accepts-any-certificate.rs",
-                mistake: "a custom verifier that accepts every certificate: encrypted, but anyone can be the server",
-                must_say: "never told to trust",
             },
         ],
     },

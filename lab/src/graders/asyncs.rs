@@ -1,5 +1,6 @@
-//! Graders for the async chapter: 9 (tokio: idle timeout, connection
-//! limit) and 10 (a mio loop that must survive partial writes).
+//! Graders for the async chapter: 10 (tokio: idle timeout, connection
+//! limit), 11 (a mio loop that must survive partial writes) and 13 (CPU
+//! work off the loop).
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -32,7 +33,7 @@ fn expect_closed_by_server(s: &mut TcpStream, d: Duration, why: &str) -> Check {
     }
 }
 
-pub fn ex09_tokio_limits(run: &mut Run) -> Check {
+pub fn ex10_tokio_limits(run: &mut Run) -> Check {
     let idle = IDLE_MS.to_string();
     let server = Server::start(run, &["--idle-timeout-ms", &idle, "--max-conns", "2"])?;
 
@@ -106,9 +107,9 @@ pub fn ex09_tokio_limits(run: &mut Run) -> Check {
     }
 }
 
-// ---------------------------------------------------------------- exercise 10
+// ---------------------------------------------------------------- exercise 11
 
-pub fn ex10_mio_writable(run: &mut Run) -> Check {
+pub fn ex11_mio_writable(run: &mut Run) -> Check {
     const BIG: usize = 32 << 20;
     let server = Server::start(run, &[])?;
 

@@ -1,4 +1,4 @@
-//! Library exercises (3 line decoder, 4 length decoder, 11 TLS configs) are
+//! Library exercises (3 line decoder, 4 length decoder, 9 TLS configs) are
 //! graded by a small driver, `exNN-...-grade`, compiled together with the
 //! student's code (`lab/exercises/NN-*/grader/main.rs`), because only code in
 //! the same crate can call the student's functions. The driver prints one

@@ -1,4 +1,4 @@
-//! Exercise 9: a tokio echo server with an idle timeout and a connection
+//! Exercise 10: a tokio echo server with an idle timeout and a connection
 //! limit (chapter 6.2).
 //!
 //! The course's asyncio server, `await reader.read(100)` then
@@ -12,9 +12,9 @@
 //! Fill in `handle` (the timeout) and the marked part of `main` (the limit,
 //! with the `tokio::sync::Semaphore` already made there).
 //!
-//! Run:   cargo run --manifest-path lab/exercises/Cargo.toml -p ex09-tokio-limits -- --idle-timeout-ms 5000 --max-conns 2
-//! Then:  three `nc 127.0.0.1 7109`: the third gets "busy"; leave one quiet for 5 s.
-//! Grade: cargo run -p lab -- check 9
+//! Run:   cargo run --manifest-path lab/exercises/Cargo.toml -p ex10-tokio-limits -- --idle-timeout-ms 5000 --max-conns 2
+//! Then:  three `nc 127.0.0.1 7110`: the third gets "busy"; leave one quiet for 5 s.
+//! Grade: cargo run -p lab -- check 10
 
 use std::io;
 use std::sync::Arc;
@@ -25,18 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 /// Echo until the client closes, or until it has sent nothing for `idle`.
-async fn handle(stream: TcpStream, idle: Duration) -> io::Result<()> {
-    // MISTAKE: one timeout around the whole connection. That limits its
-    // lifetime: a client that keeps talking is cut after `idle` as well.
-    match tokio::time::timeout(idle, echo(stream)).await {
-        Ok(r) => r,
-        Err(_elapsed) => Ok(()),
-    }
-}
-
-async fn echo(mut stream: TcpStream) -> io::Result<()> {
+async fn handle(mut stream: TcpStream, idle: Duration) -> io::Result<()> {
     let mut buf = vec![0u8; 4096];
     loop {
+        // Your code here. This waits forever for a client that never sends.
+        let _ = idle;
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
@@ -54,7 +47,7 @@ async fn main() -> io::Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let addr = flag("--addr").unwrap_or_else(|| "127.0.0.1:7109".into());
+    let addr = flag("--addr").unwrap_or_else(|| "127.0.0.1:7110".into());
     let idle = Duration::from_millis(
         flag("--idle-timeout-ms")
             .and_then(|v| v.parse().ok())
@@ -78,18 +71,11 @@ async fn main() -> io::Result<()> {
                 continue;
             }
         };
-        // try_acquire_owned: no waiting; an owned permit can move into the task.
-        let permit = match Arc::clone(&permits).try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                // Five bytes into an empty send buffer: this never waits.
-                let _ = stream.write_all(b"busy\n").await;
-                continue; // the stream is dropped here: closed
-            }
-        };
+        // Your code here: take a permit without waiting; if none is left,
+        // write "busy\n" to `stream` and go on (dropping the stream closes it).
+        // The permit must live as long as the client's task.
+        let _ = (&permits, &mut stream);
         tokio::spawn(async move {
-            // Held until the task ends, then the next client may come in.
-            let _permit = permit;
             if let Err(e) = handle(stream, idle).await {
                 eprintln!("{peer}: {e}");
             }

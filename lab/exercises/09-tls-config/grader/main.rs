@@ -1,6 +1,6 @@
-//! The lab's grader driver for exercise 11: makes certificates with rcgen,
+//! The lab's grader driver for exercise 9: makes certificates with rcgen,
 //! runs your configurations over 127.0.0.1, and reports each step to
-//! `cargo run -p lab -- check 11`. Not yours to edit.
+//! `cargo run -p lab -- check 9`. Not yours to edit.
 
 #[path = "../../grader_support.rs"]
 mod support;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use ex11_tls_config::{client_config, server_config};
+use ex09_tls_config::{client_config, server_config};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};

@@ -1,4 +1,4 @@
-//! Exercise 10: a mio readiness loop that survives partial writes
+//! Exercise 11: a mio readiness loop that survives partial writes
 //! (chapter 6.3, multiplexing).
 //!
 //! One thread, many non-blocking sockets, and `poll` (epoll on Linux) as the
@@ -15,10 +15,10 @@
 //!
 //! Fill in `on_readable`, `flush` and `interest`; the loop in `main` is done.
 //!
-//! Run:   cargo run --manifest-path lab/exercises/Cargo.toml -p ex10-mio-writable
-//! Then:  nc 127.0.0.1 7110, and in another terminal
-//!        head -c 50000000 /dev/zero | nc -q1 127.0.0.1 7110 | wc -c   (all 50000000 back?)
-//! Grade: cargo run -p lab -- check 10
+//! Run:   cargo run --manifest-path lab/exercises/Cargo.toml -p ex11-mio-writable
+//! Then:  nc 127.0.0.1 7111, and in another terminal
+//!        head -c 50000000 /dev/zero | nc -q1 127.0.0.1 7111 | wc -c   (all 50000000 back?)
+//! Grade: cargo run -p lab -- check 11
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -84,7 +84,7 @@ fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let addr = match args.iter().position(|a| a == "--addr") {
         Some(i) => args.get(i + 1).cloned().unwrap_or_default(),
-        None => "127.0.0.1:7110".to_string(),
+        None => "127.0.0.1:7111".to_string(),
     };
     let addr = addr
         .parse()

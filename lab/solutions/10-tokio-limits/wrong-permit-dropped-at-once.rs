@@ -1,4 +1,4 @@
-//! Exercise 9: a tokio echo server with an idle timeout and a connection
+//! Exercise 10: a tokio echo server with an idle timeout and a connection
 //! limit (chapter 6.2).
 //!
 //! The course's asyncio server, `await reader.read(100)` then
@@ -12,9 +12,9 @@
 //! Fill in `handle` (the timeout) and the marked part of `main` (the limit,
 //! with the `tokio::sync::Semaphore` already made there).
 //!
-//! Run:   cargo run --manifest-path lab/exercises/Cargo.toml -p ex09-tokio-limits -- --idle-timeout-ms 5000 --max-conns 2
-//! Then:  three `nc 127.0.0.1 7109`: the third gets "busy"; leave one quiet for 5 s.
-//! Grade: cargo run -p lab -- check 9
+//! Run:   cargo run --manifest-path lab/exercises/Cargo.toml -p ex10-tokio-limits -- --idle-timeout-ms 5000 --max-conns 2
+//! Then:  three `nc 127.0.0.1 7110`: the third gets "busy"; leave one quiet for 5 s.
+//! Grade: cargo run -p lab -- check 10
 
 use std::io;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ async fn main() -> io::Result<()> {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let addr = flag("--addr").unwrap_or_else(|| "127.0.0.1:7109".into());
+    let addr = flag("--addr").unwrap_or_else(|| "127.0.0.1:7110".into());
     let idle = Duration::from_millis(
         flag("--idle-timeout-ms")
             .and_then(|v| v.parse().ok())

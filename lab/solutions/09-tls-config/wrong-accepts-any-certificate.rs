@@ -1,4 +1,4 @@
-//! Exercise 11: a rustls server and client configuration (chapter 6.1).
+//! Exercise 9: a rustls server and client configuration (chapter 6.1).
 //!
 //! TLS gives a client two promises: nobody on the way can read or change
 //! the bytes, AND the server is who it claims to be. The second one rests on
@@ -18,13 +18,55 @@
 //! `PrivateKeyDer::from_pem_slice`), `rustls::RootCertStore`.
 //! The workspace's full version: tls-echo/src/server.rs and client.rs.
 //!
-//! Grade: cargo run -p lab -- check 11
+//! Grade: cargo run -p lab -- check 9
 
 use std::sync::Arc;
 
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{ServerName, UnixTime};
+use rustls::{ClientConfig, ServerConfig};
+
+/// MISTAKE: the "make the error go away" verifier found in many answers
+/// online: it says yes to every certificate, from anyone, for any name.
+#[derive(Debug)]
+struct AcceptAnything;
+
+impl ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
 
 /// A server configuration from a PEM certificate chain and a PEM private key.
 pub fn server_config(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, String> {
@@ -42,20 +84,10 @@ pub fn server_config(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<Server
 
 /// A client configuration that trusts the CA certificate(s) in `ca_pem` only.
 pub fn client_config(ca_pem: &[u8]) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| format!("reading the CA certificate: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("no CA certificate in ca_pem".into());
-    }
-    // The default verifier checks the chain up to these roots AND the name.
-    Ok(Arc::new(
-        ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    let _ = ca_pem;
+    let config = ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }

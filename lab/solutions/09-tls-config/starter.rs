@@ -1,4 +1,4 @@
-//! Exercise 11: a rustls server and client configuration (chapter 6.1).
+//! Exercise 9: a rustls server and client configuration (chapter 6.1).
 //!
 //! TLS gives a client two promises: nobody on the way can read or change
 //! the bytes, AND the server is who it claims to be. The second one rests on
@@ -18,7 +18,7 @@
 //! `PrivateKeyDer::from_pem_slice`), `rustls::RootCertStore`.
 //! The workspace's full version: tls-echo/src/server.rs and client.rs.
 //!
-//! Grade: cargo run -p lab -- check 11
+//! Grade: cargo run -p lab -- check 9
 
 use std::sync::Arc;
 
