@@ -9,6 +9,13 @@
 //! nc 127.0.0.1 7004          # type lines; the trace shows each epoll event
 //! ```
 //!
+//! Two loops, and which one each client lands on (`connected to loop N`):
+//!
+//! ```text
+//! RUST_LOG=info cargo run -p async-server -- server --model event-loop --loops 2
+//! for i in 1 2 3 4; do echo hi | nc -N 127.0.0.1 7004; done
+//! ```
+//!
 //! # select, poll, epoll, and what mio hides
 //!
 //! A thread that calls `read()` on a socket with no data sleeps in the kernel
@@ -62,11 +69,38 @@
 //! What to watch: the server never sleeps anywhere but in `poll()`, holds
 //! 10,000 clients in one thread, and a client that never reads gets its
 //! reading paused once `--max-pending` bytes of echoes wait for it.
+//!
+//! # Many loops (`--loops N`)
+//!
+//! One loop is one thread, so it uses one CPU. `--loops N` runs N loops,
+//! each a thread with its own `mio::Poll` (its own epoll instance) and its
+//! own connection table, sharing nothing per connection: the design of
+//! nginx's workers, seastar and glommio. What they share is the contract:
+//! one [`Stats`], one atomic count of open connections for `--max-conns`
+//! (across every loop), and one [`Shutdown`], whose deadline is the same
+//! instant for every loop. Two ways to spread the connections
+//! (`--balance`):
+//!
+//! - `reuseport`: every loop has its own listening socket, all bound to the
+//!   same address with `SO_REUSEPORT`, and the *kernel* picks the socket of
+//!   each new connection by a hash of the client's address and port. No
+//!   thread hands anything to another, but the kernel does not know whether
+//!   a loop is busy: a loop stuck on a long `--work` keeps receiving its
+//!   share, which waits in its backlog.
+//! - `acceptor`: loop 0 alone listens, and deals each accepted connection
+//!   round-robin (itself included) to the loops through a channel, then
+//!   wakes the receiving loop with its [`Waker`]. One more hop and one
+//!   `eventfd` write per connection, but the acceptor sees each loop's
+//!   queue and skips a loop that has [`SKIP_QUEUED`] connections it has not
+//!   picked up yet (a stalled loop).
+//!
+//! The shutdown summary adds a line `connections per loop: [512, 488]`.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -75,10 +109,12 @@ use common::framing::READ_CHUNK;
 use common::net::{AcceptAction, Backoff, accept_policy};
 use common::{ConnError, Decoder, FrameError, ServerConfig, Shutdown, Stats, encode};
 use log::{debug, error, info, trace, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::{Config, Offload};
+use crate::listen::{SocketFile, has_reuseport, listen_reuseport};
+use crate::{Balance, Config, Listener, Offload, Peer};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -94,70 +130,300 @@ const READ_BUDGET: usize = 16;
 /// this are simply reported by the next call.
 const EVENTS_CAPACITY: usize = 1024;
 
-/// Serve `listener` on the calling thread until `shutdown`.
-pub fn run(
-    listener: std::net::TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-) -> io::Result<Arc<Stats>> {
+/// `--balance acceptor`: a loop that has this many handed-over connections
+/// it has not picked up yet is skipped by the acceptor (it is stuck, on a
+/// long `--work` say); the connection goes to the next loop in turn.
+pub const SKIP_QUEUED: usize = 64;
+
+/// What [`run_report`] returns: the summary counters, and how many
+/// connections each loop served (`per_loop[i]` for loop `i`).
+#[derive(Debug)]
+pub struct Report {
+    pub stats: Arc<Stats>,
+    pub per_loop: Vec<u64>,
+}
+
+/// Serve `listener` until `shutdown`: one loop on the calling thread, or
+/// `config.loops` loops (see the module docs). Blocks.
+pub fn run(listener: Listener, config: Config, shutdown: Shutdown) -> io::Result<Arc<Stats>> {
+    run_report(listener, config, shutdown).map(|report| report.stats)
+}
+
+/// [`run`], returning the connections each loop served too.
+pub fn run_report(listener: Listener, config: Config, shutdown: Shutdown) -> io::Result<Report> {
     if config.offload == Offload::Rayon && config.common.work > 0 {
         // Kept out on purpose: see Exercises in the README.
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "the event loop runs --work inline (one thread by design); --offload rayon is for --model tokio",
+            "the event loop runs --work inline (one thread per loop by design); --offload rayon is for --model tokio",
         ));
     }
-    // Non-blocking: `accept()` with an empty backlog must say `WouldBlock`,
-    // not put the only thread to sleep.
-    listener.set_nonblocking(true)?;
-    let poll = Poll::new()?;
-    let mut listener = TcpListener::from_std(listener);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    // The waker is an eventfd registered with epoll: writing to it from
-    // another thread (the signal thread, via `Shutdown::on_trigger`) makes
-    // `poll()` return with a WAKER event. Without it, a loop sleeping in
-    // `epoll_wait` could not notice Ctrl-C.
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    shutdown.on_trigger({
-        let waker = waker.clone();
-        move || {
-            if let Err(e) = waker.wake() {
-                error!("could not wake the event loop: {e}");
+    let loops = config.loops.max(1);
+    let balance = (loops > 1).then_some(config.balance);
+    // Every loop's listening socket; `None` for the loops the acceptor
+    // hands connections to.
+    let mut listeners: Vec<Option<Listen>> = Vec::with_capacity(loops);
+    match (listener, balance) {
+        (Listener::Tcp(first), Some(Balance::Reuseport)) => {
+            if !has_reuseport(&first)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--balance reuseport: the listener must be bound with SO_REUSEPORT (async_server::listen_reuseport) for more loops to join it",
+                ));
+            }
+            // The port the first socket got (it may have asked for 0).
+            let addr = first.local_addr()?;
+            listeners.push(Some(Listen::tcp(first)?));
+            for _ in 1..loops {
+                let more = listen_reuseport(addr).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("binding another SO_REUSEPORT listener on {addr}: {e}"),
+                    )
+                })?;
+                listeners.push(Some(Listen::tcp(more)?));
             }
         }
-    });
+        (Listener::Unix(_), Some(Balance::Reuseport)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--balance reuseport is for TCP (a socket file can be bound only once); use --balance acceptor with unix:",
+            ));
+        }
+        (listener, _) => {
+            listeners.push(Some(Listen::new(listener)?));
+            listeners.resize_with(loops, || None);
+        }
+    }
     let stats = Arc::new(Stats::new());
-    let config = config.common;
-    // Timers are found by a sweep over the table, often enough to close a
-    // connection within a quarter of its timeout of when it is due.
-    let shortest = config
-        .idle_timeout
-        .map_or(config.stall_timeout, |idle| idle.min(config.stall_timeout));
-    let mut el = EventLoop {
-        poll,
-        listener: Some(listener),
-        accept_paused_until: None,
-        backoff: Backoff::new(),
-        conns: Vec::new(),
-        free: Vec::new(),
-        open: 0,
-        ready: VecDeque::new(),
-        // One read buffer for every connection: the loop handles one socket
-        // at a time, so it only ever needs one. Connections keep only the
-        // leftovers (an unfinished frame) in their own `rbuf`.
-        scratch: vec![0; READ_CHUNK],
-        sweep_every: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
-        next_sweep: Instant::now(),
-        config,
-        stats: stats.clone(),
-        shutdown,
-        deadline: None,
+    let open_total = Arc::new(AtomicUsize::new(0));
+    let unix_peers = Arc::new(AtomicU64::new(0));
+    let mut els = Vec::with_capacity(loops);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let mut el = EventLoop::new(
+            id,
+            listener,
+            &config.common,
+            &stats,
+            &open_total,
+            &unix_peers,
+            &shutdown,
+        )?;
+        el.many = loops > 1;
+        els.push(el);
+    }
+    if balance == Some(Balance::Acceptor) {
+        // One channel per receiving loop; the acceptor keeps the senders
+        // and the receivers' wakers.
+        let mut handoff = Vec::with_capacity(loops - 1);
+        for el in els.iter_mut().skip(1) {
+            let (tx, rx) = mpsc::channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            el.inbox = Some(Inbox {
+                rx,
+                queued: queued.clone(),
+            });
+            handoff.push(Handoff {
+                tx: Some(tx),
+                waker: el.waker.clone(),
+                queued,
+            });
+        }
+        els[0].handoff = handoff;
+    }
+    match balance {
+        None => info!("event-loop model: one thread, mio over epoll"),
+        Some(b) => info!(
+            "event-loop model: {loops} loops (threads), each mio over epoll, --balance {}",
+            b.name()
+        ),
+    }
+    let mut els = els.into_iter();
+    let Some(mut first) = els.next() else {
+        return Err(io::Error::other("no event loop"));
     };
-    info!("event-loop model: one thread, mio over epoll");
-    el.run()?;
-    drop(waker);
-    Ok(stats)
+    let mut threads = Vec::with_capacity(loops - 1);
+    for mut el in els {
+        let name = format!("event-loop-{}", el.id);
+        let stop = shutdown.clone();
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let result = el.run();
+            if let Err(e) = &result {
+                // Stop the others too: one summary, one exit.
+                error!("event loop {}: {e}; stopping every loop", el.id);
+                stop.trigger();
+            }
+            result.map(|()| el.served)
+        });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                // The loops already started need a shutdown to end.
+                shutdown.trigger();
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("starting an event loop thread: {e}"),
+                ));
+            }
+        }
+    }
+    let mut result = first.run();
+    if result.is_err() && loops > 1 {
+        shutdown.trigger();
+    }
+    let mut per_loop = vec![first.served];
+    drop(first);
+    for (i, t) in threads.into_iter().enumerate() {
+        match t.join() {
+            Ok(Ok(served)) => per_loop.push(served),
+            Ok(Err(e)) => {
+                per_loop.push(0);
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+            Err(_) => {
+                per_loop.push(0);
+                if result.is_ok() {
+                    result = Err(io::Error::other(format!("event loop {} panicked", i + 1)));
+                }
+            }
+        }
+    }
+    result?;
+    if loops > 1 {
+        info!("connections per loop: {per_loop:?}");
+    }
+    Ok(Report { stats, per_loop })
+}
+
+/// A listening socket of one loop.
+enum Listen {
+    Tcp(TcpListener),
+    /// The file guard is dropped with the listener: the socket file goes
+    /// when the loop stops listening.
+    Unix {
+        listener: UnixListener,
+        _file: SocketFile,
+    },
+}
+
+impl Listen {
+    fn new(listener: Listener) -> io::Result<Listen> {
+        match listener {
+            Listener::Tcp(l) => Listen::tcp(l),
+            Listener::Unix(u) => {
+                u.listener.set_nonblocking(true)?;
+                Ok(Listen::Unix {
+                    listener: UnixListener::from_std(u.listener),
+                    _file: u.file,
+                })
+            }
+        }
+    }
+
+    /// Non-blocking: `accept()` with an empty backlog must say
+    /// `WouldBlock`, not put the only thread to sleep.
+    fn tcp(l: std::net::TcpListener) -> io::Result<Listen> {
+        l.set_nonblocking(true)?;
+        Ok(Listen::Tcp(TcpListener::from_std(l)))
+    }
+
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Listen::Tcp(l) => l,
+            Listen::Unix { listener, .. } => listener,
+        }
+    }
+
+    /// `accept4(..., SOCK_NONBLOCK)`. `unix_peers` numbers the Unix clients,
+    /// which usually have no name.
+    fn accept(&mut self, unix_peers: &AtomicU64) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listen::Tcp(l) => l.accept().map(|(s, a)| {
+                // Echoes are small writes the client waits for: no Nagle.
+                if let Err(e) = s.set_nodelay(true) {
+                    debug!("{a}: TCP_NODELAY: {e}");
+                }
+                (Stream::Tcp(s), Peer::Tcp(a))
+            }),
+            Listen::Unix { listener, .. } => listener.accept().map(|(s, a)| {
+                let n = unix_peers.fetch_add(1, Ordering::Relaxed) + 1;
+                let peer = a
+                    .as_pathname()
+                    .map(|p| Peer::Unix {
+                        path: Some(p.to_path_buf()),
+                        n,
+                    })
+                    .unwrap_or(Peer::Unix { path: None, n });
+                (Stream::Unix(s), peer)
+            }),
+        }
+    }
+}
+
+/// A connection's socket: TCP or Unix, the same non-blocking calls.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    /// `shutdown(SHUT_WR)`: FIN (for a Unix socket: the peer reads EOF).
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A receiving loop's end of the acceptor's channel.
+struct Inbox {
+    rx: Receiver<(Stream, Peer)>,
+    /// Connections sent and not yet taken (what the acceptor looks at).
+    queued: Arc<AtomicUsize>,
+}
+
+/// The acceptor's way to one receiving loop.
+struct Handoff {
+    /// `None` once the acceptor stopped accepting: the receiver sees the
+    /// channel disconnected and knows nothing more will come.
+    tx: Option<Sender<(Stream, Peer)>>,
+    waker: Arc<Waker>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// What to do with a connection after `drive`.
@@ -172,9 +438,13 @@ enum Next {
 }
 
 struct EventLoop {
+    /// Which loop this is (0 with a single loop; 0 is the acceptor).
+    id: usize,
     poll: Poll,
-    /// `None` once shutdown began: the listening socket is closed.
-    listener: Option<TcpListener>,
+    waker: Arc<Waker>,
+    /// `None` once shutdown began (the listening socket is closed), and
+    /// always for the loops an acceptor hands connections to.
+    listener: Option<Listen>,
     /// Accepting is backing off (out of file descriptors or memory): the
     /// listener is deregistered until then.
     accept_paused_until: Option<Instant>,
@@ -183,7 +453,19 @@ struct EventLoop {
     /// are reused, so the table never grows past the peak connection count.
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
+    /// Connections open in this loop.
     open: usize,
+    /// Connections open in every loop together (`--max-conns`).
+    open_total: Arc<AtomicUsize>,
+    /// Connections this loop served (the per-loop line of the summary).
+    served: u64,
+    unix_peers: Arc<AtomicU64>,
+    /// `--balance acceptor`, loop 0: the other loops, dealt in turn.
+    handoff: Vec<Handoff>,
+    /// Whose turn is next: 0 is this loop, `i` is `handoff[i - 1]`.
+    next_turn: usize,
+    /// `--balance acceptor`, loops 1..: connections handed to us.
+    inbox: Option<Inbox>,
     /// Connections to drive again before sleeping (see `Next::Again`).
     ready: VecDeque<usize>,
     scratch: Vec<u8>,
@@ -195,13 +477,79 @@ struct EventLoop {
     shutdown: Shutdown,
     /// Set when shutdown begins: connections still open then are cut.
     deadline: Option<Instant>,
+    /// More than one loop: the log lines say which.
+    many: bool,
 }
 
 impl EventLoop {
+    fn new(
+        id: usize,
+        mut listener: Option<Listen>,
+        config: &ServerConfig,
+        stats: &Arc<Stats>,
+        open_total: &Arc<AtomicUsize>,
+        unix_peers: &Arc<AtomicU64>,
+        shutdown: &Shutdown,
+    ) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        if let Some(listener) = &mut listener {
+            poll.registry()
+                .register(listener.source(), LISTENER, Interest::READABLE)?;
+        }
+        // The waker is an eventfd registered with epoll: writing to it from
+        // another thread (the signal thread, via `Shutdown::on_trigger`, or
+        // the acceptor handing over a connection) makes `poll()` return with
+        // a WAKER event. Without it, a loop sleeping in `epoll_wait` could
+        // not notice Ctrl-C.
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        shutdown.on_trigger({
+            let waker = waker.clone();
+            move || {
+                if let Err(e) = waker.wake() {
+                    error!("could not wake event loop {id}: {e}");
+                }
+            }
+        });
+        // Timers are found by a sweep over the table, often enough to close
+        // a connection within a quarter of its timeout of when it is due.
+        let shortest = config
+            .idle_timeout
+            .map_or(config.stall_timeout, |idle| idle.min(config.stall_timeout));
+        Ok(EventLoop {
+            id,
+            poll,
+            waker,
+            listener,
+            accept_paused_until: None,
+            backoff: Backoff::new(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            open_total: open_total.clone(),
+            served: 0,
+            unix_peers: unix_peers.clone(),
+            handoff: Vec::new(),
+            next_turn: 0,
+            inbox: None,
+            ready: VecDeque::new(),
+            // One read buffer for every connection: the loop handles one
+            // socket at a time, so it only ever needs one. Connections keep
+            // only the leftovers (an unfinished frame) in their own `rbuf`.
+            scratch: vec![0; READ_CHUNK],
+            sweep_every: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+            next_sweep: Instant::now(),
+            config: config.clone(),
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+            deadline: None,
+            many: false,
+        })
+    }
+
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
-            if self.deadline.is_some() && self.open == 0 {
+            if self.deadline.is_some() && self.open == 0 && self.inbox_finished() {
                 return Ok(());
             }
             let timeout = self.poll_timeout(Instant::now());
@@ -224,7 +572,7 @@ impl EventLoop {
                 );
                 match event.token() {
                     LISTENER => self.accept_all()?,
-                    WAKER => self.begin_shutdown(),
+                    WAKER => self.woken(),
                     // Whatever the event says (readable, writable, hang-up,
                     // error), `drive` tries both directions until WouldBlock
                     // and finds out from the syscalls themselves.
@@ -241,6 +589,8 @@ impl EventLoop {
             if let Some(deadline) = self.deadline
                 && now >= deadline
             {
+                // Handed over but never picked up: they are cut too.
+                self.inbox_finished();
                 if self.open > 0 {
                     warn!(
                         "{} connection(s) still open at the --grace deadline ({:?}): cutting them",
@@ -251,6 +601,34 @@ impl EventLoop {
                     self.close(i, End::Cut);
                 }
                 return Ok(());
+            }
+        }
+    }
+
+    /// The waker fired: connections handed over by the acceptor, or the
+    /// shutdown signal (or both).
+    fn woken(&mut self) {
+        self.inbox_finished();
+        if self.shutdown.is_triggered() {
+            self.begin_shutdown();
+        }
+    }
+
+    /// Take every connection the acceptor handed over. True when none can
+    /// come any more: no acceptor, or it stopped accepting and said so by
+    /// dropping its end of the channel.
+    fn inbox_finished(&mut self) -> bool {
+        loop {
+            let Some(inbox) = &self.inbox else {
+                return true;
+            };
+            match inbox.rx.try_recv() {
+                Ok((stream, peer)) => {
+                    inbox.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.add_conn(stream, peer);
+                }
+                Err(TryRecvError::Empty) => return false,
+                Err(TryRecvError::Disconnected) => return true,
             }
         }
     }
@@ -278,7 +656,7 @@ impl EventLoop {
                 debug!("accept: resuming after the back-off");
                 self.poll
                     .registry()
-                    .register(listener, LISTENER, Interest::READABLE)?;
+                    .register(listener.source(), LISTENER, Interest::READABLE)?;
                 // Connections may be waiting in the backlog already.
                 self.accept_all()?;
             }
@@ -310,10 +688,17 @@ impl EventLoop {
             if self.accept_paused_until.is_some() {
                 return Ok(());
             }
-            match listener.accept() {
+            match listener.accept(&self.unix_peers) {
                 Ok((stream, peer)) => {
                     self.backoff.reset();
-                    self.add_conn(stream, peer);
+                    if !self.admit(&peer) {
+                        continue; // dropping `stream` closes it
+                    }
+                    if self.handoff.is_empty() {
+                        self.add_conn(stream, peer);
+                    } else {
+                        self.deal(stream, peer);
+                    }
                 }
                 // The backlog is empty: back to epoll_wait.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -330,7 +715,7 @@ impl EventLoop {
                     // EMFILE: keep a spare fd open, close it to accept and
                     // immediately close the newcomer, so it is at least told.)
                     AcceptAction::Wait(delay) => {
-                        self.poll.registry().deregister(listener)?;
+                        self.poll.registry().deregister(listener.source())?;
                         self.accept_paused_until = Some(Instant::now() + delay);
                         return Ok(());
                     }
@@ -340,36 +725,94 @@ impl EventLoop {
         }
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.open >= self.config.max_conns {
+    /// `--max-conns`, counted over every loop: take a slot, or refuse.
+    fn admit(&self, peer: &Peer) -> bool {
+        let max = self.config.max_conns;
+        if self.open_total.fetch_add(1, Ordering::SeqCst) >= max {
+            self.open_total.fetch_sub(1, Ordering::SeqCst);
             Stats::inc(&self.stats.refused);
-            warn!(
-                "{peer}: refused: {} connections already open (--max-conns)",
-                self.config.max_conns
-            );
-            return; // dropping `stream` closes it
+            warn!("{peer}: refused: {max} connections already open (--max-conns)");
+            return false;
         }
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!("{peer}: TCP_NODELAY: {e}");
+        true
+    }
+
+    /// `--balance acceptor`: give an admitted connection to the next loop in
+    /// turn (this one included), skipping a loop that has not picked up
+    /// [`SKIP_QUEUED`] connections already (it is stuck) or has stopped.
+    fn deal(&mut self, stream: Stream, peer: Peer) {
+        let turns = self.handoff.len() + 1;
+        let mut conn = (stream, peer);
+        for _ in 0..turns {
+            let turn = self.next_turn;
+            self.next_turn = (turn + 1) % turns;
+            if turn == 0 {
+                let (stream, peer) = conn;
+                self.add_conn(stream, peer);
+                return;
+            }
+            let to = &self.handoff[turn - 1];
+            let Some(tx) = &to.tx else { continue };
+            if to.queued.load(Ordering::Relaxed) >= SKIP_QUEUED {
+                debug!("loop {turn} has {SKIP_QUEUED} connections waiting: skipping it");
+                continue;
+            }
+            to.queued.fetch_add(1, Ordering::Relaxed);
+            match tx.send(conn) {
+                Ok(()) => {
+                    trace!("handed a connection to loop {turn}");
+                    // An eventfd write: the receiving loop's epoll_wait returns.
+                    if let Err(e) = to.waker.wake() {
+                        error!("could not wake event loop {turn}: {e}");
+                    }
+                    return;
+                }
+                // That loop has ended (an error stopped it): next one.
+                Err(mpsc::SendError(back)) => {
+                    to.queued.fetch_sub(1, Ordering::Relaxed);
+                    conn = back;
+                }
+            }
         }
+        // Every other loop is stuck or gone: serve it here.
+        let (stream, peer) = conn;
+        self.add_conn(stream, peer);
+    }
+
+    /// A new connection, already admitted under `--max-conns`.
+    fn add_conn(&mut self, mut stream: Stream, peer: Peer) {
         let i = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
         });
         // epoll_ctl(ADD). If bytes arrived already, epoll reports them at once.
-        if let Err(e) =
-            self.poll
-                .registry()
-                .register(&mut stream, Token(FIRST_CONN + i), Interest::READABLE)
-        {
+        if let Err(e) = self.poll.registry().register(
+            stream.source(),
+            Token(FIRST_CONN + i),
+            Interest::READABLE,
+        ) {
             warn!("{peer}: cannot register with epoll: {e}");
             self.free.push(i);
+            self.open_total.fetch_sub(1, Ordering::SeqCst);
             return;
+        }
+        if self.many {
+            info!(
+                "{peer}: connected to loop {} ({} open there)",
+                self.id,
+                self.open + 1
+            );
+        } else {
+            info!("{peer}: connected ({} open)", self.open + 1);
         }
         self.conns[i] = Some(Conn::new(stream, peer, &self.config));
         self.open += 1;
+        self.served += 1;
         Stats::inc(&self.stats.accepted);
-        info!("{peer}: connected ({} open)", self.open);
+        if self.deadline.is_some() {
+            // Handed over just as shutdown began: drain it like the others.
+            self.drive(i, false);
+        }
     }
 
     /// Run connection `i` as far as it can go without blocking.
@@ -406,9 +849,10 @@ impl EventLoop {
         };
         self.free.push(i);
         self.open -= 1;
+        self.open_total.fetch_sub(1, Ordering::SeqCst);
         // epoll_ctl(DEL). Closing the fd would also remove it from the
         // interest list; saying so explicitly keeps mio portable.
-        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = self.poll.registry().deregister(conn.stream.source());
         // A truncated last frame was kept for this line, once the echoes
         // owed before it had gone out.
         let end = match (end, conn.error.take()) {
@@ -426,22 +870,39 @@ impl EventLoop {
             return;
         }
         if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-            // Dropped: the port is closed, new clients are refused.
+            let _ = self.poll.registry().deregister(listener.source());
+            // Dropped: the port is closed, new clients are refused. (A Unix
+            // socket's file is removed with it: nobody can connect().)
         }
         // Closing the listening socket: the kernel refuses new clients, and
         // resets the ones still in the backlog (never accepted, never served).
         self.accept_paused_until = None;
+        // The acceptor: nothing more will be handed over. Dropping the
+        // senders tells the receiving loops so (their channel disconnects);
+        // wake them to see it, or an idle one would sleep to the deadline.
+        for to in &mut self.handoff {
+            to.tx = None;
+            if let Err(e) = to.waker.wake() {
+                error!("could not wake an event loop: {e}");
+            }
+        }
         let grace = self.config.grace;
         self.deadline = Some(
             self.shutdown
                 .deadline(grace)
                 .unwrap_or_else(|| Instant::now() + grace),
         );
-        info!(
-            "shutting down: up to {grace:?} for {} connection(s) to finish their echoes",
-            self.open
-        );
+        if self.many {
+            info!(
+                "loop {}: shutting down: up to {grace:?} for {} connection(s) to finish their echoes",
+                self.id, self.open
+            );
+        } else {
+            info!(
+                "shutting down: up to {grace:?} for {} connection(s) to finish their echoes",
+                self.open
+            );
+        }
         for i in 0..self.conns.len() {
             self.drive(i, false);
         }
@@ -450,8 +911,8 @@ impl EventLoop {
 
 /// One connection's state machine.
 struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Stream,
+    peer: Peer,
     decoder: Decoder,
     /// Leftover bytes of an unfinished frame.
     rbuf: BytesMut,
@@ -480,7 +941,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, peer: SocketAddr, config: &ServerConfig) -> Self {
+    fn new(stream: Stream, peer: Peer, config: &ServerConfig) -> Self {
         Conn {
             stream,
             peer,
@@ -589,7 +1050,7 @@ impl Conn {
                 self.unfinished = self.rbuf.len();
                 // FIN: "no more echoes". After the peer's own FIN (a
                 // half-close) this completes a clean close.
-                if let Err(e) = self.stream.shutdown(std::net::Shutdown::Write) {
+                if let Err(e) = self.stream.shutdown_write() {
                     debug!("{}: shutdown(Write): {e}", self.peer);
                 }
             }
@@ -726,7 +1187,7 @@ impl Conn {
             trace!("{}: interest {:?} -> {wanted:?}", self.peer, self.interest);
             // epoll_ctl(MOD). It also re-checks readiness: if the socket is
             // already writable, the event comes at once.
-            registry.reregister(&mut self.stream, token, wanted)?;
+            registry.reregister(self.stream.source(), token, wanted)?;
             self.interest = wanted;
         }
         Ok(())

@@ -33,8 +33,11 @@ use common::{ServerConfig, Shutdown, Stats};
 pub mod client;
 pub mod demo;
 pub mod event_loop;
+pub mod listen;
 pub mod tokio_server;
 pub mod uring;
+
+pub use listen::{Listener, Peer, UnixSocketFile, listen_reuseport};
 
 /// Which design serves the connections (`--model`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -77,6 +80,28 @@ impl Model {
     }
 }
 
+/// How `--model event-loop --loops N` spreads connections over its loops
+/// (`--balance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Balance {
+    /// Every loop has its own `SO_REUSEPORT` listener on the same address;
+    /// the kernel hashes each new connection to one of them.
+    #[default]
+    Reuseport,
+    /// Loop 0 accepts them all and deals them round-robin (itself
+    /// included) to the loops, through a channel and each loop's `Waker`.
+    Acceptor,
+}
+
+impl Balance {
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Reuseport => "reuseport",
+            Balance::Acceptor => "acceptor",
+        }
+    }
+}
+
 /// Where `--work N` runs (`--offload`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Offload {
@@ -102,8 +127,13 @@ pub struct Config {
     /// it inline).
     pub offload: Offload,
     /// tokio worker threads (1 = current-thread runtime). Ignored by the
-    /// event loop, which is one thread by design.
+    /// event loop, which is one thread per loop by design.
     pub threads: usize,
+    /// Event loops (`--loops`, event-loop model only): each a thread with
+    /// its own `mio::Poll`. 1 is the classic single loop.
+    pub loops: usize,
+    /// How connections are spread over `loops` (event-loop model only).
+    pub balance: Balance,
 }
 
 impl Default for Config {
@@ -112,6 +142,8 @@ impl Default for Config {
             common: ServerConfig::default(),
             offload: Offload::None,
             threads: default_threads(),
+            loops: 1,
+            balance: Balance::Reuseport,
         }
     }
 }
@@ -123,13 +155,17 @@ pub fn default_threads() -> usize {
 
 /// Serve `listener` with `model` until `shutdown` and its `--grace` period
 /// are over; blocks the calling thread. Logs the one summary line and
-/// returns the counters behind it.
+/// returns the counters behind it. `listener` is a bound
+/// `std::net::TcpListener` or a [`Listener`] (a Unix socket file: tokio
+/// and event-loop models only). For `--loops N --balance reuseport` the
+/// TCP listener must have been bound with [`listen_reuseport`].
 pub fn run(
     model: Model,
-    listener: std::net::TcpListener,
+    listener: impl Into<Listener>,
     config: Config,
     shutdown: Shutdown,
 ) -> io::Result<Arc<Stats>> {
+    let listener = listener.into();
     let stats = match model {
         Model::Tokio => tokio_server::run(listener, config, shutdown),
         Model::EventLoop => event_loop::run(listener, config, shutdown),
@@ -140,6 +176,12 @@ pub fn run(
                     "the uring model runs --work inline (one thread by design); --offload rayon is for --model tokio",
                 ));
             }
+            let Listener::Tcp(listener) = listener else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "unix: sockets are served by --model event-loop and tokio, not uring",
+                ));
+            };
             uring::run(listener, config.common, shutdown)
         }
     }?;

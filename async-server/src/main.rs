@@ -16,12 +16,13 @@
 //! printed: a bad value or a flag that does not fit `--model` exits with
 //! status 2 and one `error:` line naming it.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_server::{Config, Model, Offload};
-use clap::{CommandFactory, Parser, Subcommand};
+use async_server::{Balance, Config, Listener, Model, Offload, UnixSocketFile};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use common::Framing;
 use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_max_frame, ports};
 
@@ -65,26 +66,73 @@ struct ServerCmd {
     /// `rayon` (on rayon's pool, answer back over a oneshot; tokio only).
     #[arg(long, value_enum, default_value_t = Offload::None)]
     offload: Offload,
+
+    /// Event loops (event-loop model only): N threads, each with its own
+    /// epoll, sharing --max-conns and the shutdown deadline. [default: 1]
+    #[arg(long, value_name = "N", value_parser = parse_loops)]
+    loops: Option<usize>,
+
+    /// How --loops spreads connections: `reuseport` (a listener per loop,
+    /// the kernel hashes) or `acceptor` (loop 0 accepts and deals them
+    /// round-robin). [default: reuseport]
+    #[arg(long, value_enum)]
+    balance: Option<Balance>,
 }
 
 impl ServerCmd {
     /// Flags that are valid alone but not with this `--model`.
     fn conflict(&self) -> Option<String> {
+        let unix = self.unix_path().is_some();
+        let loops = self.loops.unwrap_or(1);
         match (self.model, self.threads, self.offload) {
-            (Model::EventLoop, Some(n), _) if n != 1 => Some(format!(
-                "--threads {n} is for --model tokio; --model event-loop is one thread by design"
-            )),
-            (Model::EventLoop, _, Offload::Rayon) => Some(
-                "--offload rayon is for --model tokio; the event loop runs --work inline".into(),
-            ),
-            (Model::Uring, Some(n), _) if n != 1 => Some(format!(
-                "--threads {n} is for --model tokio; --model uring is one thread by design"
-            )),
-            (Model::Uring, _, Offload::Rayon) => Some(
-                "--offload rayon is for --model tokio; the uring model runs --work inline".into(),
-            ),
-            _ => None,
+            (Model::EventLoop, Some(n), _) if n != 1 => {
+                return Some(format!(
+                    "--threads {n} is for --model tokio; --model event-loop is one thread per loop (--loops N)"
+                ));
+            }
+            (Model::EventLoop, _, Offload::Rayon) => {
+                return Some(
+                    "--offload rayon is for --model tokio; the event loop runs --work inline"
+                        .into(),
+                );
+            }
+            (Model::Uring, Some(n), _) if n != 1 => {
+                return Some(format!(
+                    "--threads {n} is for --model tokio; --model uring is one thread by design"
+                ));
+            }
+            (Model::Uring, _, Offload::Rayon) => {
+                return Some(
+                    "--offload rayon is for --model tokio; the uring model runs --work inline"
+                        .into(),
+                );
+            }
+            _ => {}
         }
+        if self.model != Model::EventLoop {
+            if let Some(n) = self.loops.filter(|&n| n != 1) {
+                return Some(format!("--loops {n} is for --model event-loop"));
+            }
+            if let Some(b) = self.balance {
+                return Some(format!(
+                    "--balance {} is for --model event-loop --loops N",
+                    b.name()
+                ));
+            }
+        }
+        if unix && self.model == Model::Uring {
+            return Some(
+                "--addr unix:PATH is for --model event-loop and tokio (the uring model serves TCP)"
+                    .into(),
+            );
+        }
+        if unix && loops > 1 && self.balance.unwrap_or_default() == Balance::Reuseport {
+            return Some(
+                "--addr unix:PATH with --loops N needs --balance acceptor (a socket file can be bound only once; SO_REUSEPORT is for TCP)"
+                    .into(),
+            );
+        }
+        None
     }
 
     fn config(&self) -> Config {
@@ -92,9 +140,84 @@ impl ServerCmd {
             common: self.common.config(),
             offload: self.offload,
             threads: self.threads.unwrap_or_else(async_server::default_threads),
+            loops: self.loops.unwrap_or(1),
+            balance: self.balance.unwrap_or_default(),
+        }
+    }
+
+    /// `--addr unix:PATH`: the path (see [`parse_listen_addr`]).
+    fn unix_path(&self) -> Option<PathBuf> {
+        match &self.common.addr {
+            Some(HostPort::Name { host, .. }) => host.strip_prefix(UNIX_PREFIX).map(PathBuf::from),
+            _ => None,
         }
     }
 }
+
+const UNIX_PREFIX: &str = "unix:";
+
+/// The server's `--addr`: what `common::cli::parse_host_port` accepts, or
+/// `unix:PATH`, a Unix domain socket. `common::cli::HostPort` has no Unix
+/// variant yet, so the path travels as `HostPort::Name { host: "unix:PATH",
+/// port: 0 }`, which `parse_host_port` can never produce (a host name has
+/// no `:`), and [`ServerCmd::unix_path`] takes it back out.
+fn parse_listen_addr(s: &str) -> Result<HostPort, String> {
+    let Some(path) = s.strip_prefix(UNIX_PREFIX) else {
+        return parse_host_port(s);
+    };
+    if path.is_empty() {
+        return Err("empty path after `unix:` (write unix:PATH, e.g. unix:/tmp/echo.sock)".into());
+    }
+    // sockaddr_un.sun_path is 108 bytes, the last one a NUL.
+    if path.len() > 107 {
+        return Err(format!(
+            "a Unix socket path is at most 107 bytes (sun_path); this one is {}",
+            path.len()
+        ));
+    }
+    Ok(HostPort::Name {
+        host: s.to_owned(),
+        port: 0,
+    })
+}
+
+/// [`Cli`] with the server's `--addr` taking `unix:PATH` too; otherwise the
+/// same, so `common::cli::parse` fills in the default port as everywhere.
+struct Args(Cli);
+
+fn with_unix_addr(cmd: clap::Command) -> clap::Command {
+    cmd.mut_subcommand("server", |server| {
+        server.mut_arg("addr", |addr| {
+            addr.value_parser(parse_listen_addr)
+                .value_name("HOST:PORT|unix:PATH")
+                .help(
+                    "Address to listen on: IPV4:PORT, [IPV6]:PORT, HOSTNAME:PORT, or unix:PATH \
+                     (a Unix domain socket; event-loop and tokio). Port 0 picks a free port, \
+                     printed as `listening on ADDR`",
+                )
+        })
+    })
+}
+
+impl CommandFactory for Args {
+    fn command() -> clap::Command {
+        with_unix_addr(Cli::command())
+    }
+    fn command_for_update() -> clap::Command {
+        with_unix_addr(Cli::command_for_update())
+    }
+}
+
+impl FromArgMatches for Args {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Cli::from_arg_matches(matches).map(Args)
+    }
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+}
+
+impl Parser for Args {}
 
 #[derive(clap::Args, Debug)]
 struct ClientCmd {
@@ -116,6 +239,19 @@ struct ClientCmd {
 
     /// Messages to send, one frame each; stdin lines when none.
     messages: Vec<String>,
+}
+
+/// `--loops`: 1 to 256.
+fn parse_loops(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if (1..=256).contains(&n) {
+        Ok(n)
+    } else {
+        Err("must be between 1 and 256".into())
+    }
 }
 
 /// `--threads`: 1 to 1024.
@@ -144,7 +280,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     // Exits with status 2 and clap's one line on any bad flag or value.
-    let cli: Cli = common::cli::parse(ports::ASYNC_SERVER);
+    let Args(cli) = common::cli::parse(ports::ASYNC_SERVER);
     let command = cli.command.unwrap_or(Command::Demo);
     if let Command::Server(cmd) = &command
         && let Some(conflict) = cmd.conflict()
@@ -193,15 +329,39 @@ fn server(cmd: ServerCmd) -> anyhow::Result<()> {
         async_server::uring::probe().map_err(anyhow::Error::msg)?;
     }
     async_server::raise_fd_limit_logged();
-    let addr = cmd.common.socket_addr(ports::ASYNC_SERVER)?;
-    let listener = common::net::listen(addr).with_context(|| format!("listening on {addr}"))?;
-    let local = listener.local_addr()?;
+    let listener: Listener = match cmd.unix_path() {
+        // Its errors name the path (and say what to do about a live one).
+        Some(path) => UnixSocketFile::bind(&path)?.into(),
+        None => {
+            let addr = cmd.common.socket_addr(ports::ASYNC_SERVER)?;
+            // More loops, each with its own listener: all of them, this
+            // first one included, need SO_REUSEPORT before bind().
+            let reuseport = config.loops > 1 && config.balance == Balance::Reuseport;
+            let bound = if reuseport {
+                async_server::listen_reuseport(addr)
+            } else {
+                common::net::listen(addr)
+            };
+            bound
+                .with_context(|| format!("listening on {addr}"))?
+                .into()
+        }
+    };
+    let shown = listener.describe();
     let shutdown = common::Shutdown::new();
     shutdown
         .install_signal_handler()
         .context("installing the signal handler")?;
-    common::net::announce(local);
+    match &listener {
+        Listener::Tcp(l) => common::net::announce(l.local_addr()?),
+        // `listening on unix:/tmp/echo.sock`: the same line, which
+        // `common::net::parse_announce` (a SocketAddr) does not parse yet.
+        // Like `announce`, a closed stdout is not an error.
+        Listener::Unix(_) => {
+            let _ = common::outln!("{}{shown}", common::net::ANNOUNCE_PREFIX);
+        }
+    }
     async_server::run(cmd.model, listener, config, shutdown)
-        .with_context(|| format!("{} server on {local}", cmd.model.name()))?;
+        .with_context(|| format!("{} server on {shown}", cmd.model.name()))?;
     Ok(())
 }

@@ -50,7 +50,6 @@
 //! shows each frame.
 
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -62,21 +61,18 @@ use common::framing::tokio_io::AsyncFramed;
 use common::net::{AcceptAction, Backoff, accept_policy};
 use common::{Shutdown, Stats};
 use log::{debug, error, info, warn};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout, timeout_at};
 
-use crate::{Config, Offload};
+use crate::listen::SocketFile;
+use crate::{Config, Listener, Offload, Peer};
 
 /// Build the runtime `config.threads` asks for and serve `listener` on it
 /// until `shutdown`. Blocks the calling thread.
-pub fn run(
-    listener: std::net::TcpListener,
-    config: Config,
-    shutdown: Shutdown,
-) -> io::Result<Arc<Stats>> {
+pub fn run(listener: Listener, config: Config, shutdown: Shutdown) -> io::Result<Arc<Stats>> {
     // One thread: everything (accepting, every connection, timers) takes
     // turns on the calling thread, like asyncio's event loop. More: a pool of
     // workers that steal ready tasks from each other.
@@ -102,9 +98,17 @@ pub fn run(
     );
     // tokio registers the socket with its epoll instance; it must be in
     // non-blocking mode or an `accept()` would freeze a runtime thread.
-    listener.set_nonblocking(true)?;
     let stats = runtime.block_on(async move {
-        let listener = TcpListener::from_std(listener)?;
+        let listener = match listener {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                AnyListener::Tcp(TcpListener::from_std(l)?)
+            }
+            Listener::Unix(u) => {
+                u.listener.set_nonblocking(true)?;
+                AnyListener::Unix(UnixListener::from_std(u.listener)?, u.file)
+            }
+        };
         serve(listener, config, shutdown).await
     });
     // Every task has ended or been aborted. A worker may still be inside one
@@ -114,9 +118,45 @@ pub fn run(
     stats
 }
 
+/// A listening socket under tokio: TCP, or a Unix socket and its file
+/// (removed when this is dropped, i.e. when the server stops accepting).
+#[derive(Debug)]
+pub enum AnyListener {
+    Tcp(TcpListener),
+    Unix(UnixListener, SocketFile),
+}
+
+/// An accepted connection of either kind.
+enum AnyStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AnyListener {
+    /// Await the next connection. Cancel-safe (tokio's `accept` is): a
+    /// `select!` branch that loses loses no connection.
+    async fn accept(&self, unix_peers: &mut u64) -> io::Result<(AnyStream, Peer)> {
+        match self {
+            AnyListener::Tcp(l) => {
+                let (s, a) = l.accept().await?;
+                Ok((AnyStream::Tcp(s), Peer::Tcp(a)))
+            }
+            AnyListener::Unix(l, _) => {
+                let (s, a) = l.accept().await?;
+                *unix_peers += 1;
+                let peer = Peer::Unix {
+                    path: a.as_pathname().map(std::path::Path::to_path_buf),
+                    n: *unix_peers,
+                };
+                Ok((AnyStream::Unix(s), peer))
+            }
+        }
+    }
+}
+
 /// The accept loop, for callers that already have a runtime.
 pub async fn serve(
-    listener: TcpListener,
+    listener: AnyListener,
     config: Config,
     shutdown: Shutdown,
 ) -> io::Result<Arc<Stats>> {
@@ -136,6 +176,7 @@ pub async fn serve(
     // that finished are reaped in the loop below, or their results pile up.
     let mut tasks = JoinSet::new();
     let mut backoff = Backoff::new();
+    let mut unix_peers = 0;
     let stop = shutdown.triggered();
     tokio::pin!(stop);
 
@@ -149,7 +190,7 @@ pub async fn serve(
             }
             // Await point: the task sleeps until epoll reports the listening
             // socket readable, i.e. a finished handshake waits in the backlog.
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept(&mut unix_peers) => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -184,7 +225,19 @@ pub async fn serve(
         );
         let ctx = ctx.clone();
         tasks.spawn(async move {
-            connection(stream, peer, &ctx).await;
+            // One generic `connection` compiled for each kind of socket.
+            match stream {
+                AnyStream::Tcp(s) => {
+                    // Echoes are small writes the client waits for: send
+                    // each at once instead of letting Nagle's algorithm
+                    // hold it for a possible next one.
+                    if let Err(e) = s.set_nodelay(true) {
+                        debug!("{peer}: TCP_NODELAY: {e}");
+                    }
+                    connection(s, peer, &ctx).await;
+                }
+                AnyStream::Unix(s) => connection(s, peer, &ctx).await,
+            }
             // The slot frees when the task ends, however it ends.
             drop(permit);
         });
@@ -192,6 +245,7 @@ pub async fn serve(
 
     // Closing the listening socket: the kernel refuses new clients, and
     // resets the ones still in the backlog (never accepted, never served).
+    // A Unix socket's file is removed with it.
     drop(listener);
     let grace = ctx.config.common.grace;
     let deadline = deadline(&ctx);
@@ -283,12 +337,10 @@ impl Ctx {
 
 /// Serve one connection and log how it ended. Never fails: a connection's
 /// error ends only that connection.
-async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
-    // Echoes are small writes the client waits for: send each at once
-    // instead of letting Nagle's algorithm hold it for a possible next one.
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!("{peer}: TCP_NODELAY: {e}");
-    }
+async fn connection<S>(stream: S, peer: Peer, ctx: &Ctx)
+where
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin,
+{
     let common = &ctx.config.common;
     let mut conn = Conn {
         framed: AsyncFramed::new(stream, common.framing, common.max_frame),
@@ -297,21 +349,21 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
         bytes: 0,
     };
     let end = conn.serve(ctx).await.unwrap_or_else(|end| end);
-    log_close(&peer, conn.frames, conn.bytes, &end, &ctx.stats);
+    log_close(&conn.peer, conn.frames, conn.bytes, &end, &ctx.stats);
 }
 
 /// `Err(end)`: the connection is over, and this is how it ended.
 type Flow<T> = Result<T, End>;
 
-/// One connection: the framed socket and what it has echoed.
-struct Conn {
-    framed: AsyncFramed<TcpStream>,
-    peer: SocketAddr,
+/// One connection: the framed socket (TCP or Unix) and what it has echoed.
+struct Conn<S> {
+    framed: AsyncFramed<S>,
+    peer: Peer,
     frames: u64,
     bytes: u64,
 }
 
-impl Conn {
+impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     /// The echo loop: await a frame, echo it and every frame already
     /// buffered behind it, await the write; until the client closes, a
     /// timeout fires, or shutdown.
@@ -456,7 +508,7 @@ impl Conn {
 /// `SIOCINQ`). tokio's own readiness flag cannot answer "is anything left?"
 /// here: it is set by the epoll event, which the runtime may not have
 /// processed yet for bytes that arrived a moment before the signal.
-fn unread_bytes(stream: &TcpStream) -> usize {
+fn unread_bytes(stream: &impl AsRawFd) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one c_int, which we own, for a descriptor the
     // stream keeps open for this whole call.
