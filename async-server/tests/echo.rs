@@ -1,4 +1,5 @@
-//! Echo correctness for both models over real sockets: 1,000 concurrent
+//! Echo correctness for every model (and the event loop with two loops in
+//! each balance mode) over real sockets: 1,000 concurrent
 //! clients in every framing, half-close, truncated and oversized frames, a
 //! client that never reads, and `--offload rayon` against inline work.
 // Test code: a panic is a failed test, so unwrap freely (clippy.toml
@@ -67,7 +68,7 @@ fn thousand_concurrent_clients_every_framing_both_models() {
         .enable_all()
         .build()
         .unwrap();
-    for model in support::models() {
+    for model in support::variants() {
         for framing in Framing::ALL {
             let server = Server::start(model, config(framing));
             let addr = server.addr;
@@ -109,7 +110,7 @@ fn thousand_concurrent_clients_every_framing_both_models() {
 
 #[test]
 fn half_close_gets_every_echo_then_eof() {
-    for model in support::models() {
+    for model in support::variants() {
         for framing in Framing::ALL {
             let server = Server::start(model, config(framing));
             let frames: [&[u8]; 3] = [b"first", b"", b"third frame"];
@@ -127,7 +128,7 @@ fn half_close_gets_every_echo_then_eof() {
 
 #[test]
 fn truncated_last_frame_echoes_the_rest_and_counts_an_error() {
-    for model in support::models() {
+    for model in support::variants() {
         for (framing, sent, echoed) in [
             (Framing::Line, &b"whole\nhalf"[..], &b"whole\n"[..]),
             (
@@ -149,7 +150,7 @@ fn truncated_last_frame_echoes_the_rest_and_counts_an_error() {
 
 #[test]
 fn oversized_frame_closes_only_that_connection() {
-    for model in support::models() {
+    for model in support::variants() {
         for (framing, bad) in [
             (Framing::Length, b"\xff\xff\xff\xff".to_vec()),
             (Framing::Line, vec![b'x'; 2000]),
@@ -193,7 +194,7 @@ fn never_reading_client_is_throttled_and_loses_nothing() {
     const BOUND: usize = 48 << 20;
     // Byte k of the stream is k % 251, so any offset can be checked.
     let pattern: Vec<u8> = (0..(64 * 1024 + 251)).map(|k| (k % 251) as u8).collect();
-    for model in support::models() {
+    for model in support::variants() {
         let mut cfg = config(Framing::Raw);
         cfg.common.max_pending = 64 * 1024;
         let server = Server::start(model, cfg);

@@ -1,4 +1,5 @@
-//! Connection lifecycle for both models: graceful shutdown with clients
+//! Connection lifecycle for every model (and the event loop with two loops
+//! in each balance mode): graceful shutdown with clients
 //! mid-conversation, `--max-conns` refusal, `--idle-timeout`.
 // Test code: a panic is a failed test, so unwrap freely (clippy.toml
 // allows it only inside #[test] functions, not in their helpers).
@@ -27,7 +28,7 @@ fn echo(s: &mut TcpStream, framing: Framing, msg: &[u8]) {
 
 #[test]
 fn shutdown_mid_conversation_returns_every_owed_echo() {
-    for model in support::models() {
+    for model in support::variants() {
         for framing in Framing::ALL {
             let what = format!("{} / {framing}", model.name());
             let server = Server::start(model, config(framing));
@@ -78,7 +79,7 @@ fn shutdown_mid_conversation_returns_every_owed_echo() {
 /// (A server that simply closed would send RST and lose them.)
 #[test]
 fn shutdown_while_backpressured_echoes_everything_received() {
-    for model in support::models() {
+    for model in support::variants() {
         for framing in Framing::ALL {
             let what = format!("{} / {framing}", model.name());
             let mut cfg = config(framing);
@@ -140,7 +141,7 @@ fn is_refused(s: &mut TcpStream) -> bool {
 
 #[test]
 fn over_max_conns_is_refused_and_a_freed_slot_is_reused() {
-    for model in support::models() {
+    for model in support::variants() {
         let mut cfg = config(Framing::Line);
         cfg.common.max_conns = 2;
         let server = Server::start(model, cfg);
@@ -182,7 +183,7 @@ fn over_max_conns_is_refused_and_a_freed_slot_is_reused() {
 
 #[test]
 fn idle_client_is_closed() {
-    for model in support::models() {
+    for model in support::variants() {
         let mut cfg = config(Framing::Line);
         cfg.common.idle_timeout = Some(Duration::from_millis(300));
         let server = Server::start(model, cfg);
@@ -229,7 +230,7 @@ fn wait_until_closed_by_peer(s: &TcpStream, what: &str) {
 /// all along.
 #[test]
 fn client_that_stops_reading_is_closed_by_the_stall_timeout_while_another_is_served() {
-    for model in support::models() {
+    for model in support::variants() {
         for framing in Framing::ALL {
             let what = format!("{} / {framing}", model.name());
             let mut cfg = config(framing);

@@ -152,6 +152,35 @@ fn server(model: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// [`server`] for a [`support::Variant`]: a model, or the event loop with
+/// `--loops 2` in a balance mode.
+fn server_variant(v: &support::Variant, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("server")
+        .args(v.args())
+        .args(["--addr", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// `connections per loop: [3, 2]`, logged once by a run with `--loops N`.
+fn per_loop(log: &[String], what: &str) -> Vec<u64> {
+    let lines: Vec<&str> = log
+        .iter()
+        .filter_map(|l| {
+            l.split_once("connections per loop: [")
+                .map(|(_, rest)| rest)
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{what}: {log:#?}");
+    lines[0]
+        .trim_end_matches(']')
+        .split(", ")
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
 /// The one summary line of a run.
 fn summary(log: &[String], what: &str) -> String {
     let lines: Vec<_> = log
@@ -217,13 +246,14 @@ fn our_client_against_the_server() {
 
 /// Clients with echoes owed (sent, acknowledged by the server's kernel, not
 /// yet read) when SIGTERM arrives: each gets every one of them, then a
-/// clean EOF; the server exits 0 with one summary line.
+/// clean EOF; the server exits 0 with one summary line. Every model, and
+/// the event loop with `--loops 2` in both balance modes.
 #[test]
 fn sigterm_with_frames_in_flight_returns_them_all_then_eof() {
-    for model in support::model_names() {
+    for v in support::variants() {
         for framing in Framing::ALL {
-            let what = format!("{model} / {framing}");
-            let mut proc = start(&mut server(model, &["--framing", framing.name()]));
+            let what = format!("{} / {framing}", v.name());
+            let mut proc = start(&mut server_variant(&v, &["--framing", framing.name()]));
             let mut clients = Vec::new();
             for c in 0..5 {
                 let mut s = connect(proc.addr);
@@ -254,6 +284,9 @@ fn sigterm_with_frames_in_flight_returns_them_all_then_eof() {
                 ),
                 "{what}: {line}"
             );
+            if v.loops > 1 {
+                assert_eq!(per_loop(&log, &what).iter().sum::<u64>(), 5, "{what}");
+            }
         }
     }
 }
@@ -261,15 +294,17 @@ fn sigterm_with_frames_in_flight_returns_them_all_then_eof() {
 /// A client that wrote megabytes and never reads cannot hold the shutdown:
 /// the server exits within `--grace` (plus a margin for a loaded machine),
 /// the well-behaved clients got every echo, and the non-reader is cut.
+/// Every model, and `--loops 2` in both balance modes (the loops share one
+/// deadline).
 #[test]
 fn never_reading_client_cannot_hold_shutdown_past_grace() {
     const GRACE: Duration = Duration::from_secs(1);
     const MARGIN: Duration = Duration::from_secs(3);
-    for model in support::model_names() {
+    for v in support::variants() {
         for framing in Framing::ALL {
-            let what = format!("{model} / {framing}");
-            let mut proc = start(&mut server(
-                model,
+            let what = format!("{} / {framing}", v.name());
+            let mut proc = start(&mut server_variant(
+                &v,
                 &["--framing", framing.name(), "--grace", "1s"],
             ));
             let mut stuck = connect(proc.addr);
@@ -378,6 +413,48 @@ fn bad_values_exit_2_with_one_line_naming_flag_and_value() {
         &["server", "--model", "event-loop", "--offload", "rayon"],
         "--offload",
         "rayon",
+    );
+    assert_refused(&["server", "--loops", "0"], "--loops", "0");
+    assert_refused(
+        &["server", "--model", "event-loop", "--loops", "257"],
+        "--loops",
+        "257",
+    );
+    assert_refused(
+        &["server", "--model", "event-loop", "--balance", "kernel"],
+        "--balance",
+        "kernel",
+    );
+    assert_refused(
+        &["server", "--model", "tokio", "--loops", "2"],
+        "--loops",
+        "2",
+    );
+    assert_refused(
+        &["server", "--model", "tokio", "--balance", "acceptor"],
+        "--balance",
+        "acceptor",
+    );
+    assert_refused(&["server", "--addr", "unix:"], "--addr", "unix:");
+    let long = format!("unix:/tmp/{}", "x".repeat(120));
+    assert_refused(&["server", "--addr", &long], "--addr", "107 bytes");
+    assert_refused(
+        &["server", "--model", "uring", "--addr", "unix:/tmp/x.sock"],
+        "--addr",
+        "unix:",
+    );
+    assert_refused(
+        &[
+            "server",
+            "--model",
+            "event-loop",
+            "--loops",
+            "2",
+            "--addr",
+            "unix:/tmp/x.sock",
+        ],
+        "--addr",
+        "--balance acceptor",
     );
     // Checked while parsing, so even where io_uring is refused.
     assert_refused(

@@ -10,12 +10,93 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use std::time::Instant;
 
-use async_server::{Config, Model};
+use async_server::{Balance, Config, Model};
 use bytes::BytesMut;
 use common::{Framing, ServerConfig, Shutdown, Stats};
 
 /// Every read in the tests gives up after this long.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A model as the tests run it: one of [`models`], or the event loop with
+/// two loops in one of the two `--balance` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub model: Model,
+    pub loops: usize,
+    pub balance: Balance,
+}
+
+impl From<Model> for Variant {
+    fn from(model: Model) -> Self {
+        Variant {
+            model,
+            loops: 1,
+            balance: Balance::Reuseport,
+        }
+    }
+}
+
+impl Variant {
+    pub fn loops(loops: usize, balance: Balance) -> Variant {
+        Variant {
+            model: Model::EventLoop,
+            loops,
+            balance,
+        }
+    }
+
+    /// As on the command line: `event-loop --loops 2 --balance acceptor`.
+    pub fn name(&self) -> String {
+        if self.loops > 1 {
+            format!(
+                "{} --loops {} --balance {}",
+                self.model.name(),
+                self.loops,
+                self.balance.name()
+            )
+        } else {
+            self.model.name().to_owned()
+        }
+    }
+
+    /// Its flags, for the binary: `["--model", "event-loop", "--loops", "2", ...]`.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec!["--model".to_owned(), self.model.name().to_owned()];
+        if self.loops > 1 {
+            args.extend([
+                "--loops".to_owned(),
+                self.loops.to_string(),
+                "--balance".to_owned(),
+                self.balance.name().to_owned(),
+            ]);
+        }
+        args
+    }
+
+    /// A listener on 127.0.0.1:0 the way `main` binds it for this variant
+    /// (`SO_REUSEPORT` for more loops that each listen).
+    pub fn listen(&self) -> std::net::TcpListener {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        if self.loops > 1 && self.balance == Balance::Reuseport {
+            async_server::listen_reuseport(addr).unwrap()
+        } else {
+            common::net::listen(addr).unwrap()
+        }
+    }
+
+    pub fn configure(&self, config: &mut Config) {
+        config.loops = self.loops;
+        config.balance = self.balance;
+    }
+}
+
+/// [`models`], then the event loop with two loops in each balance mode.
+pub fn variants() -> Vec<Variant> {
+    let mut v: Vec<Variant> = models().into_iter().map(Variant::from).collect();
+    v.push(Variant::loops(2, Balance::Reuseport));
+    v.push(Variant::loops(2, Balance::Acceptor));
+    v
+}
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -24,14 +105,16 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(model: Model, config: Config) -> Server {
+    pub fn start(variant: impl Into<Variant>, mut config: Config) -> Server {
         common::log::init_for_tests();
-        let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let variant = variant.into();
+        variant.configure(&mut config);
+        let listener = variant.listen();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let handle = {
             let shutdown = shutdown.clone();
-            std::thread::spawn(move || async_server::run(model, listener, config, shutdown))
+            std::thread::spawn(move || async_server::run(variant.model, listener, config, shutdown))
         };
         Server {
             addr,
