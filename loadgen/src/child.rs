@@ -4,7 +4,9 @@
 //! Every chapter's `server` subcommand prints `listening on ADDR` on stdout
 //! once bound (see `common::net::announce`), so we start it with
 //! `--addr 127.0.0.1:0` and read that line: the kernel picks a free port, no
-//! port is hard-coded, and several runs never collide.
+//! port is hard-coded, and several runs never collide. A server started
+//! with `--addr unix:PATH` announces `listening on unix:PATH`
+//! ([`parse_announce`] reads both).
 //!
 //! Binaries are looked up next to the running executable: `loadgen` lives in
 //! `target/<profile>/`, and a test binary in `target/<profile>/deps/`, whose
@@ -24,6 +26,36 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+/// Where a server announced it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    /// A Unix domain stream socket file.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Parse a `listening on ...` line: `listening on 127.0.0.1:40123`
+/// (`common::net::parse_announce`) or `listening on unix:/tmp/echo.sock`.
+pub fn parse_announce(line: &str) -> Option<Endpoint> {
+    if let Some(addr) = common::net::parse_announce(line) {
+        return Some(Endpoint::Tcp(addr));
+    }
+    let path = line
+        .trim()
+        .strip_prefix(common::net::ANNOUNCE_PREFIX)?
+        .strip_prefix("unix:")?;
+    (!path.is_empty()).then(|| Endpoint::Unix(PathBuf::from(path)))
+}
 
 /// Find a workspace binary (`tcp-echo`, `async-server`, ...) next to the
 /// current executable or in its parent directory.
@@ -146,7 +178,7 @@ fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
-    addr: SocketAddr,
+    endpoint: Endpoint,
     name: String,
 }
 
@@ -221,7 +253,7 @@ impl ServerProcess {
             let mut sent = false;
             for line in lines.by_ref() {
                 let Ok(line) = line else { break };
-                if let (false, Some(addr)) = (sent, common::net::parse_announce(&line)) {
+                if let (false, Some(addr)) = (sent, parse_announce(&line)) {
                     let _ = tx.send(Some(addr));
                     sent = true;
                 }
@@ -231,8 +263,8 @@ impl ServerProcess {
                 let _ = tx.send(None);
             }
         });
-        let addr = match rx.recv_timeout(timeout) {
-            Ok(Some(addr)) => addr,
+        let endpoint = match rx.recv_timeout(timeout) {
+            Ok(Some(endpoint)) => endpoint,
             outcome => {
                 let _ = child.kill();
                 let status = child.wait().ok();
@@ -254,7 +286,11 @@ impl ServerProcess {
                 );
             }
         };
-        Ok(ServerProcess { child, addr, name })
+        Ok(ServerProcess {
+            child,
+            endpoint,
+            name,
+        })
     }
 
     /// Start the workspace binary `bin` with `args`, rebuilt first if it is
@@ -263,8 +299,19 @@ impl ServerProcess {
         Self::start(&fresh_binary(bin)?, args, quiet, Duration::from_secs(20))
     }
 
+    /// The TCP address it announced. A server listening on `unix:PATH`
+    /// has none: this is then `0.0.0.0:0` (a connect to it fails at once);
+    /// use [`ServerProcess::endpoint`].
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        match &self.endpoint {
+            Endpoint::Tcp(a) => *a,
+            Endpoint::Unix(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
+    /// Where it announced it listens: a TCP address or a Unix socket file.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     pub fn pid(&self) -> u32 {
@@ -398,6 +445,34 @@ mod tests {
         f.set_modified(t0 + Duration::from_secs(10)).unwrap();
         assert!(is_stale(Some(t0 + Duration::from_secs(1)), &sources));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn announce_lines_tcp_and_unix() {
+        assert_eq!(
+            parse_announce("listening on 127.0.0.1:40123\n"),
+            Some(Endpoint::Tcp("127.0.0.1:40123".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_announce("listening on [::1]:7"),
+            Some(Endpoint::Tcp("[::1]:7".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_announce("listening on unix:/tmp/echo.sock"),
+            Some(Endpoint::Unix("/tmp/echo.sock".into()))
+        );
+        assert_eq!(
+            Endpoint::Unix("/tmp/a b.sock".into()).to_string(),
+            "unix:/tmp/a b.sock"
+        );
+        for not in [
+            "listening on unix:",
+            "listening on nowhere",
+            "unix:/tmp/x",
+            "Listening on 1.2.3.4:5",
+        ] {
+            assert_eq!(parse_announce(not), None, "{not}");
+        }
     }
 
     #[test]

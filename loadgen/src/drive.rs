@@ -31,6 +31,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ use common::{FrameError, Framing};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket, UnixStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::timeout;
 
@@ -73,7 +74,11 @@ pub enum Stop {
 /// tests build it directly.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
+    /// The server's TCP (or UDP) address; ignored when `unix` is set.
     pub addr: SocketAddr,
+    /// A Unix domain stream socket to connect to instead (`--addr
+    /// unix:PATH`): the same byte stream, no TCP/IP underneath.
+    pub unix: Option<PathBuf>,
     pub proto: Proto,
     pub framing: Framing,
     pub conns: usize,
@@ -100,6 +105,7 @@ impl RunConfig {
     pub fn new(addr: SocketAddr) -> Self {
         RunConfig {
             addr,
+            unix: None,
             proto: Proto::Tcp,
             framing: Framing::Line,
             conns: 10,
@@ -115,6 +121,22 @@ impl RunConfig {
             seed: 1,
             connect_concurrency: 256,
             progress: false,
+        }
+    }
+
+    /// The same run against a Unix domain socket at `path`.
+    pub fn new_unix(path: impl Into<PathBuf>) -> Self {
+        let mut c = RunConfig::new(SocketAddr::from(([0, 0, 0, 0], 0)));
+        c.unix = Some(path.into());
+        c
+    }
+
+    /// Where the run goes, as the report and the errors say it:
+    /// `127.0.0.1:7004` or `unix:/tmp/echo.sock`.
+    pub fn target(&self) -> String {
+        match &self.unix {
+            Some(p) => format!("unix:{}", p.display()),
+            None => self.addr.to_string(),
         }
     }
 
@@ -144,6 +166,12 @@ impl RunConfig {
         }
         if self.tls.is_some() && self.proto == Proto::Udp {
             bail!("--tls works over TCP only");
+        }
+        if self.unix.is_some() && self.proto == Proto::Udp {
+            bail!("--addr unix:PATH is a stream socket: drop --proto udp");
+        }
+        if self.unix.is_some() && self.tls.is_some() {
+            bail!("--tls works over TCP only, not over unix:PATH");
         }
         Ok(())
     }
@@ -291,6 +319,9 @@ pub async fn drive(sh: Arc<Shared>) {
 enum Conn {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A Unix domain stream: the same session code drives it (it is
+    /// generic over AsyncRead + AsyncWrite).
+    Unix(UnixStream),
     Udp(UdpSocket),
 }
 
@@ -362,6 +393,7 @@ async fn connection(sh: Arc<Shared>, idx: usize, budget: Option<u64>) {
         let result = match conn {
             Conn::Tcp(stream) => s.tcp(stream).await,
             Conn::Tls(stream) => s.tcp(stream).await,
+            Conn::Unix(stream) => s.tcp(stream).await,
             Conn::Udp(sock) => s.udp(sock).await,
         };
         let Ok(sent) = result else { return };
@@ -405,6 +437,11 @@ async fn connect(sh: &Shared) -> Result<Conn, String> {
         .map_err(|_| "connect slots closed".to_string())?;
     let t0 = Instant::now();
     let attempt = async {
+        if let Some(path) = &cfg.unix {
+            // connect(2) on an AF_UNIX socket: no handshake on the wire,
+            // no Nagle to turn off; the kernel links the two sockets.
+            return Ok::<_, std::io::Error>(Conn::Unix(UnixStream::connect(path).await?));
+        }
         match cfg.proto {
             Proto::Udp => {
                 let local: SocketAddr = if cfg.addr.is_ipv6() {
@@ -440,9 +477,10 @@ async fn connect(sh: &Shared) -> Result<Conn, String> {
     match timeout(cfg.timeout, attempt).await {
         Err(_) => Err(format!(
             "connect to {} timed out after {:?}",
-            cfg.addr, cfg.timeout
+            cfg.target(),
+            cfg.timeout
         )),
-        Ok(Err(e)) => Err(format!("connect to {}: {e}", cfg.addr)),
+        Ok(Err(e)) => Err(format!("connect to {}: {e}", cfg.target())),
         Ok(Ok(conn)) => {
             sh.counters.connects.fetch_add(1, Relaxed);
             if let Ok(mut h) = sh.connect.lock() {

@@ -25,6 +25,7 @@
 
 use std::fmt;
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -45,9 +46,9 @@ pub use crate::drive::{Proto, RunConfig, Stop};
 pub struct RunArgs {
     /// Server address: `IPV4:PORT`, `[IPV6]:PORT` or `HOSTNAME:PORT` (parsed by
     /// `common::cli::parse_host_port`: a malformed one is refused, never
-    /// looked up).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7004", value_parser = common::cli::parse_host_port)]
-    pub addr: common::cli::HostPort,
+    /// looked up), or `unix:PATH` for a Unix domain stream socket.
+    #[arg(long, value_name = "HOST:PORT|unix:PATH", default_value = "127.0.0.1:7004", value_parser = parse_target)]
+    pub addr: Target,
 
     /// Transport: `tcp` or `udp` (one datagram per request).
     #[arg(long, value_enum, default_value_t = Proto::Tcp)]
@@ -113,6 +114,35 @@ pub struct RunArgs {
     /// Print the report as JSON on stdout instead of the text summary.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What `--addr` names: a TCP/UDP host and port, or a Unix socket file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Inet(common::cli::HostPort),
+    /// `unix:PATH`: a stream socket in the file system (AF_UNIX). The same
+    /// echo, without TCP/IP: no checksums, no segments, no ACKs, no
+    /// loopback device; what is left is the cost of the socket layer.
+    Unix(std::path::PathBuf),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Inet(h) => write!(f, "{h}"),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// `unix:PATH` (a non-empty path), else whatever
+/// `common::cli::parse_host_port` accepts.
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    match s.strip_prefix("unix:") {
+        Some("") => Err("`unix:` needs a path: unix:/tmp/echo.sock".into()),
+        Some(path) => Ok(Target::Unix(path.into())),
+        None => common::cli::parse_host_port(s).map(Target::Inet),
+    }
 }
 
 /// Latency percentiles, microseconds.
@@ -290,6 +320,7 @@ impl fmt::Display for Report {
             "target     {} {}{} framing={} conns={} size={} B pipeline={} {}{}",
             self.addr,
             match self.proto {
+                _ if self.addr.starts_with("unix:") => "unix stream",
                 Proto::Tcp => "tcp",
                 Proto::Udp => "udp",
             },
@@ -376,13 +407,18 @@ pub fn us(v: f64) -> String {
 
 impl RunArgs {
     pub fn to_config(&self) -> Result<RunConfig> {
-        let addr = self
-            .addr
-            .resolve()
-            .with_context(|| format!("--addr {}: cannot resolve", self.addr))?;
+        let (addr, unix) = match &self.addr {
+            Target::Inet(h) => (
+                h.resolve()
+                    .with_context(|| format!("--addr {h}: cannot resolve"))?,
+                None,
+            ),
+            Target::Unix(p) => (SocketAddr::from(([0, 0, 0, 0], 0)), Some(p.clone())),
+        };
         let tls = self.tls.client()?;
         Ok(RunConfig {
             addr,
+            unix,
             proto: self.proto,
             framing: self.framing,
             conns: self.conns,
@@ -490,7 +526,7 @@ fn report(config: &RunConfig, sh: &Shared, cpu: f64) -> Report {
         .map(|h| Latency::from_hist(&h))
         .unwrap_or_default();
     Report {
-        addr: config.addr.to_string(),
+        addr: config.target(),
         proto: config.proto,
         framing: if config.proto == Proto::Udp {
             "datagram".into()
