@@ -91,8 +91,8 @@
 //!   round-robin (itself included) to the loops through a channel, then
 //!   wakes the receiving loop with its [`Waker`]. One more hop and one
 //!   `eventfd` write per connection, but the acceptor sees each loop's
-//!   queue and skips a loop that has [`SKIP_QUEUED`] connections it has not
-//!   picked up yet (a stalled loop).
+//!   queue and skips a loop that has left a connection waiting for
+//!   [`STALLED_AFTER`] (or has [`SKIP_QUEUED`] of them): a stalled loop.
 //!
 //! The shutdown summary adds a line `connections per loop: [512, 488]`.
 
@@ -131,9 +131,21 @@ const READ_BUDGET: usize = 16;
 const EVENTS_CAPACITY: usize = 1024;
 
 /// `--balance acceptor`: a loop that has this many handed-over connections
-/// it has not picked up yet is skipped by the acceptor (it is stuck, on a
-/// long `--work` say); the connection goes to the next loop in turn.
+/// it has not picked up yet is skipped by the acceptor; the connection goes
+/// to the next loop in turn.
 pub const SKIP_QUEUED: usize = 64;
+
+/// `--balance acceptor`: a loop that has left a handed-over connection
+/// waiting this long is stuck (a long `--work`, say: a healthy loop picks
+/// its connections up within microseconds of the wake-up) and is skipped
+/// until it has taken them.
+pub const STALLED_AFTER: Duration = Duration::from_millis(50);
+
+/// The acceptor's test: skip a loop with `queued` connections not picked
+/// up, the oldest of them handed over at `since`?
+fn looks_stalled(queued: usize, since: Instant, now: Instant) -> bool {
+    queued >= SKIP_QUEUED || (queued > 0 && now.saturating_duration_since(since) >= STALLED_AFTER)
+}
 
 /// What [`run_report`] returns: the summary counters, and how many
 /// connections each loop served (`per_loop[i]` for loop `i`).
@@ -227,6 +239,7 @@ pub fn run_report(listener: Listener, config: Config, shutdown: Shutdown) -> io:
                 tx: Some(tx),
                 waker: el.waker.clone(),
                 queued,
+                since: Instant::now(),
             });
         }
         els[0].handoff = handoff;
@@ -424,6 +437,9 @@ struct Handoff {
     tx: Option<Sender<(Stream, Peer)>>,
     waker: Arc<Waker>,
     queued: Arc<AtomicUsize>,
+    /// When the oldest connection still queued was handed over (the loop
+    /// takes all of its queue at once, so: when the queue was last empty).
+    since: Instant,
 }
 
 /// What to do with a connection after `drive`.
@@ -751,13 +767,19 @@ impl EventLoop {
                 self.add_conn(stream, peer);
                 return;
             }
-            let to = &self.handoff[turn - 1];
-            let Some(tx) = &to.tx else { continue };
-            if to.queued.load(Ordering::Relaxed) >= SKIP_QUEUED {
-                debug!("loop {turn} has {SKIP_QUEUED} connections waiting: skipping it");
+            let to = &mut self.handoff[turn - 1];
+            if to.tx.is_none() {
+                continue; // shutting down
+            }
+            let queued = to.queued.load(Ordering::Relaxed);
+            if looks_stalled(queued, to.since, Instant::now()) {
+                debug!("loop {turn} has left {queued} connection(s) waiting: skipping it");
                 continue;
             }
-            to.queued.fetch_add(1, Ordering::Relaxed);
+            if to.queued.fetch_add(1, Ordering::Relaxed) == 0 {
+                to.since = Instant::now();
+            }
+            let Some(tx) = &to.tx else { continue };
             match tx.send(conn) {
                 Ok(()) => {
                     trace!("handed a connection to loop {turn}");
@@ -1191,5 +1213,26 @@ impl Conn {
             self.interest = wanted;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loop_is_skipped_once_it_leaves_connections_waiting() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Nothing waiting: never skipped, however long ago.
+        assert!(!looks_stalled(0, t0, t0 + ms(10_000)));
+        // Just handed over: give it its wake-up.
+        assert!(!looks_stalled(1, t0, t0 + ms(1)));
+        assert!(!looks_stalled(3, t0, t0 + STALLED_AFTER - ms(1)));
+        // Left waiting: stuck.
+        assert!(looks_stalled(1, t0, t0 + STALLED_AFTER));
+        // Too many at once, even if recent.
+        assert!(looks_stalled(SKIP_QUEUED, t0, t0));
+        assert!(!looks_stalled(SKIP_QUEUED - 1, t0, t0));
     }
 }

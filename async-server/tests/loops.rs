@@ -77,7 +77,6 @@ fn echo(s: &mut TcpStream, msg: &[u8]) {
 /// 200 concurrent clients after a first one: both loops serve some. The
 /// first client's echo proves loop 0 is serving, and every loop's listener
 /// is bound before any loop starts, so the 200 all find both listeners.
-/// The acceptor deals in turn, itself first: exactly 101 and 100.
 #[test]
 fn two_hundred_clients_are_spread_over_both_loops() {
     for balance in [Balance::Reuseport, Balance::Acceptor] {
@@ -116,16 +115,15 @@ fn two_hundred_clients_are_spread_over_both_loops() {
         );
         assert_eq!(report.per_loop.len(), 2, "{balance:?}");
         assert_eq!(report.per_loop.iter().sum::<u64>(), 201, "{balance:?}");
-        match balance {
-            Balance::Acceptor => assert_eq!(report.per_loop, [101, 100]),
-            // The kernel's hash of 201 client ports: all on one loop has a
-            // probability of 2^-200.
-            Balance::Reuseport => assert!(
-                report.per_loop.iter().all(|&n| n > 0),
-                "{:?}",
-                report.per_loop
-            ),
-        }
+        // Reuseport: the kernel's hash of 201 client ports, all on one loop
+        // with a probability of 2^-200. Acceptor: in turn, [101, 100],
+        // unless loop 1 was not scheduled for STALLED_AFTER on a busy
+        // machine and the acceptor skipped it meanwhile.
+        assert!(
+            report.per_loop.iter().all(|&n| n > 0),
+            "{balance:?}: {:?}",
+            report.per_loop
+        );
         eprintln!("{balance:?}: connections per loop {:?}", report.per_loop);
     }
 }
