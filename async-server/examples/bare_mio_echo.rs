@@ -39,6 +39,7 @@ struct Conn {
     writable: bool, // registered for WRITABLE right now
 }
 
+// ANCHOR: drive
 /// Read all there is, then write all the kernel takes. `Ok(true)`: done.
 fn drive(c: &mut Conn) -> io::Result<bool> {
     let mut buf = [0u8; 64 * 1024];
@@ -63,6 +64,7 @@ fn drive(c: &mut Conn) -> io::Result<bool> {
     }
     Ok(c.eof && c.out.is_empty())
 }
+// ANCHOR_END: drive
 
 fn main() -> io::Result<()> {
     let mut poll = Poll::new()?;
@@ -72,6 +74,7 @@ fn main() -> io::Result<()> {
     println!("listening on {}", listener.local_addr()?);
     let (mut conns, mut next) = (HashMap::new(), 1);
     let mut events = Events::with_capacity(256);
+    // ANCHOR: events
     loop {
         match poll.poll(&mut events, None) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -131,4 +134,5 @@ fn main() -> io::Result<()> {
             }
         }
     }
+    // ANCHOR_END: events
 }

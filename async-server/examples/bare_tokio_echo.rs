@@ -21,6 +21,7 @@ fn main() -> std::io::Result<()> {
     };
     common::net::raise_fd_limit()?;
     rt.block_on(async {
+        // ANCHOR: echo
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         common::net::announce(listener.local_addr()?);
         loop {
@@ -34,5 +35,6 @@ fn main() -> std::io::Result<()> {
                 }
             });
         }
+        // ANCHOR_END: echo
     })
 }

@@ -367,6 +367,7 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     /// The echo loop: await a frame, echo it and every frame already
     /// buffered behind it, await the write; until the client closes, a
     /// timeout fires, or shutdown.
+    // ANCHOR: conn-loop
     async fn serve(&mut self, ctx: &Ctx) -> Flow<End> {
         let stop = ctx.shutdown.triggered();
         tokio::pin!(stop);
@@ -419,6 +420,7 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
             Err(_) => Ok(End::Cut),
         }
     }
+    // ANCHOR_END: conn-loop
 
     /// Echo `first` and every complete frame already buffered (a client may
     /// pipeline many in one `write`); their echoes leave in one `write`.
