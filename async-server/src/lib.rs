@@ -1,13 +1,15 @@
-//! Chapters 6.2 and 6.3: asynchronous I/O and multiplexing, as two echo
-//! servers that speak the workspace's one protocol and take the same flags.
+//! Chapters 6.2 and 6.3: asynchronous I/O, multiplexing and completion
+//! I/O, as three echo servers that speak the workspace's one protocol and
+//! take the same flags.
 //!
 //! | module            | what it shows                                                        |
 //! |-------------------|----------------------------------------------------------------------|
 //! | [`tokio_server`]  | the course's asyncio echo server made real: one task per connection, `.await` at every point that could block |
-//! | [`event_loop`]    | the machinery underneath: one thread, non-blocking sockets, `epoll` through mio, buffers and interest managed by hand |
+//! | [`event_loop`]    | the machinery underneath: non-blocking sockets, `epoll` through mio, buffers and interest managed by hand; one loop, or `--loops N` of them spread by `SO_REUSEPORT` or an acceptor |
 //! | [`uring`]         | completion I/O: one thread, one io_uring; the kernel does the `recv`/`send` and reports results, not readiness |
+//! | [`listen`]        | where a server listens: a TCP port (shared with `SO_REUSEPORT`), or a Unix socket file (`--addr unix:PATH`) |
 //! | [`client`]        | a small blocking client (`async-server client`)                      |
-//! | [`demo`]          | both models in one process with concurrent clients (`async-server`)  |
+//! | [`demo`]          | every model in one process with concurrent clients (`async-server`) |
 //!
 //! Run with:
 //!
@@ -17,13 +19,14 @@
 //! nc 127.0.0.1 7004                                           # terminal 2
 //! ```
 //!
-//! Both servers are library functions that take an already-bound listener,
-//! a [`Config`] and a [`Shutdown`], so tests start them on port 0 in-process.
-//! Both keep the contract every server of the workspace keeps (limits,
-//! idle and stall timeouts, accept back-off, shutdown within `--grace`):
-//! its numbers are [`Config::common`], its closing lines and counters
-//! `common::conn`. A model is one file, one [`Model`] variant and one arm
-//! of [`run`]; flags of its own go in [`Config`] beside `common`.
+//! Every server is a library function that takes an already-bound
+//! [`Listener`] (a `std::net::TcpListener` converts into one), a [`Config`]
+//! and a [`Shutdown`], so tests start them on port 0 in-process. All keep
+//! the contract every server of the workspace keeps (limits, idle and stall
+//! timeouts, accept back-off, shutdown within `--grace`): its numbers are
+//! [`Config::common`], its closing lines and counters `common::conn`. A
+//! model is one file, one [`Model`] variant and one arm of [`run`]; flags
+//! of its own go in [`Config`] beside `common`.
 
 use std::io;
 use std::sync::Arc;

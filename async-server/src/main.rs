@@ -5,6 +5,8 @@
 //! async-server server --model tokio --threads 1  # terminal 1
 //! async-server server --model event-loop         # (or this one)
 //! async-server server --model uring              # (or io_uring, where allowed)
+//! async-server server --model event-loop --loops 2 --balance acceptor
+//! async-server server --addr unix:/tmp/echo.sock # then: nc -U /tmp/echo.sock
 //! nc 127.0.0.1 7004                              # terminal 2
 //! async-server client hello world                # or our client
 //! ```

@@ -31,6 +31,8 @@
 //!   task echoes every frame already received (its buffer and the kernel's
 //!   receive queue), sends FIN, and reads and discards until the client's
 //!   FIN; at the deadline whatever is left is cut;
+//! - `--addr unix:PATH`: the same task over a Unix domain socket (`Conn<S>`
+//!   is generic over the socket; only TCP gets `TCP_NODELAY`);
 //! - `--threads N` (1 = tokio's current-thread runtime, so the comparison
 //!   with the one-thread event loop is fair) and `--work N` run inline or on
 //!   rayon (`--offload rayon`).
