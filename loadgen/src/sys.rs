@@ -191,6 +191,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_child_runs_only_on_its_cpu() {
+        // What --pin does to the server: sched_setaffinity between fork and
+        // exec, so the child (and every thread it starts) has the mask.
+        let mut cmd = Command::new("grep");
+        cmd.args(["Cpus_allowed_list", "/proc/self/status"]);
+        pin_command(&mut cmd, &[0]);
+        let out = cmd.output().expect("grep runs");
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
+
+    #[test]
     fn date_looks_like_a_date() {
         let d = utc_now();
         assert!(d.starts_with("20") && d.ends_with(" UTC"), "{d}");

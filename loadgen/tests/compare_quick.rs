@@ -79,11 +79,18 @@ fn quick_compare_of_two_servers_writes_md_json_svg() {
     let result = output_within(result, Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&result.stderr);
 
-    // JSON: one cell per server x connection count, python's all ok.
+    // JSON: one cell per server x connection count (the reference,
+    // epoll-ref, added first), python's all ok.
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     let cells = json["cells"].as_array().unwrap();
-    assert_eq!(cells.len(), 4, "{stderr}");
+    assert_eq!(cells.len(), 6, "{stderr}");
+    assert_eq!(cells[0]["server"], "epoll-ref");
+    assert_eq!(cells[0]["label"], "practical limit (epoll-ref)");
+    for c in cells.iter().filter(|c| c["server"] == "epoll-ref") {
+        assert_eq!(c["status"], "ok", "{c}");
+        assert_eq!(c["x_ref"].as_f64(), Some(1.0), "{c}");
+    }
     assert_eq!(
         json["environment"]["nproc"].as_u64().map(|n| n >= 1),
         Some(true)
@@ -104,6 +111,17 @@ fn quick_compare_of_two_servers_writes_md_json_svg() {
         );
         assert_eq!(m["errors"], 0);
         assert_eq!(m["clean_exit"], true);
+        // Its ratio to the reference of the same load, in this run.
+        let reference = cells
+            .iter()
+            .find(|r| r["server"] == "epoll-ref" && r["conns"] == c["conns"])
+            .unwrap();
+        let want = m["server_cpu_us_per_request"].as_f64().unwrap()
+            / reference["median"]["server_cpu_us_per_request"]
+                .as_f64()
+                .unwrap();
+        let got = c["x_ref"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
     }
     let second_status: Vec<&str> = cells
         .iter()
@@ -133,7 +151,12 @@ fn quick_compare_of_two_servers_writes_md_json_svg() {
         .skip_while(|l| !l.starts_with(header))
         .take_while(|l| l.starts_with('|'))
         .collect();
-    assert_eq!(table.len(), 2 + 4, "{md}");
+    assert_eq!(table.len(), 2 + 6, "{md}");
+    assert!(table[0].contains("| x ref |"), "{}", table[0]);
+    assert!(
+        md.contains("| practical limit (epoll-ref) | 1 | 64 B | 0 |") && md.contains("| ×1.00 |"),
+        "{md}"
+    );
     let columns = table[0].matches('|').count();
     assert!(
         table
@@ -148,6 +171,7 @@ fn quick_compare_of_two_servers_writes_md_json_svg() {
         let svg = std::fs::read_to_string(out.join(format!("{kind}-64B-w0.svg"))).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("python-asyncio") && svg.contains("<text"));
+        assert!(svg.contains("practical limit (epoll-ref)"), "{kind}");
         assert!(md.contains(&format!("({kind}-64B-w0.svg)")));
     }
     std::fs::remove_dir_all(&out).unwrap();

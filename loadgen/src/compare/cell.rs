@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::plan::Plan;
-use super::servers::{Program, ServerSpec};
-use crate::child::{ProcStats, ServerProcess};
+use super::plan::{Plan, Row};
+use super::servers::Program;
+use crate::child::{Endpoint, ProcStats, ServerProcess};
 use crate::run::{Report, RunConfig, Stop, us};
 use crate::sys::pin_command;
 use crate::tls::TlsClient;
@@ -40,7 +40,12 @@ pub struct RunFigures {
 /// One cell: a server under one load.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
+    /// The row's key: `event-loop`, `event-loop+unix`, `epoll-ref`.
     pub server: String,
+    /// What the tables and charts call it.
+    pub label: String,
+    /// `tcp` (loopback) or `unix` (a Unix domain socket).
+    pub transport: String,
     pub conns: usize,
     pub size: usize,
     pub work: String,
@@ -54,18 +59,42 @@ pub struct Cell {
     pub median: Option<RunFigures>,
     /// Smallest and largest requests/s over the runs.
     pub rps_spread: Option<(f64, f64)>,
+    /// Smallest and largest server CPU µs per request over the runs.
+    pub cpu_spread: Option<(f64, f64)>,
+    /// Median server CPU per request divided by the reference's (same
+    /// connections, size and work, same comparison); None where the
+    /// reference has no figure for this load (it has no `--work`).
+    pub x_ref: Option<f64>,
+    /// Each run's CPU per request divided by the reference's median:
+    /// smallest and largest.
+    pub x_ref_spread: Option<(f64, f64)>,
 }
 
 /// Start the server, load it, stop it.
 pub(crate) fn run_cell(
     plan: &Plan,
-    spec: &ServerSpec,
+    row: &Row,
     conns: usize,
     size: usize,
     rounds: u32,
 ) -> Result<RunFigures> {
+    let spec = &row.spec;
     let (mut cmd, _) = spec.command().map_err(anyhow::Error::msg)?;
-    cmd.args(["--addr", "127.0.0.1:0"]);
+    // A Unix socket file in the temporary directory (a path must fit in
+    // 108 bytes; target/ may be deep). The server removes it at shutdown;
+    // we remove a leftover before and after.
+    let sock = row.unix.then(|| {
+        std::env::temp_dir().join(format!("loadgen-{}-{}.sock", std::process::id(), spec.name))
+    });
+    match &sock {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            cmd.arg("--addr").arg(format!("unix:{}", path.display()));
+        }
+        None => {
+            cmd.args(["--addr", "127.0.0.1:0"]);
+        }
+    }
     let ca_path = plan
         .out
         .join(format!(".ca-{}-{}.pem", spec.name, std::process::id()));
@@ -85,7 +114,10 @@ pub(crate) fn run_cell(
     let server = ServerProcess::start_command(cmd, !plan.verbose, Duration::from_secs(20))?;
     let pid = server.pid();
 
-    let mut config = RunConfig::new(server.addr());
+    let mut config = match server.endpoint() {
+        Endpoint::Tcp(addr) => RunConfig::new(*addr),
+        Endpoint::Unix(path) => RunConfig::new_unix(path),
+    };
     config.framing = plan.framing;
     config.conns = conns;
     config.size = size;
@@ -121,6 +153,9 @@ pub(crate) fn run_cell(
     let peak = sampler.join().unwrap_or_default();
     let (status, killed) = server.stop(Duration::from_secs(10))?;
     let _ = std::fs::remove_file(&ca_path);
+    if let Some(path) = &sock {
+        let _ = std::fs::remove_file(path);
+    }
     let report: Report = report?;
     let cpu = (after.cpu_secs() - before.cpu_secs()).max(0.0);
     let clean_exit = status.success() && !killed;
@@ -205,6 +240,9 @@ pub(crate) fn summarize(cell: &mut Cell) {
         .map(|r| r.requests_per_sec)
         .fold(0.0, f64::max);
     cell.rps_spread = Some((lo, hi));
+    cell.cpu_spread = Some(spread(
+        cell.runs.iter().map(|r| r.server_cpu_us_per_request),
+    ));
     cell.status = if errors == 0 && clean { "ok" } else { "errors" }.into();
     let mut notes = Vec::new();
     if !cell.note.is_empty() {
@@ -226,17 +264,55 @@ pub(crate) fn summarize(cell: &mut Cell) {
     cell.median = Some(m);
 }
 
+/// (smallest, largest) of some figures.
+fn spread(v: impl Iterator<Item = f64>) -> (f64, f64) {
+    v.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)))
+}
+
+/// Divide the cell's server CPU per request by the reference's, from the
+/// reference cell of the same load among `done` (the reference runs
+/// first; the reference's own ratio is 1).
+pub(crate) fn set_ratio(cell: &mut Cell, done: &[Cell]) {
+    let Some(m) = &cell.median else { return };
+    let reference = done
+        .iter()
+        .chain(std::iter::once(&*cell))
+        .find(|c| {
+            c.server == super::servers::REFERENCE
+                && c.conns == cell.conns
+                && c.size == cell.size
+                && c.work == cell.work
+        })
+        .and_then(|c| c.median.as_ref())
+        .map(|r| r.server_cpu_us_per_request)
+        .filter(|&r| r > 0.0);
+    if let Some(r) = reference {
+        cell.x_ref = Some(m.server_cpu_us_per_request / r);
+        cell.x_ref_spread = Some(spread(
+            cell.runs
+                .iter()
+                .map(|run| run.server_cpu_us_per_request / r),
+        ));
+    }
+}
+
+/// `×1.15`, or `–` without a reference figure.
+pub fn ratio(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".to_string(), |x| format!("×{x:.2}"))
+}
+
 pub(crate) fn progress_line(c: &Cell) -> String {
     let head = format!(
         "{} conns={} size={} work={}",
-        c.server, c.conns, c.size, c.work
+        c.label, c.conns, c.size, c.work
     );
     match &c.median {
         Some(m) => format!(
-            "{head}: {:.0} req/s, p99 {}, server {:.1} µs/req, loadgen {:.1} µs/req, {} errors",
+            "{head}: {:.0} req/s, p99 {}, server {:.1} µs/req ({} ref), loadgen {:.1} µs/req, {} errors",
             m.requests_per_sec,
             us(m.p99_us),
             m.server_cpu_us_per_request,
+            ratio(c.x_ref),
             m.loadgen_cpu_us_per_request,
             m.errors
         ),

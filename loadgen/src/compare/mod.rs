@@ -24,8 +24,14 @@
 //! What to watch: *server CPU µs per request* is the headline. On a 2-core
 //! machine the load generator and the server share the CPUs, so requests/s
 //! mostly tells how fast the client could go; CPU per request tells what
-//! each design costs. The server table is data ([`SERVERS`]): add your own
-//! server there.
+//! each design costs. Every comparison runs the **reference** first
+//! (`epoll-ref`, the smallest correct epoll echo: three syscalls per echo,
+//! labelled "practical limit"), and every other row's CPU per request is
+//! shown divided by the reference's in the same cell of the same run
+//! (`x ref`): figures from one machine drift from day to day, the ratio
+//! much less. `--unix` adds a Unix-socket row for each server that listens
+//! on `unix:PATH`, for "how much of an echo's cost is TCP". The server
+//! table is data ([`SERVERS`]): add your own server there.
 //!
 //! Layout: this file runs the matrix; `compare/servers.rs` is the server
 //! table, `compare/plan.rs` the flags and the plan they make,
@@ -43,10 +49,10 @@ mod servers;
 pub use cell::{Cell, RunFigures};
 pub use plan::{CompareArgs, Work};
 pub use report::{Comparison, FAIRNESS, ServerRow};
-pub use servers::{Program, SERVERS, ServerSpec};
+pub use servers::{Needs, Program, REFERENCE, SERVERS, ServerSpec};
 
 use crate::sys::{Environment, pin_current_thread};
-use cell::{progress_line, run_cell, summarize};
+use cell::{progress_line, run_cell, set_ratio, summarize};
 use plan::Plan;
 use report::write_outputs;
 
@@ -59,10 +65,10 @@ pub fn execute(args: CompareArgs) -> Result<bool> {
         let mut out = std::io::stdout().lock();
         for s in SERVERS {
             let cmd = s
-                .command()
+                .availability(false)
                 .map(|c| c.1)
-                .unwrap_or_else(|why| format!("(unavailable: {why})"));
-            writeln!(out, "{:<20} {cmd}", s.name)?;
+                .unwrap_or_else(|u| format!("(unavailable: {})", u.why));
+            writeln!(out, "{:<24} {cmd}", s.name)?;
         }
         out.flush()?;
         return Ok(true);
@@ -99,14 +105,20 @@ fn compare(plan: &Plan) -> Result<Comparison> {
     let mut cells = Vec::new();
     let total: usize = plan.servers.len() * plan.conns.len() * plan.sizes.len() * plan.work.len();
     let mut n = 0;
-    for spec in &plan.servers {
-        let available = spec.command();
+    for row in &plan.servers {
+        let spec = &row.spec;
+        let available = spec.availability(row.unix);
         servers.push(ServerRow {
-            name: spec.name.into(),
+            name: row.name(),
+            label: row.label(),
             command: available.as_ref().map(|c| c.1.clone()).unwrap_or_default(),
             threads: spec.threads.into(),
             available: available.is_ok(),
-            note: available.as_ref().err().cloned().unwrap_or_default(),
+            note: available
+                .as_ref()
+                .err()
+                .map(|u| u.why.clone())
+                .unwrap_or_default(),
         });
         let mut failed_to_start: Option<String> = None;
         for &work in &plan.work {
@@ -114,7 +126,9 @@ fn compare(plan: &Plan) -> Result<Comparison> {
                 for &conns in &plan.conns {
                     n += 1;
                     let mut cell = Cell {
-                        server: spec.name.into(),
+                        server: row.name(),
+                        label: row.label(),
+                        transport: if row.unix { "unix" } else { "tcp" }.into(),
                         conns,
                         size,
                         work: work.label(),
@@ -124,9 +138,15 @@ fn compare(plan: &Plan) -> Result<Comparison> {
                         runs: Vec::new(),
                         median: None,
                         rps_spread: None,
+                        cpu_spread: None,
+                        x_ref: None,
+                        x_ref_spread: None,
                     };
-                    let skip = if let Err(why) = &available {
-                        Some(why.clone())
+                    let skip = if let Err(u) = &available {
+                        if u.failed {
+                            cell.status = "failed".into();
+                        }
+                        Some(u.why.clone())
                     } else if !spec.framings.contains(&plan.framing) {
                         Some(format!("speaks {} framing only", names(spec.framings)))
                     } else if conns > spec.max_conns && !plan.over_limit {
@@ -140,14 +160,14 @@ fn compare(plan: &Plan) -> Result<Comparison> {
                     };
                     if let Some(why) = skip {
                         cell.note = why;
-                        if failed_to_start.is_some() {
+                        if failed_to_start.is_some() && available.is_ok() {
                             cell.status = "failed".into();
                         }
                         cells.push(cell);
                         continue;
                     }
                     for _ in 0..plan.repeat {
-                        match run_cell(plan, spec, conns, size, cell.work_rounds) {
+                        match run_cell(plan, row, conns, size, cell.work_rounds) {
                             Ok(fig) => cell.runs.push(fig),
                             Err(e) => {
                                 failed_to_start = Some(format!("{e:#}"));
@@ -157,6 +177,7 @@ fn compare(plan: &Plan) -> Result<Comparison> {
                         }
                     }
                     summarize(&mut cell);
+                    set_ratio(&mut cell, &cells);
                     eprintln!("[{n}/{total}] {}", progress_line(&cell));
                     cells.push(cell);
                 }

@@ -11,6 +11,34 @@ use common::cli::{parse_duration, parse_size};
 use serde::Serialize;
 
 use super::servers::{SERVERS, ServerSpec};
+
+/// One row of the comparison: a server, over TCP or (`--unix`) over a
+/// Unix domain socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) spec: ServerSpec,
+    pub(crate) unix: bool,
+}
+
+impl Row {
+    /// The row's key in cells and JSON: `event-loop`, `event-loop+unix`.
+    pub(crate) fn name(&self) -> String {
+        if self.unix {
+            format!("{}+unix", self.spec.name)
+        } else {
+            self.spec.name.to_string()
+        }
+    }
+
+    /// What tables and charts show.
+    pub(crate) fn label(&self) -> String {
+        if self.unix {
+            format!("{} (unix socket)", self.spec.label())
+        } else {
+            self.spec.label()
+        }
+    }
+}
 use crate::sys::parse_cpus;
 
 /// `--work` levels: a number of rounds, or `heavy`.
@@ -52,7 +80,7 @@ fn parse_work(s: &str) -> Result<Work, String> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct CompareArgs {
     /// The class-demo matrix: 1, 100 and 1,000 connections, 64 bytes, no
-    /// work, 1 s per cell (under a minute).
+    /// work, 0.75 s per cell (about a minute).
     #[arg(long)]
     pub quick: bool,
 
@@ -78,11 +106,11 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value_t = Framing::Raw)]
     pub framing: Framing,
 
-    /// Measured time per cell [default: 2s; quick: 1s].
+    /// Measured time per cell [default: 2s; quick: 750ms].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<Duration>,
 
-    /// Warm-up per cell, not measured [default: 500ms; quick: 250ms].
+    /// Warm-up per cell, not measured [default: 500ms; quick: 200ms].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub warmup: Option<Duration>,
 
@@ -139,12 +167,26 @@ pub struct CompareArgs {
     /// Print the table of servers and exit.
     #[arg(long)]
     pub list: bool,
+
+    /// Leave out the reference row (`epoll-ref`, the practical limit),
+    /// which is otherwise always run first, so that every row has an
+    /// `x ref` ratio measured in the same run.
+    #[arg(long)]
+    pub no_reference: bool,
+
+    /// Loopback TCP versus a Unix domain socket: every server that can
+    /// listen on `unix:PATH` (the event loop, tokio) gets a second row over
+    /// a Unix socket, and compare.md a table of the two side by side.
+    #[arg(long)]
+    pub unix: bool,
 }
 
 /// The settings of one comparison, after defaults.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    pub(crate) servers: Vec<ServerSpec>,
+    /// The reference first (unless --no-reference), then the servers
+    /// asked for, each followed by its Unix-socket row with --unix.
+    pub(crate) servers: Vec<Row>,
     pub(crate) conns: Vec<usize>,
     pub(crate) sizes: Vec<usize>,
     pub(crate) work: Vec<Work>,
@@ -171,6 +213,8 @@ impl CompareArgs {
                 (!self.conns.is_empty(), "--conns"),
                 (!self.sizes.is_empty(), "--sizes"),
                 (!self.work.is_empty(), "--work"),
+                (self.no_reference, "--no-reference"),
+                (self.unix, "--unix"),
             ]
             .into_iter()
             .filter_map(|(given, flag)| given.then_some(flag))
@@ -183,7 +227,7 @@ impl CompareArgs {
                 );
             }
         }
-        let servers = if self.servers.is_empty() {
+        let specs: Vec<ServerSpec> = if self.servers.is_empty() {
             SERVERS.to_vec()
         } else {
             self.servers
@@ -206,6 +250,28 @@ impl CompareArgs {
                 })
                 .collect::<Result<_>>()?
         };
+        // The reference goes first, always (its figures are the divisor
+        // of every other row's `x ref`), unless --no-reference.
+        let mut ordered: Vec<ServerSpec> = Vec::new();
+        if !self.no_reference
+            && let Some(r) = SERVERS.iter().find(|s| s.reference)
+        {
+            ordered.push(*r);
+        }
+        for s in specs {
+            let listed = ordered.iter().any(|o| o.name == s.name);
+            let left_out = self.no_reference && s.reference;
+            if !listed && !left_out {
+                ordered.push(s);
+            }
+        }
+        let mut servers = Vec::new();
+        for spec in ordered {
+            servers.push(Row { spec, unix: false });
+            if self.unix && spec.unix {
+                servers.push(Row { spec, unix: true });
+            }
+        }
         let or = |v: &Vec<usize>, quick: &[usize], full: &[usize]| {
             if !v.is_empty() {
                 v.clone()
@@ -235,13 +301,14 @@ impl CompareArgs {
                 vec![Work::Rounds(0), Work::Heavy]
             },
             framing: self.framing,
+            // Quick: 0.75 s + 0.2 s per cell keeps ~35 cells under a minute.
             duration: self.duration.unwrap_or(if self.quick {
-                Duration::from_secs(1)
+                Duration::from_millis(750)
             } else {
                 Duration::from_secs(2)
             }),
             warmup: self.warmup.unwrap_or(if self.quick {
-                Duration::from_millis(250)
+                Duration::from_millis(200)
             } else {
                 Duration::from_millis(500)
             }),
@@ -309,6 +376,33 @@ mod tests {
         let full = args(&["--publish"]).plan().unwrap();
         assert!(full.out.ends_with("results"), "{:?}", full.out);
         assert_eq!(full.servers.len(), SERVERS.len());
+        assert!(full.servers[0].spec.reference, "the reference runs first");
+        // Asked for two servers: the reference comes first anyway...
+        let two = args(&["--servers", "event-loop,async-tokio", "--unix"])
+            .plan()
+            .unwrap();
+        let names: Vec<String> = two.servers.iter().map(Row::name).collect();
+        assert_eq!(
+            names,
+            [
+                "epoll-ref",
+                "event-loop",
+                "event-loop+unix",
+                "async-tokio",
+                "async-tokio+unix"
+            ]
+        );
+        assert_eq!(two.servers[2].label(), "event-loop (unix socket)");
+        assert_eq!(two.servers[0].label(), "practical limit (epoll-ref)");
+        // ...unless left out; naming it is the same as not naming it.
+        let none = args(&["--servers", "event-loop,epoll-ref", "--no-reference"])
+            .plan()
+            .unwrap();
+        let names: Vec<String> = none.servers.iter().map(Row::name).collect();
+        assert_eq!(names, ["event-loop"]);
+        let named = args(&["--servers", "event-loop,epoll-ref"]).plan().unwrap();
+        let names: Vec<String> = named.servers.iter().map(Row::name).collect();
+        assert_eq!(names, ["epoll-ref", "event-loop"]);
         assert_eq!(full.conns, [1, 10, 100, 1000, 10_000]);
         for subset in [
             &["--publish", "--quick"][..],

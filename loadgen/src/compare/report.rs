@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::cell::{Cell, RunFigures};
+use super::cell::{Cell, RunFigures, ratio};
 use super::plan::Plan;
 use crate::chart::{Series, line_chart};
 use crate::run::us;
@@ -28,6 +28,7 @@ pub struct Comparison {
 #[derive(Debug, Serialize)]
 pub struct ServerRow {
     pub name: String,
+    pub label: String,
     pub command: String,
     pub threads: String,
     pub available: bool,
@@ -67,14 +68,15 @@ pub(crate) fn write_outputs(plan: &Plan, c: &Comparison) -> Result<()> {
             let series = |f: &dyn Fn(&RunFigures) -> f64| -> Vec<Series> {
                 plan.servers
                     .iter()
-                    .filter_map(|s| {
+                    .filter_map(|row| {
+                        let name = row.name();
                         let points: Vec<(f64, f64)> = cells
                             .iter()
-                            .filter(|x| x.server == s.name)
+                            .filter(|x| x.server == name)
                             .filter_map(|x| x.median.as_ref().map(|m| (x.conns as f64, f(m))))
                             .collect();
                         (!points.is_empty()).then(|| Series {
-                            name: s.name.into(),
+                            name: row.label(),
                             points,
                         })
                     })
@@ -158,16 +160,16 @@ fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
     );
     let _ = writeln!(
         md,
-        "**Server CPU µs/req** (user + system time of the server process from /proc, over the whole cell, divided by verified echoes) is the headline: on a shared 2-core machine requests/s mostly measures the client.\n"
+        "**Server CPU µs/req** (user + system time of the server process from /proc, over the whole cell, divided by verified echoes) is the headline: on a shared 2-core machine requests/s mostly measures the client. **x ref** divides it by the *practical limit* row's figure for the same load in this same run: `epoll-ref`, the smallest correct epoll echo (level-triggered, raw, no limits; `epoll_wait` + `read` + `write` per echo). ×1.20 means the design spends 20 % more CPU per echo than the bare syscalls do; the reference has no `--work`, so rows with work have no ratio.\n"
     );
     let _ = writeln!(
         md,
-        "| server | conns | size | work | req/s | p50 | p99 | server CPU µs/req | loadgen CPU µs/req | peak RSS | threads | errors | exit | notes |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        "| server | conns | size | work | req/s | p50 | p99 | server CPU µs/req | x ref | loadgen CPU µs/req | peak RSS | threads | errors | exit | notes |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
     );
     for cell in &c.cells {
         let head = format!(
             "| {} | {} | {} | {} ",
-            cell.server,
+            cell.label,
             cell.conns,
             size_label(cell.size),
             cell.work
@@ -183,10 +185,11 @@ fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
                 };
                 let _ = writeln!(
                     md,
-                    "{head}| {rps} | {} | {} | **{:.1}** | {:.1} | {} | {} | {} | {} | {} |",
+                    "{head}| {rps} | {} | {} | **{:.1}** | {} | {:.1} | {} | {} | {} | {} | {} |",
                     us(m.p50_us),
                     us(m.p99_us),
                     m.server_cpu_us_per_request,
+                    ratio(cell.x_ref),
                     m.loadgen_cpu_us_per_request,
                     mib(m.peak_rss_bytes),
                     m.peak_threads,
@@ -198,21 +201,22 @@ fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
             None => {
                 let _ = writeln!(
                     md,
-                    "{head}| {} | – | – | – | – | – | – | – | – | {note} |",
+                    "{head}| {} | – | – | – | – | – | – | – | – | – | {note} |",
                     cell.status
                 );
             }
         }
     }
+    unix_table(&mut md, c);
     let _ = writeln!(
         md,
-        "\n## Servers\n\n| name | command (plus `--addr 127.0.0.1:0` and the common flags) | threads | available |\n|---|---|---|---|"
+        "\n## Servers\n\n| name | command (plus `--addr 127.0.0.1:0`, or `unix:PATH`, and the common flags) | threads | available |\n|---|---|---|---|"
     );
     for s in &c.servers {
         let _ = writeln!(
             md,
             "| {} | `{}` | {} | {} |",
-            s.name,
+            s.label,
             s.command,
             s.threads,
             if s.available {
@@ -240,9 +244,60 @@ fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
     md
 }
 
+/// `compare --unix`: each server's TCP cell beside its Unix-socket cell.
+fn unix_table(md: &mut String, c: &Comparison) {
+    let pairs: Vec<(&Cell, &Cell)> = c
+        .cells
+        .iter()
+        .filter(|u| u.transport == "unix")
+        .filter_map(|u| {
+            let tcp_name = u.server.strip_suffix("+unix")?;
+            let t = c.cells.iter().find(|t| {
+                t.server == tcp_name && t.conns == u.conns && t.size == u.size && t.work == u.work
+            })?;
+            Some((t, u))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Loopback TCP versus a Unix socket\n\nThe same server, the same load, over `127.0.0.1` and over `unix:PATH`: what is left after the Unix socket is the socket layer and the server itself; the difference is TCP/IP (segments, checksums, ACKs, the loopback device).\n\n| server | conns | size | work | TCP server CPU µs/req | unix server CPU µs/req | unix ÷ TCP | TCP p50 | unix p50 | notes |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---|"
+    );
+    for (t, u) in pairs {
+        let cpu = |x: &Cell| x.median.as_ref().map(|m| m.server_cpu_us_per_request);
+        let p50 = |x: &Cell| x.median.as_ref().map_or("–".into(), |m| us(m.p50_us));
+        let fig = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+        let share = match (cpu(t), cpu(u)) {
+            (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
+            _ => "–".into(),
+        };
+        let note = [&t.note, &u.note]
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| n.replace('|', "\\|"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {share} | {} | {} | {note} |",
+            t.label,
+            t.conns,
+            size_label(t.size),
+            t.work,
+            fig(cpu(t)),
+            fig(cpu(u)),
+            p50(t),
+            p50(u),
+        );
+    }
+}
+
 /// The rules every comparison keeps; printed with every result.
 pub const FAIRNESS: &[&str] = &[
-    "Every server runs the same framing, the same limits and the same `--work`, started the same way (a child process on 127.0.0.1:0), fresh for every cell.",
+    "Every server runs the same framing, the same limits and the same `--work`, started the same way (a child process on 127.0.0.1:0), fresh for every cell. The reference (`epoll-ref`) takes only `--addr`: it has no limits or framing to set, which is the point of it.",
+    "The reference row runs first in every comparison and `x ref` is always computed against the reference of the same run, never against a published figure.",
     "Every server writes with write_all semantics (short writes are retried, never dropped); every echo is verified byte for byte by the load generator, and a cell with any wrong or missing echo is marked as such.",
     "The same client for everyone: one event-driven load generator (tokio, one task per connection), TCP_NODELAY on, the same payloads, the same warm-up.",
     "Thread counts are stated (table of servers and the `threads` column); a design that cannot serve a cell is shown as skipped with the reason, never dropped.",
