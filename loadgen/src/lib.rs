@@ -12,12 +12,14 @@
 //! | [`chart`]   | the SVG charts of `compare` (plotters, no system fonts)       |
 //! | [`sys`]     | the machine: CPU pinning, kernel, CPU count, fd limit, date   |
 //! | [`check`]   | conformance and robustness cases, `PASS`/`FAIL`/`SKIP` per case |
+//! | [`hold`]    | N idle connections held open: the server's RSS per connection |
 
 pub mod chart;
 pub mod check;
 pub mod child;
 pub mod compare;
 pub mod drive;
+pub mod hold;
 pub mod payload;
 pub mod run;
 pub mod sys;

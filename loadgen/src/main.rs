@@ -5,6 +5,7 @@
 //! loadgen run     --addr 127.0.0.1:7004 --conns 100 --size 64 --duration 10s
 //! loadgen compare --quick                 # every server, same load, one table
 //! loadgen check   --addr 127.0.0.1:7004   # conformance and robustness cases
+//! loadgen hold    --addr 127.0.0.1:7004 --conns 10000 --pid PID   # RSS per idle connection
 //! ```
 //!
 //! Each subcommand lives in its own module; this file only dispatches.
@@ -32,6 +33,8 @@ enum Command {
     Compare(loadgen::compare::CompareArgs),
     /// Run conformance and robustness cases against one server.
     Check(loadgen::check::CheckArgs),
+    /// Hold N idle connections open and report the server's RSS per connection.
+    Hold(loadgen::hold::HoldArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Run(args) => loadgen::run::execute(args),
         Command::Compare(args) => loadgen::compare::execute(args),
         Command::Check(args) => loadgen::check::execute(args),
+        Command::Hold(args) => loadgen::hold::execute(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

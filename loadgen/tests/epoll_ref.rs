@@ -13,6 +13,8 @@ use common::Framing;
 use loadgen::child::ServerProcess;
 use loadgen::run::{RunConfig, Stop, run};
 
+mod run_support;
+
 fn start() -> ServerProcess {
     ServerProcess::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_epoll-ref")),
@@ -148,6 +150,33 @@ fn loadgen_run_verifies_every_echo() {
     let r = run(&c).unwrap();
     assert!(r.ok(), "{r}");
     assert_eq!((r.sent, r.verified), (4000, 4000));
+    let (status, killed) = server.stop(Duration::from_secs(10)).unwrap();
+    assert!(status.success() && !killed);
+}
+
+#[test]
+fn loadgen_hold_measures_rss_per_idle_connection() {
+    let server = start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["hold", "--conns", "300", "--json", "--addr"])
+        .arg(server.addr().to_string())
+        .arg("--pid")
+        .arg(server.pid().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = run_support::output_within(out, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["conns"], 300);
+    assert!(r["rss_after_bytes"].as_u64().unwrap() >= r["rss_before_bytes"].as_u64().unwrap() / 2);
+    assert_eq!(r["server_threads"], 1);
     let (status, killed) = server.stop(Duration::from_secs(10)).unwrap();
     assert!(status.success() && !killed);
 }
