@@ -26,5 +26,8 @@ fn ci_needs_nothing_once_the_tools_are_installed() {
         eprintln!("skipped: nc, socat, openssl or python3 missing (.ci/run installs them)");
         return;
     }
-    assert_eq!(missing, "", "tools are installed but .ci/needs says they are missing");
+    assert_eq!(
+        missing, "",
+        "tools are installed but .ci/needs says they are missing"
+    );
 }
