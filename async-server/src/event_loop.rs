@@ -287,6 +287,9 @@ pub fn run_report(listener: Listener, config: Config, shutdown: Shutdown) -> io:
     if result.is_err() && loops > 1 {
         shutdown.trigger();
     }
+    // Loop 0 ended by an error before its shutdown: the receiving loops
+    // must still learn that nothing more comes.
+    first.stop_dealing();
     let mut per_loop = vec![first.served];
     drop(first);
     for (i, t) in threads.into_iter().enumerate() {
@@ -885,6 +888,19 @@ impl EventLoop {
         // `conn` drops here: close(fd).
     }
 
+    /// The acceptor: nothing more will be handed over. Dropping the senders
+    /// tells the receiving loops so (their channel disconnects); wake them
+    /// to see it, or an idle one would sleep until the deadline.
+    fn stop_dealing(&mut self) {
+        for to in &mut self.handoff {
+            if to.tx.take().is_some()
+                && let Err(e) = to.waker.wake()
+            {
+                error!("could not wake an event loop: {e}");
+            }
+        }
+    }
+
     /// The waker fired: stop accepting, and let every connection echo what
     /// the kernel has already received, then say goodbye.
     fn begin_shutdown(&mut self) {
@@ -899,15 +915,7 @@ impl EventLoop {
         // Closing the listening socket: the kernel refuses new clients, and
         // resets the ones still in the backlog (never accepted, never served).
         self.accept_paused_until = None;
-        // The acceptor: nothing more will be handed over. Dropping the
-        // senders tells the receiving loops so (their channel disconnects);
-        // wake them to see it, or an idle one would sleep to the deadline.
-        for to in &mut self.handoff {
-            to.tx = None;
-            if let Err(e) = to.waker.wake() {
-                error!("could not wake an event loop: {e}");
-            }
-        }
+        self.stop_dealing();
         let grace = self.config.grace;
         self.deadline = Some(
             self.shutdown
