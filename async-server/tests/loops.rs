@@ -2,7 +2,8 @@
 //! over real sockets on 127.0.0.1:0: connections spread over every loop in
 //! both balance modes (asserted with the per-loop counts the run returns),
 //! `--max-conns` counted across loops, one shutdown deadline for every loop,
-//! and the listener `--balance reuseport` needs. (Every test of `echo.rs`
+//! the acceptor skipping a stalled loop, and the listener `--balance
+//! reuseport` needs. (Every test of `echo.rs`
 //! and `lifecycle.rs` runs with two loops in each mode too.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -261,4 +262,59 @@ fn a_unix_socket_with_reuseport_is_refused() {
     // The listener was dropped with the error: its file too.
     assert!(!path.exists());
     let _ = std::fs::remove_dir(&dir);
+}
+
+/// `--balance acceptor` with a stalled loop: loop 1 computes for most of a
+/// second (a big frame under `--work`, which runs inline), while new
+/// clients arrive 20 ms apart. Dealt strictly in turn, loop 1 would get
+/// half of them (6 of 12 with the first two); the acceptor skips it once it
+/// has left a connection waiting for `STALLED_AFTER`, so it gets fewer.
+/// Nobody is lost: every client gets its echo once loop 1 is back.
+#[test]
+fn the_acceptor_skips_a_stalled_loop() {
+    let big = vec![b'x'; 100_000];
+    // Calibrate: rounds of work that keep a loop busy about 800 ms here.
+    let t = Instant::now();
+    std::hint::black_box(common::work::work(&big, 4));
+    let per_round = (t.elapsed() / 4).max(Duration::from_nanos(1));
+    let rounds = (Duration::from_millis(800).as_nanos() / per_round.as_nanos()).clamp(1, 1_000_000);
+    let server = Server::start(2, Balance::Acceptor, |cfg| {
+        cfg.common.work = rounds as u32;
+    });
+    let mut a = connect(server.addr);
+    echo(&mut a, b"a"); // loop 0
+    let mut b = connect(server.addr);
+    echo(&mut b, b"b"); // loop 1
+    let big_wire = wire(Framing::Line, &[&big]);
+    b.write_all(&big_wire).unwrap();
+    let mut late = Vec::new();
+    for c in 0..10 {
+        // Time passing is the condition under test (a loop that leaves a
+        // connection waiting 50 ms is stalled), not a synchronisation.
+        thread::sleep(Duration::from_millis(20));
+        let mut s = connect(server.addr);
+        let w = wire(Framing::Line, &[&payload(c, 0)]);
+        s.write_all(&w).unwrap();
+        late.push((s, w));
+    }
+    for (c, (mut s, w)) in late.into_iter().enumerate() {
+        let mut got = vec![0; w.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, w, "late client {c}");
+    }
+    let mut got = vec![0; big_wire.len()];
+    b.read_exact(&mut got).unwrap();
+    assert!(got == big_wire, "the big echo differs");
+    drop((a, b));
+    let report = server.stop();
+    assert_eq!(report.per_loop.iter().sum::<u64>(), 12);
+    assert!(
+        report.per_loop[1] < 6,
+        "loop 1 was never skipped: {:?} (work {rounds} rounds)",
+        report.per_loop
+    );
+    eprintln!(
+        "with loop 1 stalled: connections per loop {:?}",
+        report.per_loop
+    );
 }
