@@ -6,8 +6,14 @@
 #   scripts/compare.sh              # the full matrix (< 15 minutes on 2 cores) -> target/compare/
 #   scripts/compare.sh --quick      # the class demo (< 1 minute)               -> target/compare/
 #   scripts/compare.sh --quick --pin --servers async-tokio,python-asyncio
+#   scripts/compare.sh --quick --unix --servers event-loop,async-tokio   # loopback TCP vs a Unix socket
 #   scripts/compare.sh --pin --publish   # refresh results/ (whole matrix only:
 #                                        # refused with --quick or --servers)
+#
+# Every run starts with the reference row, `epoll-ref` ("practical limit",
+# the smallest correct epoll echo), and shows each other row's server CPU
+# per request divided by it (`x ref`). The issue-14 targets, measured N
+# times with medians and spreads: scripts/measure-targets.sh.
 #
 # Any extra argument goes to `loadgen compare` (see `loadgen compare --help`).
 set -euo pipefail

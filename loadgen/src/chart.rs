@@ -20,9 +20,10 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Distinct colours that stay readable on white (Okabe-Ito palette plus
-/// two greys), one per server in table order.
-const COLORS: [RGBColor; 9] = [
+/// Distinct colours that stay readable on white (Okabe-Ito palette, two
+/// greys, and darker shades for the rows beyond it), one per server in
+/// table order. Black is kept for the reference row.
+const COLORS: [RGBColor; 14] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -30,9 +31,18 @@ const COLORS: [RGBColor; 9] = [
     RGBColor(230, 159, 0),
     RGBColor(86, 180, 233),
     RGBColor(120, 120, 120),
-    RGBColor(0, 0, 0),
     RGBColor(180, 40, 40),
+    RGBColor(100, 60, 160),
+    RGBColor(0, 80, 60),
+    RGBColor(160, 110, 40),
+    RGBColor(40, 40, 120),
+    RGBColor(190, 190, 60),
+    RGBColor(200, 60, 120),
 ];
+
+/// Series whose name starts with this are drawn in black and thicker:
+/// the reference every other line is read against.
+const REFERENCE_PREFIX: &str = "practical limit";
 
 /// Draw `series` into an SVG file at `path`. `log_y` for latencies, which
 /// span microseconds to seconds.
@@ -83,13 +93,14 @@ pub fn line_chart(
                     .filter(|(_, y)| y.is_finite() && (*y > 0.0 || !log_y))
                     .collect();
                 points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let c = color(i);
+                let reference = s.name.starts_with(REFERENCE_PREFIX);
+                let (c, w) = if reference { (BLACK, 3) } else { (color(i), 2) };
                 chart
-                    .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+                    .draw_series(LineSeries::new(points.clone(), c.stroke_width(w)))
                     .map_err(|e| err(&e))?
                     .label(s.name.clone())
                     .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(w))
                     });
                 chart
                     .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
