@@ -206,34 +206,37 @@ done
 say ""
 
 # --- 4. syscalls per echo -------------------------------------------------
-say "## 4. Syscalls per echo (strace -c -f, $STRACE_REQS echoes over 100 connections; includes start-up and shutdown)"
+say "## 4. Syscalls per echo (strace -c -f, $STRACE_REQS echoes over 1 and over 100 connections; start-up and shutdown included)"
 if ! command -v strace >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y strace >/dev/null 2>&1 || true
 fi
 if command -v strace >/dev/null; then
-    for name in reference uring; do
-        if [ "$name" = reference ]; then cmd=("$REF" --addr 127.0.0.1:0); else
-            cmd=("$SERVER" server --model uring --addr 127.0.0.1:0 --framing raw); fi
-        if start_server "strace-$name" strace -f -c -o "$OUT/strace-$name.txt" "${cmd[@]}"; then
-            timeout 300 "$LOADGEN" run --addr "$SERVER_ADDR" --framing raw --conns 100 \
-                --requests "$STRACE_REQS" --timeout 10s >"$OUT/strace-$name.run" 2>&1 || true
-            # Stop the traced server (strace's child), then strace writes its table.
-            child=$(pgrep -P "$SERVER_PID" | head -1 || true)
-            [ -n "$child" ] && stop_server "$child"
-            stop_server "$SERVER_PID"
-            # Columns: % time, seconds, usecs/call, calls, [errors], syscall;
-            # rows sorted by time, so re-sort by calls for the top five.
-            total=$(awk '$NF == "total" { print $4 }' "$OUT/strace-$name.txt" | head -1)
-            top=$(awk '$1 ~ /^[0-9.]+$/ && $NF != "total" { print $4, $NF }' "$OUT/strace-$name.txt" \
-                | sort -rn | head -5 | awk -v n="$STRACE_REQS" '{ printf "%s %.2f/echo, ", $2, $1 / n }')
-            if [ -n "$total" ]; then
-                say "  $name: $total calls, $(awk -v t="$total" -v n="$STRACE_REQS" 'BEGIN { printf "%.2f", t / n }') per echo; top: $top(table: $OUT/strace-$name.txt)"
+    for conns in 1 100; do
+        for name in reference uring; do
+            if [ "$name" = reference ]; then cmd=("$REF" --addr 127.0.0.1:0); else
+                cmd=("$SERVER" server --model uring --addr 127.0.0.1:0 --framing raw); fi
+            tag="strace-$name-$conns"
+            if start_server "$tag" strace -f -c -o "$OUT/$tag.txt" "${cmd[@]}"; then
+                timeout 300 "$LOADGEN" run --addr "$SERVER_ADDR" --framing raw --conns "$conns" \
+                    --requests "$STRACE_REQS" --timeout 10s >"$OUT/$tag.run" 2>&1 || true
+                # Stop the traced server (strace's child); strace then writes its table.
+                child=$(pgrep -P "$SERVER_PID" | head -1 || true)
+                [ -n "$child" ] && stop_server "$child"
+                stop_server "$SERVER_PID"
+                # Columns: % time, seconds, usecs/call, calls, [errors], syscall;
+                # rows sorted by time, so re-sort by calls for the top five.
+                total=$(awk '$NF == "total" { print $4 }' "$OUT/$tag.txt" | head -1)
+                top=$(awk '$1 ~ /^[0-9.]+$/ && $NF != "total" { print $4, $NF }' "$OUT/$tag.txt" \
+                    | sort -rn | head -5 | awk -v n="$STRACE_REQS" '{ printf "%s %.2f, ", $2, $1 / n }')
+                if [ -n "$total" ]; then
+                    say "  $name, $conns conn: $(awk -v t="$total" -v n="$STRACE_REQS" 'BEGIN { printf "%.2f", t / n }') syscalls per echo ($total in all); per echo: ${top%, } (table: $OUT/$tag.txt)"
+                else
+                    say "  $name, $conns conn: no strace table (see $OUT/$tag.txt)"
+                fi
             else
-                say "  $name: no strace table (see $OUT/strace-$name.txt)"
+                say "  $name, $conns conn: skipped"
             fi
-        else
-            say "  $name: skipped"
-        fi
+        done
     done
 else
     say "  strace not available: skipped (apt-get install strace)"

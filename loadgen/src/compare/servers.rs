@@ -176,7 +176,7 @@ pub const SERVERS: &[ServerSpec] = &[
     ServerSpec {
         name: "async-tokio-rayon",
         program: Program::Bin("async-server"),
-        args: &["--model", "tokio", "--offload", "rayon"],
+        args: &["--model", "tokio", "--offload", "rayon", "--threads", NPROC],
         framings: ALL_FRAMINGS,
         max_conns: 10_000,
         limit_reason: "",
