@@ -3,7 +3,7 @@
 # side-by-side comparison. Results: compare.md, compare.json and *.svg in
 # target/compare/ (untracked); with --publish, the repository's results/.
 #
-#   scripts/compare.sh              # the full matrix (< 15 minutes on 2 cores) -> target/compare/
+#   scripts/compare.sh              # the full matrix (~25 minutes on 2 cores with 13 rows; estimate) -> target/compare/
 #   scripts/compare.sh --quick      # the class demo (< 1 minute)               -> target/compare/
 #   scripts/compare.sh --quick --pin --servers async-tokio,python-asyncio
 #   scripts/compare.sh --quick --unix --servers event-loop,async-tokio   # loopback TCP vs a Unix socket

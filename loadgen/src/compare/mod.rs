@@ -6,7 +6,7 @@
 //! ```text
 //! cargo build --release --workspace
 //! target/release/loadgen compare --quick          # < 1 minute, for a class
-//! target/release/loadgen compare --pin            # the full matrix, < 15 minutes
+//! target/release/loadgen compare --pin            # the full matrix, ~25 minutes (13 rows; estimate)
 //! target/release/loadgen compare --pin --publish  # the same, refreshing results/
 //! target/release/loadgen compare --servers async-tokio,python-asyncio --conns 1,100
 //! ```
