@@ -7,6 +7,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use common::Framing;
@@ -179,4 +181,77 @@ fn loadgen_hold_measures_rss_per_idle_connection() {
     assert_eq!(r["server_threads"], 1);
     let (status, killed) = server.stop(Duration::from_secs(10)).unwrap();
     assert!(status.success() && !killed);
+}
+
+#[test]
+fn out_of_descriptors_it_pauses_accepting_then_serves_the_waiting() {
+    // RLIMIT_NOFILE 10 (epoll-ref does not raise it): a few connections
+    // fill it and the next accept() fails with EMFILE.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n 10 && exec \"$0\" --addr 127.0.0.1:0")
+        .arg(env!("CARGO_BIN_EXE_epoll-ref"));
+    let server = ServerProcess::start_command(cmd, true, Duration::from_secs(20)).unwrap();
+    let addr = server.addr();
+    // The free descriptor numbers below the limit are the connections it
+    // can accept (descriptors inherited above the limit stay usable but
+    // new ones must be below it).
+    let open_below: usize = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+        .filter(|&fd| fd < 10)
+        .count();
+    let slots = 10 - open_below;
+    assert!(
+        slots >= 2,
+        "{open_below} descriptors below 10 open at start"
+    );
+    let echo = |s: &mut TcpStream, b: &[u8]| {
+        s.write_all(b).unwrap();
+        let mut back = vec![0u8; b.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, b);
+    };
+    // `busy` and `fill` take every slot, each proven accepted by an echo.
+    let mut busy = connect(addr);
+    echo(&mut busy, b"b");
+    let mut fill: Vec<TcpStream> = (1..slots).map(|_| connect(addr)).collect();
+    for s in &mut fill {
+        echo(s, b"f");
+    }
+    // These wait in the backlog: accept() fails with EMFILE for them.
+    let mut waiting: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+    for s in &mut waiting {
+        s.write_all(b"w").unwrap();
+    }
+    // Keep the loop busy from now on (the pause must end by its deadline,
+    // not only when epoll_wait finds nothing to do), then free the slots.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_busy = stop.clone();
+    let (pinging, pinging_rx) = std::sync::mpsc::channel();
+    let pinger = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop_busy.load(Relaxed) {
+            busy.write_all(b"p").unwrap();
+            let mut one = [0u8; 1];
+            busy.read_exact(&mut one).unwrap();
+            n += 1;
+            if n == 1 {
+                let _ = pinging.send(());
+            }
+        }
+        n
+    });
+    pinging_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    drop(fill);
+    // Event-based: each read waits for its echo (10 s read timeout).
+    for s in &mut waiting {
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"w");
+    }
+    stop.store(true, Relaxed);
+    assert!(pinger.join().unwrap() > 0);
+    let (status, killed) = server.stop(Duration::from_secs(10)).unwrap();
+    assert!(status.success() && !killed, "{status}");
 }

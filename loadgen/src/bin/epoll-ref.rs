@@ -55,6 +55,7 @@ use std::io::{self, Write as _};
 use std::net::TcpListener;
 use std::os::fd::{IntoRawFd, RawFd};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -181,11 +182,14 @@ fn serve(args: &Args) -> io::Result<()> {
     // SAFETY: epoll_event is plain data; zeroed is a valid (empty) value.
     let mut events: Vec<libc::epoll_event> = vec![unsafe { std::mem::zeroed() }; 1024];
     let (mut accepted, mut echoed) = (0u64, 0u64);
-    // Set while the listener is out of the interest set after EMFILE.
-    let mut listener_paused = false;
+    // Set while the listener is out of the interest set after EMFILE:
+    // when to put it back.
+    let mut paused_until: Option<Instant> = None;
 
     'run: loop {
-        let timeout = if listener_paused { 100 } else { -1 };
+        let timeout = paused_until.map_or(-1, |t| {
+            t.saturating_duration_since(Instant::now()).as_millis() as i32 + 1
+        });
         // SAFETY: `events` is a valid, writable array of `len` epoll_events;
         // the kernel writes at most that many.
         let n =
@@ -197,7 +201,10 @@ fn serve(args: &Args) -> io::Result<()> {
             }
             return Err(e);
         }
-        if n == 0 && listener_paused {
+        // Only while paused (a clock read is not on the hot path
+        // otherwise); under load events keep coming, so the deadline is
+        // checked after every wake-up, not only after a timeout.
+        if paused_until.is_some_and(|t| Instant::now() >= t) {
             ctl(
                 epfd,
                 libc::EPOLL_CTL_ADD,
@@ -205,7 +212,7 @@ fn serve(args: &Args) -> io::Result<()> {
                 libc::EPOLLIN as u32,
                 LISTENER,
             )?;
-            listener_paused = false;
+            paused_until = None;
         }
         for ev in &events[..n as usize] {
             let (token, flags) = (ev.u64, ev.events);
@@ -233,7 +240,7 @@ fn serve(args: &Args) -> io::Result<()> {
                             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                                 eprintln!("epoll-ref: accept: {e}; pausing accepts for 100 ms");
                                 ctl(epfd, libc::EPOLL_CTL_DEL, lfd, 0, LISTENER)?;
-                                listener_paused = true;
+                                paused_until = Some(Instant::now() + Duration::from_millis(100));
                                 break;
                             }
                             _ => return Err(e),
