@@ -192,3 +192,77 @@ fn unknown_server_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown server `nginx`") && stderr.contains("python-asyncio"));
 }
+
+#[test]
+fn unix_mode_puts_tcp_beside_a_unix_socket() {
+    // Rebuilt first if stale, so `compare` finds a fresh one next to itself.
+    if loadgen::child::fresh_binary("async-server").is_err() {
+        eprintln!("async-server does not build right now: skipping");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("loadgen-compare-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "compare",
+            "--unix",
+            "--servers",
+            "event-loop",
+            "--conns",
+            "10",
+        ])
+        .args([
+            "--sizes",
+            "64",
+            "--work",
+            "0",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let result = output_within(child, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let cells = json["cells"].as_array().unwrap();
+    let names: Vec<&str> = cells
+        .iter()
+        .map(|c| c["server"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["epoll-ref", "event-loop", "event-loop+unix"],
+        "{stderr}"
+    );
+    let unix = &cells[2];
+    assert_eq!(unix["transport"], "unix");
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    if unix["status"] == "ok" {
+        assert!(result.status.success(), "{stderr}");
+        assert!(unix["median"]["verified"].as_u64().unwrap() > 0);
+        assert!(md.contains("## Loopback TCP versus a Unix socket"), "{md}");
+        assert!(md.contains("| event-loop | 10 | 64 B | 0 |"), "{md}");
+        assert!(
+            md.contains("| event-loop (unix socket) | 10 | 64 B | 0 |"),
+            "{md}"
+        );
+    } else {
+        // A server without unix: support: skipped, with the reason.
+        assert_eq!(unix["status"], "skipped", "{unix}");
+        assert!(unix["note"].as_str().unwrap().contains("unix"), "{unix}");
+    }
+    // The socket file is gone after the run.
+    let sock = std::env::temp_dir().join(format!("loadgen-{pid}-event-loop.sock"));
+    assert!(!sock.exists());
+    std::fs::remove_dir_all(&out).unwrap();
+}
