@@ -180,3 +180,25 @@ fn child_announcing_a_unix_path_is_understood() {
     let (_, killed) = server.stop(Duration::from_secs(10)).unwrap();
     assert!(!killed);
 }
+
+#[test]
+fn hold_over_a_unix_socket_echoes_each_connection_once() {
+    let path = sock_path("hold");
+    let received = unix_echo(&path, None);
+    // The in-test server lives in this process: its RSS is ours.
+    let args = loadgen::hold::HoldArgs {
+        addr: loadgen::run::Target::Unix(path.clone()),
+        conns: 25,
+        pid: std::process::id(),
+        framing: Framing::Line,
+        hold: Duration::ZERO,
+        timeout: Duration::from_secs(5),
+        json: false,
+    };
+    let r = loadgen::hold::hold(&args).unwrap();
+    assert_eq!(r.conns, 25);
+    assert!(r.rss_after_bytes > 0);
+    // Exactly one `h\n` per connection reached the server.
+    assert_eq!(received.load(Relaxed), 25 * 2);
+    let _ = std::fs::remove_file(&path);
+}
