@@ -108,6 +108,7 @@ say ""
 say "## 1. Server CPU per request, 64 B, 100 connections, pinned (server CPU 0, loadgen CPU 1), passes: $RUNS"
 for i in $(seq "$RUNS"); do
     echo "pass $i of $RUNS ..." >&2
+    rm -rf "${OUT:?}/pass$i"
     timeout 900 "$LOADGEN" compare --pin --conns 100 --sizes 64 --work 0 \
         --duration "$DURATION" --warmup "$WARMUP" --out "$OUT/pass$i" 2> >(grep -E '^\[' >&2) \
         || say "  (pass $i: some cell had errors or a server failed; see $OUT/pass$i/compare.md)"
