@@ -20,34 +20,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use async_server::{Balance, Config, Listener, Model, Offload, UnixSocketFile};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use common::Framing;
-use common::cli::{HostPort, ServerArgs, parse_duration, parse_host_port, parse_max_frame, ports};
+use clap::Args as _;
+use common::cli::{Chapter, ClientArgs, HostPort, ServerArgs, parse_host_port, ports};
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "async-server",
-    version,
-    about = "Async I/O (tokio), multiplexing (a mio readiness loop) and completion I/O (io_uring): one echo server, three designs"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Both models in-process with concurrent clients (the default).
-    Demo,
-    /// Run an echo server.
-    Server(ServerCmd),
-    /// Send messages (or stdin lines) and print the echoes.
-    Client(ClientCmd),
-}
+const NAME: &str = "async-server";
+const ABOUT: &str = "Async I/O (tokio), multiplexing (a mio readiness loop) and completion I/O (io_uring): one echo server, three designs. Without a subcommand: the demo.";
 
 #[derive(clap::Args, Debug)]
 struct ServerCmd {
@@ -183,10 +163,9 @@ fn parse_listen_addr(s: &str) -> Result<HostPort, String> {
     })
 }
 
-/// [`Cli`] with the server's `--addr` taking `unix:PATH` too; otherwise the
-/// same, so `common::cli::parse` fills in the default port as everywhere.
-struct Args(Cli);
-
+/// The server's `--addr` takes `unix:PATH` too; everything else is the
+/// common command line, so `common::cli::parse_commands_with` fills in the
+/// default port as everywhere.
 fn with_unix_addr(cmd: clap::Command) -> clap::Command {
     cmd.mut_subcommand("server", |server| {
         server.mut_arg("addr", |addr| {
@@ -199,48 +178,6 @@ fn with_unix_addr(cmd: clap::Command) -> clap::Command {
                 )
         })
     })
-}
-
-impl CommandFactory for Args {
-    fn command() -> clap::Command {
-        with_unix_addr(Cli::command())
-    }
-    fn command_for_update() -> clap::Command {
-        with_unix_addr(Cli::command_for_update())
-    }
-}
-
-impl FromArgMatches for Args {
-    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
-        Cli::from_arg_matches(matches).map(Args)
-    }
-    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
-        self.0.update_from_arg_matches(matches)
-    }
-}
-
-impl Parser for Args {}
-
-#[derive(clap::Args, Debug)]
-struct ClientCmd {
-    /// Server address: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT.
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
-    addr: Option<HostPort>,
-
-    /// `line`, `length` or `raw` (must match the server's).
-    #[arg(long, value_enum, default_value_t = Framing::Line)]
-    framing: Framing,
-
-    /// Largest echo accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
-    max_frame: usize,
-
-    /// Give up on connecting or on a read after this long (1ms to 1h).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
-    timeout: Duration,
-
-    /// Messages to send, one frame each; stdin lines when none.
-    messages: Vec<String>,
 }
 
 /// `--loops`: 1 to 256.
@@ -269,56 +206,35 @@ fn parse_threads(s: &str) -> Result<usize, String> {
     }
 }
 
-/// The client's `--timeout`: 1 ms to an hour (0 would mean "no timeout" to
-/// the socket API, and a silent server would hang the client).
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if (Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&d) {
-        Ok(d)
-    } else {
-        Err("must be between 1ms and 3600s".into())
-    }
-}
-
+/// Subcommands (`common::cli::Chapter`): the demo (every model in-process
+/// with concurrent clients; the default), `server`, `client`.
 fn main() -> ExitCode {
     // Exits with status 2 and clap's one line on any bad flag or value.
-    let Args(cli) = common::cli::parse(ports::ASYNC_SERVER);
-    let command = cli.command.unwrap_or(Command::Demo);
-    if let Command::Server(cmd) = &command
+    let command: Chapter<ServerCmd, ClientArgs> =
+        common::cli::parse_commands_with(NAME, ABOUT, ports::ASYNC_SERVER, with_unix_addr)
+            .unwrap_or(Chapter::Demo);
+    if let Chapter::Server(cmd) = &command
         && let Some(conflict) = cmd.conflict()
     {
         // Reported the way clap reports its own errors (status 2, usage).
-        let clap = Cli::command();
-        let mut server = match clap.find_subcommand("server") {
-            Some(server) => server.clone().bin_name("async-server server"),
-            None => clap,
-        };
-        server
+        ServerCmd::augment_args(clap::Command::new("async-server server"))
             .error(clap::error::ErrorKind::ArgumentConflict, conflict)
             .exit();
     }
-    match command {
-        // The demo's transcript is on stdout; the servers' per-connection
-        // `info` lines would interleave with it on the terminal.
-        Command::Demo => common::log::init_with_default("warn"),
-        _ => common::log::init(),
-    }
-    common::cli::exit("async-server", run(command))
+    let demo = matches!(command, Chapter::Demo);
+    common::cli::main_with(NAME, demo, || run(command))
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Chapter<ServerCmd, ClientArgs>) -> anyhow::Result<()> {
     match command {
-        Command::Demo => {
+        Chapter::Demo => {
             async_server::raise_fd_limit_logged();
             async_server::demo::run()
         }
-        Command::Server(cmd) => server(cmd),
-        Command::Client(cmd) => {
-            let addr = match &cmd.addr {
-                Some(addr) => addr.resolve()?,
-                None => common::cli::resolve(None, ports::ASYNC_SERVER)?,
-            };
-            async_server::client::run(addr, cmd.framing, cmd.max_frame, cmd.timeout, &cmd.messages)
+        Chapter::Server(cmd) => server(cmd),
+        Chapter::Client(c) => {
+            let addr = c.socket_addr(ports::ASYNC_SERVER)?;
+            async_server::client::run(addr, c.framing, c.max_frame, c.timeout, &c.messages)
         }
     }
 }

@@ -335,9 +335,12 @@ fn the_binary_announces_serves_refuses_a_second_and_removes_the_file() {
             .filter(|l| l.contains("async-server stopped: "))
             .collect();
         assert_eq!(summary.len(), 1, "{model}: {log:#?}");
+        // The client closed just before SIGTERM: which the server noticed
+        // first is a race, so accept either ending, but it must name the
+        // peer and count its two frames.
         assert!(
             log.iter()
-                .any(|l| l.contains("unix peer #1: closed by peer after 2 frames")),
+                .any(|l| l.contains("unix peer #1: closed ") && l.contains("after 2 frames")),
             "{model}: {log:#?}"
         );
         assert!(!path.exists(), "{model}: socket file left after SIGTERM");

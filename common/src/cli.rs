@@ -201,9 +201,39 @@ pub enum Chapter<S: clap::Args, C: clap::Args> {
 }
 
 #[derive(clap::Parser, Debug)]
-struct ChapterCli<S: clap::Args, C: clap::Args> {
+struct Commands<T: clap::Subcommand> {
     #[command(subcommand)]
-    command: Option<Chapter<S, C>>,
+    command: Option<T>,
+}
+
+/// Parse a binary whose command line is a set of subcommands `T` (None:
+/// none was given), with its name and one-line description in `--help` and
+/// `default_port` as the default of every `--addr` (see [`parse`]).
+pub fn parse_commands<T: clap::Subcommand + fmt::Debug>(
+    name: &'static str,
+    about: &'static str,
+    default_port: u16,
+) -> Option<T> {
+    parse_commands_with(name, about, default_port, |cmd| cmd)
+}
+
+/// [`parse_commands`], with a chance to adjust the command first (say, a
+/// chapter that lets `server --addr` also take `unix:PATH`).
+pub fn parse_commands_with<T: clap::Subcommand + fmt::Debug>(
+    name: &'static str,
+    about: &'static str,
+    default_port: u16,
+    adjust: impl FnOnce(clap::Command) -> clap::Command,
+) -> Option<T> {
+    let cli: Commands<T> = parse_as(default_port, |cmd| {
+        adjust(
+            cmd.name(name)
+                .bin_name(name)
+                .about(about)
+                .version(env!("CARGO_PKG_VERSION")),
+        )
+    });
+    cli.command
 }
 
 /// The whole `main` of a chapter binary: parse (with the chapter's default
@@ -213,11 +243,15 @@ struct ChapterCli<S: clap::Args, C: clap::Args> {
 ///
 /// ```ignore
 /// fn main() -> ExitCode {
-///     common::cli::chapter_main("tcp-echo", "Chapter 5.1: ...", ports::TCP_ECHO, |cmd| match cmd {
+///     common::cli::chapter_main("tcp-echo", "Chapter 5.1: ...", ports::TCP_ECHO, run)
+/// }
+///
+/// fn run(command: Chapter<ServerArgs, ClientArgs>) -> anyhow::Result<()> {
+///     match command {
 ///         Chapter::Demo => demo(),
 ///         Chapter::Server(args) => serve(&args),
-///         Chapter::Client(args) => client(&args),
-///     })
+///         Chapter::Client(args) => talk(args),
+///     }
 /// }
 /// ```
 pub fn chapter_main<S, C>(
@@ -230,13 +264,7 @@ where
     S: clap::Args + fmt::Debug,
     C: clap::Args + fmt::Debug,
 {
-    let cli: ChapterCli<S, C> = parse_as(default_port, |cmd| {
-        cmd.name(name)
-            .bin_name(name)
-            .about(about)
-            .version(env!("CARGO_PKG_VERSION"))
-    });
-    let command = cli.command.unwrap_or(Chapter::Demo);
+    let command = parse_commands(name, about, default_port).unwrap_or(Chapter::Demo);
     main_with(name, matches!(command, Chapter::Demo), || run(command))
 }
 
@@ -440,9 +468,15 @@ fn with_default_addr(mut cmd: clap::Command, default: &'static str) -> clap::Com
 /// `EPIPE` instead of killing the process; write with [`crate::outln!`] and
 /// `?`, never `println!`, which panics on that error.)
 pub fn exit(name: &str, result: anyhow::Result<()>) -> ExitCode {
+    exit_with(name, result.map(|()| ExitCode::SUCCESS))
+}
+
+/// [`exit`] for a program that chooses its own status when it succeeds
+/// (`loadgen check` exits 1 when a case failed, with nothing more to say).
+pub fn exit_with(name: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
     use std::io::Write as _;
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(io::stderr(), "{name}: error: {e:#}");
@@ -560,20 +594,25 @@ pub fn parse_stall(s: &str) -> Result<Duration, String> {
 pub fn parse_grace(s: &str) -> Result<Duration, String> {
     duration_in(s, limits::GRACE)
 }
+/// Split `1.5ms` into `(1.5, "ms")`: the leading decimal number and the
+/// unit after it (trimmed). `None` when there is no number in front.
+pub fn number_and_unit(s: &str) -> Option<(f64, &str)> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
+}
+
 /// Parse `30s`, `500ms`, `2m`, `1.5s`, `100us`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.starts_with('-') {
         return Err(format!("`{s}`: a duration cannot be negative"));
     }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 30s, 500ms, 2m)"))?;
-    let secs = match unit.trim() {
+    let (value, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("`{s}` is not a duration (try 30s, 500ms, 2m)"))?;
+    let secs = match unit {
         "" | "s" | "sec" | "secs" => value,
         "ms" => value / 1e3,
         "us" | "µs" => value / 1e6,

@@ -265,15 +265,9 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 /// prefixes (1k = 1,000) as link speeds are quoted. Bytes are refused, since
 /// `1MB` for a link is almost always a mistake for `8Mbit`.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a rate (try 1Mbit, 500kbit, 64000)"))?;
-    let lower = unit.trim().to_ascii_lowercase();
+    let (value, unit) = common::cli::number_and_unit(s.trim())
+        .ok_or_else(|| format!("`{s}` is not a rate (try 1Mbit, 500kbit, 64000)"))?;
+    let lower = unit.to_ascii_lowercase();
     let unit = lower
         .strip_suffix("bit/s")
         .or_else(|| lower.strip_suffix("bps"))

@@ -46,24 +46,16 @@ fn main() -> ExitCode {
         Command::Check(args) => loadgen::check::execute(args),
         Command::Hold(args) => loadgen::hold::execute(args),
     };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        // Whoever read our stdout has gone (`loadgen compare --list | head
-        // -1`): a normal way for a command-line program to end.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("loadgen: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Does the error chain hold an `io::Error` of kind `BrokenPipe`?
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    // A closed stdout (`loadgen compare --list | head -1`) is a quiet exit 0;
+    // any other error is one line; `Ok(false)` (a failed check) is status 1.
+    common::cli::exit_with(
+        "loadgen",
+        result.map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+    )
 }

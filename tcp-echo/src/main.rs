@@ -31,12 +31,16 @@ fn main() -> ExitCode {
         "tcp-echo",
         "Chapter 5.1: a blocking, iterative TCP echo server and its client. Without a subcommand: the demo.",
         ports::TCP_ECHO,
-        |command: Chapter<ServerArgs, ClientArgs>| match command {
-            Chapter::Demo => demo(),
-            Chapter::Server(args) => serve(&args),
-            Chapter::Client(args) => talk(args),
-        },
+        run,
     )
+}
+
+fn run(command: Chapter<ServerArgs, ClientArgs>) -> anyhow::Result<()> {
+    match command {
+        Chapter::Demo => demo(),
+        Chapter::Server(args) => serve(&args),
+        Chapter::Client(args) => talk(args),
+    }
 }
 
 fn talk(c: ClientArgs) -> Result<()> {

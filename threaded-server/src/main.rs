@@ -116,12 +116,16 @@ fn main() -> ExitCode {
         "threaded-server",
         "Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool echo server. Without a subcommand: the demo.",
         ports::THREADED_SERVER,
-        |command: Chapter<ServerCmd, ClientCmd>| match command {
-            Chapter::Demo => threaded_server::demo::run(&mut io::stdout().lock()),
-            Chapter::Server(cmd) => server(cmd),
-            Chapter::Client(cmd) => client(cmd),
-        },
+        run,
     )
+}
+
+fn run(command: Chapter<ServerCmd, ClientCmd>) -> anyhow::Result<()> {
+    match command {
+        Chapter::Demo => threaded_server::demo::run(&mut io::stdout().lock()),
+        Chapter::Server(cmd) => server(cmd),
+        Chapter::Client(cmd) => client(cmd),
+    }
 }
 
 fn server(cmd: ServerCmd) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use common::Shutdown;
 use common::cli::{ClientArgs, HostPort, ServerArgs, parse_host_port, parse_timeout, ports};
 use tls_echo::pki::{self, Ca, Identity, TlsVersions};
@@ -34,16 +34,8 @@ const SNIFF_LISTEN: &str = "127.0.0.1:7015";
 /// Default of `sniff --to`: this chapter's server.
 const SNIFF_TO: &str = "127.0.0.1:7005";
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "tls-echo",
-    version,
-    about = "Chapter 6.1: the echo server over TLS (rustls), and what encryption protects"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+const NAME: &str = "tls-echo";
+const ABOUT: &str = "Chapter 6.1: the echo server over TLS (rustls), and what encryption protects. Without a subcommand: the demo.";
 
 /// The same order in every chapter: demo, server, client, then extras.
 #[derive(Subcommand, Debug)]
@@ -144,23 +136,24 @@ struct CertsCmd {
 fn main() -> ExitCode {
     // Bad flags end here, with clap's message and status 2, before
     // anything is bound or printed.
-    let cli: Cli = common::cli::parse(ports::TLS_ECHO);
-    match &cli.command {
+    let command =
+        common::cli::parse_commands(NAME, ABOUT, ports::TLS_ECHO).unwrap_or(Command::Demo);
+    match &command {
         // The demo's stdout is the transcript; the server's per-connection
         // lines would interleave with it on a terminal.
-        None | Some(Command::Demo) => common::log::init_with_default("warn"),
+        Command::Demo => common::log::init_with_default("warn"),
         // rustls logs a warning of its own before returning the error we
         // explain; a client's failure should read as one line.
-        Some(Command::Client(_)) => common::log::init_with_default("error"),
-        Some(_) => common::log::init(),
+        Command::Client(_) => common::log::init_with_default("error"),
+        _ => common::log::init(),
     }
-    common::cli::exit("tls-echo", run(cli))
+    common::cli::exit(NAME, run(command))
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(command: Command) -> anyhow::Result<()> {
     // Before any rustls config is built: exactly one crypto provider, ring.
     tls_echo::install_crypto_provider();
-    match cli.command.unwrap_or(Command::Demo) {
+    match command {
         Command::Demo => demo::run(&mut io::stdout().lock()),
         Command::Server(cmd) => run_server(cmd),
         Command::Client(cmd) => run_client(cmd),

@@ -103,14 +103,18 @@ fn main() -> ExitCode {
         "udp-echo",
         "Chapter 5.2: UDP echo server and client (loss, retries, reflection guard). Without a subcommand: the demo.",
         ports::UDP_ECHO,
-        |command: Chapter<ServerCmd, ClientCmd>| match command {
-            Chapter::Demo => udp_echo::demo::run(&mut io::stdout().lock())
-                .map(drop)
-                .context("demo"),
-            Chapter::Server(cmd) => serve(cmd),
-            Chapter::Client(cmd) => send(cmd),
-        },
+        run,
     )
+}
+
+fn run(command: Chapter<ServerCmd, ClientCmd>) -> anyhow::Result<()> {
+    match command {
+        Chapter::Demo => udp_echo::demo::run(&mut io::stdout().lock())
+            .map(drop)
+            .context("demo"),
+        Chapter::Server(cmd) => serve(cmd),
+        Chapter::Client(cmd) => send(cmd),
+    }
 }
 
 /// `--addr`, or 127.0.0.1 and this chapter's port. Parsed already (a
