@@ -508,6 +508,7 @@ fn size_name(n: usize) -> String {
         n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
         n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
         n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        1 => "1 byte".to_owned(),
         n => format!("{n} bytes"),
     }
 }
@@ -713,8 +714,8 @@ mod tests {
         for (flag, value, says) in [
             ("--max-conns", "0", "between 1 and 1000000"),
             ("--max-conns", "-1", "not a whole number"),
-            ("--max-frame", "0", "between 1 bytes and 1GiB"),
-            ("--max-frame", "2GiB", "between 1 bytes and 1GiB"),
+            ("--max-frame", "0", "between 1 byte and 1GiB"),
+            ("--max-frame", "2GiB", "between 1 byte and 1GiB"),
             ("--max-pending", "10", "between 1KiB and 1GiB"),
             ("--grace", "0", "between 1ms and 600s"),
             ("--grace", "-1s", "cannot be negative"),
