@@ -132,8 +132,11 @@ const EVENTS_CAPACITY: usize = 1024;
 
 /// `--balance acceptor`: a loop that has this many handed-over connections
 /// it has not picked up yet is skipped by the acceptor; the connection goes
-/// to the next loop in turn.
-pub const SKIP_QUEUED: usize = 64;
+/// to the next loop in turn. Large on purpose: a loop that shares a CPU with
+/// the acceptor (both pinned to one core) does not run while the acceptor
+/// takes a burst of connects, and a small cap would hand the whole burst to
+/// the acceptor's own loop. Time, not count, is what says "stuck".
+pub const SKIP_QUEUED: usize = 4096;
 
 /// `--balance acceptor`: a loop that has left a handed-over connection
 /// waiting this long is stuck (a long `--work`, say: a healthy loop picks
@@ -240,6 +243,7 @@ pub fn run_report(listener: Listener, config: Config, shutdown: Shutdown) -> io:
                 waker: el.waker.clone(),
                 queued,
                 since: Instant::now(),
+                seen: 0,
             });
         }
         els[0].handoff = handoff;
@@ -440,9 +444,13 @@ struct Handoff {
     tx: Option<Sender<(Stream, Peer)>>,
     waker: Arc<Waker>,
     queued: Arc<AtomicUsize>,
-    /// When the oldest connection still queued was handed over (the loop
-    /// takes all of its queue at once, so: when the queue was last empty).
+    /// When the loop last made progress: its queue was empty, or it had
+    /// taken some of it since we last looked. Older than [`STALLED_AFTER`]
+    /// with connections still queued: the loop is stuck.
     since: Instant,
+    /// `queued` right after our last hand-over: a smaller value now means
+    /// the loop has picked some up (progress, even if never back to empty).
+    seen: usize,
 }
 
 /// What to do with a connection after `drive`.
@@ -775,13 +783,16 @@ impl EventLoop {
                 continue; // shutting down
             }
             let queued = to.queued.load(Ordering::Relaxed);
-            if looks_stalled(queued, to.since, Instant::now()) {
+            let now = Instant::now();
+            if queued == 0 || queued < to.seen {
+                to.since = now;
+            }
+            to.seen = queued;
+            if looks_stalled(queued, to.since, now) {
                 debug!("loop {turn} has left {queued} connection(s) waiting: skipping it");
                 continue;
             }
-            if to.queued.fetch_add(1, Ordering::Relaxed) == 0 {
-                to.since = Instant::now();
-            }
+            to.seen = to.queued.fetch_add(1, Ordering::Relaxed) + 1;
             let Some(tx) = &to.tx else { continue };
             match tx.send(conn) {
                 Ok(()) => {
