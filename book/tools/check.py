@@ -23,6 +23,13 @@ INCLUDE = re.compile(r"\{\{#(include|rustdoc_include)\s+([^}\s]+)\s*\}\}")
 FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
 # Languages whose blocks must be includes of real files, never pasted code.
 CODE_LANGS = {"rust", "rs", "python", "py", "toml"}
+ANCHOR_START = re.compile(r"ANCHOR:\s*([\w-]+)")
+ANCHOR_END = re.compile(r"ANCHOR_END:\s*([\w-]+)")
+
+
+def anchor_name(pattern, line):
+    m = pattern.search(line)
+    return m.group(1) if m else None
 
 
 def check_includes(src):
@@ -73,8 +80,9 @@ def check_one_include(dirpath, where, spec):
         return [f"{where}: include by line numbers ({spec}) drifts when the file changes; use an anchor"]
     with open(path, encoding="utf-8") as f:
         text = f.read().split("\n")
-    start = [i for i, l in enumerate(text) if re.search(rf"ANCHOR:\s*{re.escape(anchor)}\b", l)]
-    end = [i for i, l in enumerate(text) if re.search(rf"ANCHOR_END:\s*{re.escape(anchor)}\b", l)]
+    # The names as mdBook reads them: `ANCHOR: name`, name = [\w-]+.
+    start = [i for i, l in enumerate(text) if anchor_name(ANCHOR_START, l) == anchor]
+    end = [i for i, l in enumerate(text) if anchor_name(ANCHOR_END, l) == anchor]
     if not start:
         return [f"{where}: anchor `{anchor}` not found in {target} (no `ANCHOR: {anchor}` line)"]
     if not end:

@@ -287,6 +287,7 @@ impl<'a> EchoConn<'a> {
         }
     }
 
+    // ANCHOR: drain
     fn drain_steps(&mut self) -> Step<End> {
         let deadline = self
             .shutdown
@@ -333,6 +334,7 @@ impl<'a> EchoConn<'a> {
             }
         }
     }
+    // ANCHOR_END: drain
 
     /// Non-blocking reads until `WouldBlock`, end of stream, or
     /// `--max-pending` queued. Returns whether more may be waiting (the

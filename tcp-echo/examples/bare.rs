@@ -17,6 +17,7 @@
 //! | `conn.sendall(data)`                 | `stream.write_all(&buf[..n])` | `sendto` / `write`, looped     |
 //! | `conn.close()`                       | `drop(stream)` (end of scope) | `close`                        |
 
+// ANCHOR: bare
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
@@ -46,3 +47,4 @@ fn main() -> std::io::Result<()> {
         println!("{peer} left"); // `stream` is dropped here: close()
     }
 }
+// ANCHOR_END: bare

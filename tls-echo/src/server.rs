@@ -312,6 +312,7 @@ async fn serve_connection(
     shutdown: &Shutdown,
 ) {
     let mut tally = Tally::new(peer, stats);
+    // ANCHOR: handshake-deadline
     // The handshake gets one deadline for everything: waiting for the first
     // byte, the ClientHello, our key share and certificate, the client's
     // Finished. A client that connects and never speaks TLS is gone after it.
@@ -321,6 +322,7 @@ async fn serve_connection(
         config.handshake_timeout,
         handshake(tcp, acceptor, &spoke)
     ));
+    // ANCHOR_END: handshake-deadline
     let handshake = tokio::select! {
         r = &mut handshake => r,
         () = shutdown.triggered() => {
@@ -408,6 +410,7 @@ enum Hello {
     Plaintext(TcpStream, u8),
 }
 
+// ANCHOR: handshake
 /// Look at the first byte, then run the TLS handshake. `spoke` becomes
 /// true once the client has sent something.
 async fn handshake(
@@ -431,6 +434,7 @@ async fn handshake(
     tcp.set_nodelay(true)?;
     acceptor.accept(tcp).await.map(Hello::Tls)
 }
+// ANCHOR_END: handshake
 
 /// Tell a plaintext client what went wrong, then close without a reset.
 async fn reply_plaintext_and_close(mut tcp: TcpStream, shutdown: &Shutdown, grace: Duration) {

@@ -19,6 +19,7 @@
 //! rest is gone. A UDP payload can be up to 65,507 bytes over IPv4, so the
 //! buffer here is 64 KiB.
 
+// ANCHOR: bare
 use std::net::UdpSocket;
 
 fn main() -> std::io::Result<()> {
@@ -41,3 +42,4 @@ fn main() -> std::io::Result<()> {
         }
     }
 }
+// ANCHOR_END: bare
