@@ -182,28 +182,12 @@ fn with_unix_addr(cmd: clap::Command) -> clap::Command {
 
 /// `--loops`: 1 to 256.
 fn parse_loops(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a whole number"))?;
-    if (1..=256).contains(&n) {
-        Ok(n)
-    } else {
-        Err("must be between 1 and 256".into())
-    }
+    common::cli::count_in(s, 1, 256)
 }
 
 /// `--threads`: 1 to 1024.
 fn parse_threads(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a whole number"))?;
-    if (1..=1024).contains(&n) {
-        Ok(n)
-    } else {
-        Err("must be between 1 and 1024".into())
-    }
+    common::cli::count_in(s, 1, 1024)
 }
 
 /// Subcommands (`common::cli::Chapter`): the demo (every model in-process

@@ -547,32 +547,28 @@ pub fn parse_max_pending(s: &str) -> Result<usize, String> {
     size_in(s, limits::MAX_PENDING)
 }
 
+/// A whole number in `lo..=hi`, with clap's kind of message: the value
+/// parser behind every count flag (`--max-conns`, `--work`, a chapter's
+/// `--workers` or `--loops`).
+pub fn count_in<T>(s: &str, lo: T, hi: T) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display,
+{
+    match s.trim().parse::<T>() {
+        Ok(n) if lo <= n && n <= hi => Ok(n),
+        Ok(_) => Err(format!("must be between {lo} and {hi}")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
 /// `--max-conns`: a count in [`limits::MAX_CONNS`]. 0 would refuse every client.
 pub fn parse_max_conns(s: &str) -> Result<usize, String> {
-    let (lo, hi) = limits::MAX_CONNS;
-    let v: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a whole number"))?;
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("must be between {lo} and {hi}"))
-    }
+    count_in(s, limits::MAX_CONNS.0, limits::MAX_CONNS.1)
 }
 
 /// `--work`: rounds in [`limits::WORK`].
 pub fn parse_work(s: &str) -> Result<u32, String> {
-    let (lo, hi) = limits::WORK;
-    let v: u32 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a whole number"))?;
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("must be between {lo} and {hi}"))
-    }
+    count_in(s, limits::WORK.0, limits::WORK.1)
 }
 
 /// A client's `--timeout`: 1 ms to an hour. Zero would mean "no timeout"

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use common::cli::{Chapter, ClientArgs, ServerArgs, parse_max_frame, parse_size, ports};
+use common::cli::{Chapter, ClientArgs, ServerArgs, count_in, parse_max_frame, parse_size, ports};
 use common::{Shutdown, Stats};
 use threaded_server::client::{EchoClient, LoadSpec};
 use threaded_server::conn::PanicAt;
@@ -73,15 +73,6 @@ struct ClientCmd {
     /// Load mode: payload bytes per frame.
     #[arg(long, value_name = "BYTES", default_value = "64", value_parser = parse_max_frame)]
     size: usize,
-}
-
-/// A whole number in `lo..=hi`, with clap's kind of message.
-fn count_in(s: &str, lo: usize, hi: usize) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        Ok(_) => Err(format!("must be between {lo} and {hi}")),
-        Err(_) => Err(format!("`{s}` is not a whole number")),
-    }
 }
 
 /// `--workers`: 0 would be a pool that never serves anyone; the top keeps a
