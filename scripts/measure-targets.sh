@@ -16,12 +16,15 @@
 #   3. connections per loop, two loops, both balance modes, $BAL_CONNS
 #      connections;
 #   4. `strace -c -f` syscalls per echo, uring and the reference (strace is
-#      installed with apt-get if missing and we are root; skipped otherwise).
+#      installed with apt-get if missing and we are root; skipped otherwise);
+#   5. syscalls, epoll_wait/io_uring_enter and context switches per echo
+#      for the event-driven rows, counted by perf stat tracepoints (skipped
+#      without perf).
 # Targets are reported, never asserted: the exit status is 0 whenever the
 # measurements ran.
 #
 # Knobs (environment): RUNS (or $1) DURATION=2s WARMUP=500ms IDLE=10000
-# BAL_CONNS=1000 STRACE_REQS=20000 OUT=target/measure PROFILE=release
+# BAL_CONNS=1000 STRACE_REQS=20000 PERF_REQS=400000 OUT=target/measure PROFILE=release
 # (PROFILE=debug: no release build, for trying the script itself out; the
 # figures then mean nothing) BUILD=0 (use the binaries already built).
 set -euo pipefail
@@ -33,6 +36,7 @@ WARMUP=${WARMUP:-500ms}
 IDLE=${IDLE:-10000}
 BAL_CONNS=${BAL_CONNS:-1000}
 STRACE_REQS=${STRACE_REQS:-20000}
+PERF_REQS=${PERF_REQS:-400000}
 OUT=${OUT:-target/measure}
 PROFILE=${PROFILE:-release}
 BUILD=${BUILD:-1}
@@ -75,7 +79,7 @@ start_server() {
     PIDS+=("$SERVER_PID")
     SERVER_ADDR=
     for _ in $(seq 200); do
-        SERVER_ADDR=$(sed -n 's/^listening on //p' "$OUT/$name.out" | head -1)
+        SERVER_ADDR=$(sed -n 's/^listening on //p' "$OUT/$name.out" 2>/dev/null | head -1)
         [ -n "$SERVER_ADDR" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
@@ -241,6 +245,51 @@ if command -v strace >/dev/null; then
     done
 else
     say "  strace not available: skipped (apt-get install strace)"
+fi
+say ""
+# --- 5. syscalls and context switches per echo, no tracer in the way ------
+# strace stops the server at every syscall, which makes batches bigger; the
+# kernel's tracepoints only count. Counts do not depend on how busy the
+# machine is, unlike CPU time: they explain a ratio without its noise.
+say "## 5. Per echo, counted by the kernel (perf stat tracepoints; pinned as in 1; $PERF_REQS echoes over 100 connections)"
+if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1; then
+    say "| server | syscalls | epoll_wait | io_uring_enter | recv/read | send/write | context switches |"
+    say "|---|---:|---:|---:|---:|---:|---:|"
+    events=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,sched:sched_switch
+    common=(--addr 127.0.0.1:0 --framing raw --max-conns 1024 --idle-timeout 60s --max-frame 1MiB)
+    for name in reference event-loop event-loop-2-reuseport event-loop-2-acceptor uring tokio-1t tokio; do
+        case $name in
+        reference) cmd=("$REF" --addr 127.0.0.1:0) ;;
+        event-loop) cmd=("$SERVER" server --model event-loop "${common[@]}") ;;
+        event-loop-2-*) cmd=("$SERVER" server --model event-loop --loops 2 --balance "${name#event-loop-2-}" "${common[@]}") ;;
+        uring) cmd=("$SERVER" server --model uring "${common[@]}") ;;
+        tokio-1t) cmd=("$SERVER" server --model tokio --threads 1 --offload none "${common[@]}") ;;
+        tokio) cmd=("$SERVER" server --model tokio --threads "$(nproc)" --offload none "${common[@]}") ;;
+        esac
+        if start_server "perf-$name" taskset -c 0 "${cmd[@]}"; then
+            perf stat -x, -e "$events" -p "$SERVER_PID" -o "$OUT/perf-$name.csv" &
+            perf_pid=$!
+            sleep 0.5 # perf attaches to the running threads; counting starts then
+            timeout 300 taskset -c 1 "$LOADGEN" run --addr "$SERVER_ADDR" --framing raw --conns 100 \
+                --requests "$PERF_REQS" --warmup 0s --timeout 10s >"$OUT/perf-$name.run" 2>&1 || true
+            kill -INT "$perf_pid" 2>/dev/null || true
+            wait "$perf_pid" 2>/dev/null || true
+            stop_server "$SERVER_PID"
+            # perf -x, lines: count,unit,event,...
+            say "$(awk -F, -v n="$PERF_REQS" -v name="$name" '
+                $3 ~ /:/ { split($3, e, ":"); k = e[2]; sub(/^sys_enter_?/, "", k); c[k] += $1 }
+                END {
+                    f = "%.3f"
+                    printf "| %s | " f " | " f " | " f " | " f " | " f " | " f " |", name,
+                        c[""] / n, c["epoll_wait"] / n, c["io_uring_enter"] / n,
+                        (c["read"] + c["recvfrom"]) / n, (c["write"] + c["sendto"]) / n, c["sched_switch"] / n
+                }' "$OUT/perf-$name.csv")"
+        else
+            say "| $name | skipped | | | | | |"
+        fi
+    done
+else
+    say "  perf (with tracepoints) not available: skipped (apt-get install linux-perf; needs root or perf_event_paranoid <= -1)"
 fi
 say ""
 say "written to $REPORT"
