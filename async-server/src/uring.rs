@@ -200,6 +200,9 @@ pub struct RingCounters {
     pub enters: u64,
     /// Submission queue entries queued.
     pub sqes: u64,
+    /// Of those, recv SQEs: what `--max-pending`, ENOBUFS and the peer's
+    /// FIN cost in re-arming receives.
+    pub recvs: u64,
     /// Times a push found the submission ring full and submitted early.
     pub sq_full: u64,
     /// SQEs that waited in the backlog for a later turn.
@@ -292,10 +295,11 @@ pub fn run_with(
     server.teardown();
     let c = &server.counters;
     debug!(
-        "uring: {} io_uring_enter calls for {} echoes, {} SQEs, {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
+        "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
         c.enters,
         Stats::get(&stats.frames),
         c.sqes,
+        c.recvs,
         c.sq_full,
         c.backlogged,
         c.short_sends,
@@ -1326,6 +1330,7 @@ impl Uring {
             // after `Uring::ring`, or leaked). The fd stays open until the
             // CQE: `finalize` closes it only with nothing in flight.
             unsafe { self.push(entry) };
+            self.counters.recvs += 1;
         }
         if let Some(end) = close {
             self.close(i, end);
