@@ -47,6 +47,20 @@ async fn demo(out: &mut dyn Write) -> anyhow::Result<()> {
         "server: listening on {addr} with a certificate for localhost, 127.0.0.1 and ::1,\n        signed by a CA made a moment ago"
     )?;
 
+    // Whatever the clients' part does, even fail half-way (say, stdout
+    // closed under `tls-echo | head -1`), the server is shut down the
+    // graceful way before we return: dropping the runtime with connections
+    // open would cancel their tasks mid-echo and log them as cut.
+    let result = clients(addr, &ca, out).await;
+    shutdown.trigger();
+    let stats = server.await.context("server task")??;
+    result?;
+    writeln!(out, "\nserver stopped: {stats}")?;
+    Ok(())
+}
+
+/// The four clients of the demo, against the server at `addr`.
+async fn clients(addr: std::net::SocketAddr, ca: &Ca, out: &mut dyn Write) -> anyhow::Result<()> {
     let messages: Vec<Vec<u8>> = vec![b"hello".to_vec(), b"TLS keeps this secret".to_vec()];
     let options = |versions, roots, name: &str| -> anyhow::Result<client::Options> {
         Ok(client::Options {
@@ -86,8 +100,5 @@ async fn demo(out: &mut dyn Write) -> anyhow::Result<()> {
         Err(e) => writeln!(out, "error: {e:#}")?,
     }
 
-    shutdown.trigger();
-    let stats = server.await.context("server task")??;
-    writeln!(out, "\nserver stopped: {stats}")?;
     Ok(())
 }
