@@ -7,19 +7,22 @@ use std::time::Duration;
 
 use crate::harness::{Check, Run, cargo, fail, run_with_deadline};
 
-/// The loadgen binary, built once (in the workspace's own target directory).
-/// `None` when it cannot be built: the caller then skips those steps and says so.
+/// The loadgen binary, built once per run of the lab (in the workspace's own
+/// target directory). Built even when it exists: a binary left from before
+/// the last `git pull` would grade with an older checker, and cargo's "up to
+/// date" costs a fraction of a second. `None` when it cannot be built: the
+/// caller then skips those steps and says so.
 fn binary(run: &Run) -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let bin = run.root.join("target").join("debug").join("loadgen");
-    if bin.exists() {
-        return Some(bin);
-    }
-    let ok = cargo()
-        .current_dir(&run.root)
-        .args(["build", "--offline", "-q", "-p", "loadgen"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
+    let ok = *BUILT.get_or_init(|| {
+        cargo()
+            .current_dir(&run.root)
+            .args(["build", "--offline", "-q", "-p", "loadgen"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
     (ok && bin.exists()).then_some(bin)
 }
 
