@@ -15,6 +15,7 @@
 //! | step            | readiness (`event_loop.rs`)                  | completion (this file)                              |
 //! |-----------------|----------------------------------------------|-----------------------------------------------------|
 //! | ask             | "tell me when socket 7 is readable"          | "receive from socket 7 into a buffer, tell me when done" |
+//! | how often       | once: the interest stays registered          | once per connection too: a *multishot* recv stays armed and completes again at every arrival |
 //! | wait            | `epoll_wait` returns *tokens*                | `io_uring_enter` returns *results*: bytes read, bytes sent, a new fd, an errno |
 //! | then            | call `read()` / `write()` yourself, until `WouldBlock` | nothing to call: the data is already in the buffer |
 //! | buffers         | yours, passed at the `read()` you make       | lent to the kernel *before* the data exists: it must stay put until the completion |
@@ -46,20 +47,33 @@
 //!   surprise: io_uring reads `RLIMIT_NOFILE` when the accept is
 //!   *submitted*, so a multishot accept armed before the limit was lowered
 //!   keeps the old limit.
-//! - **recv** with a **provided-buffer ring** (`IOSQE_BUFFER_SELECT`, 5.19):
+//! - **recv**: one *multishot* recv per connection (`IORING_RECV_MULTISHOT`,
+//!   Linux 6.0). A one-shot recv completes once and must be submitted again
+//!   for the next bytes: per echo an SQE, its preparation, and a fresh poll
+//!   registration inside the kernel. A multishot recv is submitted once and
+//!   stays armed, posting a CQE every time data arrives; `IORING_CQE_F_MORE`
+//!   in the CQE's flags says it is still armed. A CQE *without* F_MORE ends
+//!   it: the peer's FIN (result 0), an error, an empty buffer ring
+//!   (`ENOBUFS`: re-armed at once), or our cancel. The result: about one
+//!   recv SQE per connection instead of one per echo (`RingCounters::recvs`).
+//!   It needs the **provided-buffer ring** (`IOSQE_BUFFER_SELECT`, 5.19):
 //!   the recv names no buffer; when data arrives the kernel takes one from a
 //!   ring of [`RingOptions::buffers`] buffers we registered, fills it and
 //!   says which in the CQE. An idle connection therefore holds no buffer at
 //!   all (a readiness loop gets the same by reading into one shared scratch
 //!   buffer; a completion loop cannot: the buffer must exist before the data).
-//!   We copy the bytes into the connection's small `BytesMut`, decode, and
-//!   give the buffer back at once. Empty ring (more connections received
-//!   in one turn than there are buffers): the recv fails with `ENOBUFS` and
-//!   is simply re-armed; the kernel sees it at the next submit, after this
-//!   turn's buffers are back. Size the ring to the connections that are
-//!   active at once, not to all of them.
-//!   One recv per connection at a time, re-armed after each completion: not
-//!   re-arming *is* the backpressure (`--max-pending`).
+//!   We copy the bytes out, decode, and give the buffer back at once. Empty
+//!   ring (more data arrived in one turn than there are buffers): the recv
+//!   ends with `ENOBUFS` and is simply re-armed; the kernel sees it at the
+//!   next submit, after this turn's buffers are back. Size the ring to the
+//!   connections that are active at once, not to all of them.
+//!   Backpressure (`--max-pending`): with one-shot recvs, not re-arming is
+//!   the pause; a multishot recv is **cancelled** when the echoes waiting
+//!   reach the limit, and armed again once they drain. Its completions
+//!   posted before the cancel lands are still echoed, so the limit is
+//!   overshot by what those held (see `step`). Where the kernel refuses
+//!   multishot (`EINVAL`, before 6.0) the loop falls back to one-shot recvs,
+//!   as the accept does.
 //! - **send**: one per connection at a time, from `sending`, a buffer nobody
 //!   touches while the kernel owns it (new echoes go to `queued`). A send can
 //!   complete *short* (the peer's window is full); we resubmit the rest,
@@ -120,7 +134,7 @@
 //!
 //! What to watch: `RUST_LOG=trace` shows every completion with its result;
 //! `RUST_LOG=debug` ends with how many `io_uring_enter` calls served how many
-//! echoes.
+//! echoes, and how many recv SQEs they took (about one per connection).
 
 use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::collections::VecDeque;
@@ -155,6 +169,10 @@ pub struct RingOptions {
     /// `Some(idle)`: IORING_SETUP_SQPOLL, a kernel thread that polls the
     /// submission ring and sleeps after `idle` without work. Off by default.
     pub sqpoll_idle: Option<Duration>,
+    /// Multishot recv (one per connection, Linux 6.0); `false`: one-shot
+    /// recvs, re-armed after every completion, as the loop falls back to on
+    /// an older kernel. On by default; the tests compare the two.
+    pub multishot_recv: bool,
 }
 
 impl Default for RingOptions {
@@ -169,6 +187,7 @@ impl Default for RingOptions {
             buffers: 1024,
             buffer_size: 8 * 1024,
             sqpoll_idle: None,
+            multishot_recv: true,
         }
     }
 }
@@ -200,9 +219,16 @@ pub struct RingCounters {
     pub enters: u64,
     /// Submission queue entries queued.
     pub sqes: u64,
-    /// Of those, recv SQEs: what `--max-pending`, ENOBUFS and the peer's
-    /// FIN cost in re-arming receives.
+    /// Of those, recv SQEs. A multishot recv is armed once per connection,
+    /// and again only after `--max-pending` paused it or ENOBUFS ended it;
+    /// one-shot recvs cost one per completion.
     pub recvs: u64,
+    /// Multishot recvs cancelled because `--max-pending` echo bytes waited.
+    pub recv_pauses: u64,
+    /// The most echo bytes one connection had waiting after a receive: how
+    /// far completions posted before a pause's cancel overshot
+    /// `--max-pending`.
+    pub most_pending: usize,
     /// Times a push found the submission ring full and submitted early.
     pub sq_full: u64,
     /// SQEs that waited in the backlog for a later turn.
@@ -265,6 +291,10 @@ pub fn run_with(
             seen_ok: false,
             paused_until: None,
         },
+        recv: RecvState {
+            multishot: options.multishot_recv,
+            seen_ok: false,
+        },
         backoff: Backoff::new(),
         slots: Vec::new(),
         free: Vec::new(),
@@ -295,11 +325,13 @@ pub fn run_with(
     server.teardown();
     let c = &server.counters;
     debug!(
-        "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
+        "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs, {} paused by --max-pending, at most {} echo bytes waiting), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
         c.enters,
         Stats::get(&stats.frames),
         c.sqes,
         c.recvs,
+        c.recv_pauses,
+        c.most_pending,
         c.sq_full,
         c.backlogged,
         c.short_sends,
@@ -335,6 +367,7 @@ fn probe_here() -> Result<(), String> {
         buffers: 1,
         buffer_size: 64,
         sqpoll_idle: None,
+        multishot_recv: true,
     };
     setup(&options).map(drop).map_err(|e| e.to_string())
 }
@@ -651,6 +684,13 @@ struct AcceptState {
     paused_until: Option<Instant>,
 }
 
+struct RecvState {
+    /// Arm multishot recvs; false after an old kernel refused one.
+    multishot: bool,
+    /// A multishot recv has completed without EINVAL: the kernel has them.
+    seen_ok: bool,
+}
+
 struct Uring {
     // Field order is drop order: the ring (and with it the kernel's use of
     // every buffer) goes first, the buffers after.
@@ -659,6 +699,7 @@ struct Uring {
     wake: Arc<OwnedFd>,
     listener: Option<TcpListener>,
     accept: AcceptState,
+    recv: RecvState,
     backoff: Backoff,
     /// The connection table; slot `i` is in every `user_data` of its ops.
     slots: Vec<Slot>,
@@ -694,8 +735,14 @@ struct Conn {
     sending: BytesMut,
     /// Echoes waiting for the send in flight to finish.
     queued: BytesMut,
-    /// A recv is in the kernel (waiting for data, or done and not reaped).
+    /// A recv is in the kernel: armed (a multishot one until a completion
+    /// without `IORING_CQE_F_MORE`), or done and not reaped.
     recv_inflight: bool,
+    /// The recv in flight is multishot (else one-shot).
+    recv_multishot: bool,
+    /// A cancel of the recv in flight is on its way (backpressure, or the
+    /// shutdown drain is over); until its last CQE the recv stays in flight.
+    recv_stopping: bool,
     send_inflight: bool,
     /// The peer's FIN arrived (recv returned 0).
     eof: bool,
@@ -953,7 +1000,11 @@ impl Uring {
         trace!("completion {kind:?} slot {slot} gen {generation}: result {res}, flags {flags:#x}");
         match kind {
             Some(Kind::Accept) => return self.accepted(res, flags),
-            Some(Kind::Wake) => self.begin_shutdown(),
+            // `serve` begins the shutdown at the top of its next turn, once
+            // every completion of this batch is processed: bytes a recv
+            // already took count as received, whatever their place after
+            // this CQE, before FIONREAD counts what is still in the kernel.
+            Some(Kind::Wake) => {}
             Some(Kind::Cancel) => {}
             Some(kind @ (Kind::Recv | Kind::Send)) => {
                 let live = self
@@ -1090,6 +1141,8 @@ impl Uring {
             sending: BytesMut::new(),
             queued: BytesMut::new(),
             recv_inflight: false,
+            recv_multishot: false,
+            recv_stopping: false,
             send_inflight: false,
             eof: false,
             input_done: false,
@@ -1130,6 +1183,7 @@ impl Uring {
         let Uring {
             slots,
             bufs,
+            recv,
             config,
             stats,
             counters,
@@ -1138,13 +1192,23 @@ impl Uring {
         let Some(conn) = slots.get_mut(i as usize).and_then(|s| s.conn.as_mut()) else {
             return;
         };
-        conn.recv_inflight = false;
+        // F_MORE: a multishot recv stays armed and will post again. Without
+        // it the recv is over, whatever the result (a one-shot recv, or a
+        // multishot one ended by FIN, an error, ENOBUFS or our cancel).
+        if !cqueue::more(flags) {
+            conn.recv_inflight = false;
+            conn.recv_stopping = false;
+        }
+        if conn.recv_multishot && res >= 0 {
+            recv.seen_ok = true;
+        }
         let bid = cqueue::buffer_select(flags);
         let outcome = match (res, bid) {
             (n, Some(bid)) if n > 0 => {
                 let n = n as usize;
                 let result = conn.received(bufs.data(bid, n), config, stats);
                 bufs.recycle(bid); // the bytes are copied: back to the kernel
+                counters.most_pending = counters.most_pending.max(conn.pending());
                 trace!("{}: received {n} bytes", conn.peer);
                 // Shutting down: once the bytes that were waiting when it
                 // began have come in, input is done; what arrives later was
@@ -1175,12 +1239,24 @@ impl Uring {
                 }
                 match -n {
                     libc::ENOBUFS => {
-                        // Every provided buffer was taken when the data came.
-                        // `step` re-arms the recv; by the time the kernel sees
-                        // it (the next submit) the buffers of this turn's
-                        // completions are back: each is returned right after
-                        // its bytes are copied, none is held across turns.
+                        // Every provided buffer was taken when the data came
+                        // (this ends a multishot recv too). `step` re-arms
+                        // the recv; by the time the kernel sees it (the next
+                        // submit) the buffers of this turn's completions are
+                        // back: each is returned right after its bytes are
+                        // copied, none is held across turns.
                         counters.enobufs += 1;
+                        Ok(())
+                    }
+                    libc::EINVAL if conn.recv_multishot && !recv.seen_ok => {
+                        // A kernel before 6.0 knows no IORING_RECV_MULTISHOT
+                        // and refuses the SQE: `step` re-arms a one-shot recv.
+                        if recv.multishot {
+                            info!(
+                                "multishot recv refused (needs Linux 6.0): one recv per completion"
+                            );
+                            recv.multishot = false;
+                        }
                         Ok(())
                     }
                     libc::ECANCELED | libc::EINTR | libc::EAGAIN => Ok(()),
@@ -1236,6 +1312,7 @@ impl Uring {
     /// every completion of its operations and every change of its state.
     fn step(&mut self, i: u32) {
         let max_pending = self.config.max_pending;
+        let multishot = self.recv.multishot;
         let Some((conn, generation)) = self.conn(i) else {
             return;
         };
@@ -1264,14 +1341,7 @@ impl Uring {
             }
         }
         let pending = conn.pending();
-        // 2. Input: re-arm the recv unless the peer is done, we are done, or
-        // too many echoes wait (backpressure: not re-arming IS the pause).
-        let mut recv = false;
-        if !conn.recv_inflight && !conn.eof {
-            // After our FIN: discard until the peer's FIN.
-            recv = conn.fin_sent || (!conn.input_done && pending < max_pending);
-        }
-        // 3. Finish: every echo sent after the peer's FIN, or at shutdown
+        // 2. Finish: every echo sent after the peer's FIN, or at shutdown
         // after the receive queue was emptied: send our FIN.
         let mut close = None;
         if conn.fin_sent {
@@ -1300,14 +1370,48 @@ impl Uring {
                     Some(e) => End::Error(ConnError::Frame(e)),
                     None => End::PeerClosed,
                 });
-            } else if !conn.recv_inflight {
-                // Wait for the peer's FIN, discarding, so that our close()
-                // never finds unread bytes and turns into a reset that could
-                // destroy echoes still on their way.
-                recv = true;
             }
         }
-        conn.recv_inflight |= recv;
+        // 3. Input. After our FIN we receive only to discard, until the
+        // peer's FIN (so that our close() never finds unread bytes and turns
+        // into a reset that could destroy echoes still on their way).
+        // Before it, while the shutdown drain is not over and fewer than
+        // `--max-pending` echo bytes wait (backpressure).
+        let want_input =
+            !conn.eof && (conn.fin_sent || (!conn.input_done && pending < max_pending));
+        let mut recv = false;
+        let mut stop = None;
+        if !conn.recv_inflight {
+            recv = want_input;
+        } else if !want_input && !conn.recv_stopping {
+            // A multishot recv stays armed, so not re-arming is no pause:
+            // cancel it. Completions it posted before the cancel reaches the
+            // kernel (with DEFER_TASKRUN: our next io_uring_enter, which
+            // submits before it runs completion work) are still processed
+            // and echoed: their
+            // bytes left the socket and sit in provided buffers. So
+            // `pending` overshoots `--max-pending` by at most `buffer_size`
+            // bytes per completion already posted, and each of those holds
+            // one provided buffer until we recycle it: at most
+            // `buffers` x `buffer_size` (8 MiB, for every connection
+            // together). In practice it is what the socket's receive queue
+            // held when the recv last ran, since the kernel keeps receiving
+            // while data and buffers last: a client flooding without
+            // reading overshot 256 KiB by about 750 KiB in our tests, where
+            // a one-shot recv overshoots by one buffer (8 KiB). Once the
+            // cancel's ECANCELED (a completion without F_MORE) is in, the
+            // recv is re-armed when the echoes drain. (A one-shot recv is
+            // never in flight here for backpressure: it is armed only below
+            // the limit and completes before its bytes are counted; at the
+            // end of the shutdown drain it is cancelled all the same, as it
+            // would wait for new bytes.)
+            stop = Some(conn.peer);
+            conn.recv_stopping = true;
+        }
+        if recv {
+            conn.recv_inflight = true;
+            conn.recv_multishot = multishot;
+        }
         if let Some(entry) = send {
             // SAFETY: the send reads `conn.sending`, which is neither read,
             // grown, split nor dropped while `send_inflight` is set (only
@@ -1318,22 +1422,48 @@ impl Uring {
             unsafe { self.push(entry) };
         }
         if recv {
-            // Length 0 and BUFFER_SELECT: the kernel picks a provided buffer
-            // (group BGID) when data is there, and uses its whole size.
-            let entry = opcode::Recv::new(fd, std::ptr::null_mut(), 0)
-                .buf_group(BGID)
-                .build()
-                .flags(squeue::Flags::BUFFER_SELECT)
-                .user_data(user_data(i, generation, Kind::Recv));
+            // The kernel picks a provided buffer (group BGID) when data is
+            // there, and uses its whole size. Multishot: the same SQE keeps
+            // doing so for every arrival, each posting a CQE with F_MORE.
+            let entry = if multishot {
+                opcode::RecvMulti::new(fd, BGID).build()
+            } else {
+                // Length 0 and BUFFER_SELECT: one buffer, one completion.
+                opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+                    .buf_group(BGID)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT)
+            };
+            let entry = entry.user_data(user_data(i, generation, Kind::Recv));
             // SAFETY: the recv names no memory of ours but the provided
             // buffers, which live as long as the ring (`Uring::bufs`, dropped
             // after `Uring::ring`, or leaked). The fd stays open until the
-            // CQE: `finalize` closes it only with nothing in flight.
+            // last CQE (for a multishot recv, the one without F_MORE):
+            // `finalize` closes it only with nothing in flight.
             unsafe { self.push(entry) };
             self.counters.recvs += 1;
         }
+        if let Some(peer) = stop {
+            if pending >= max_pending {
+                self.counters.recv_pauses += 1;
+                trace!("{peer}: {pending} echo bytes wait: pausing the recv");
+            }
+            self.stop_recv(i, generation);
+        }
         if let Some(end) = close {
             self.close(i, end);
+        }
+    }
+
+    /// Cancel connection `i`'s recv. Its last CQE (ECANCELED, or whatever
+    /// ended it first) clears `recv_inflight`, unless the SQE was still in
+    /// our backlog: then it is simply dropped and no CQE will come.
+    fn stop_recv(&mut self, i: u32, generation: u32) {
+        if self.cancel(user_data(i, generation, Kind::Recv))
+            && let Some((conn, _)) = self.conn(i)
+        {
+            conn.recv_inflight = false;
+            conn.recv_stopping = false;
         }
     }
 
@@ -1347,12 +1477,12 @@ impl Uring {
             return;
         }
         conn.closing = Some(end);
-        let (recv, send) = (conn.recv_inflight, conn.send_inflight);
-        if recv
-            && self.cancel(user_data(i, generation, Kind::Recv))
-            && let Some((conn, _)) = self.conn(i)
-        {
-            conn.recv_inflight = false;
+        let (recv, send) = (
+            conn.recv_inflight && !conn.recv_stopping,
+            conn.send_inflight,
+        );
+        if recv {
+            self.stop_recv(i, generation);
         }
         if send
             && self.cancel(user_data(i, generation, Kind::Send))
@@ -1465,7 +1595,7 @@ impl Uring {
             self.listener = None;
         }
         for i in 0..self.slots.len() as u32 {
-            let Some((conn, generation)) = self.conn(i) else {
+            let Some((conn, _)) = self.conn(i) else {
                 continue;
             };
             if conn.closing.is_some() {
@@ -1478,17 +1608,12 @@ impl Uring {
                 // cannot say "this was all there was" (a recv asked not to
                 // wait, MSG_DONTWAIT, still waits in io_uring), so ask.
                 conn.owed = bytes_waiting(&conn.stream);
-                if conn.owed == 0 {
-                    conn.input_done = true;
-                    // Its recv would wait for *new* bytes: cancel it. (If it
-                    // took bytes meanwhile, they are echoed all the same.)
-                    if conn.recv_inflight
-                        && self.cancel(user_data(i, generation, Kind::Recv))
-                        && let Some((conn, _)) = self.conn(i)
-                    {
-                        conn.recv_inflight = false;
-                    }
-                }
+                // Nothing waits: input is done. `step` sends our FIN once the
+                // echoes are out (the recv then stays, to discard until the
+                // peer's FIN), or meanwhile cancels the recv, which would
+                // wait for *new* bytes. (If it takes bytes before the cancel
+                // lands, they are echoed all the same.)
+                conn.input_done = conn.owed == 0;
             }
             self.step(i);
         }

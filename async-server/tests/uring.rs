@@ -230,15 +230,20 @@ fn two_hundred_concurrent_clients() {
 
 /// A ring of 4 SQEs and 2 provided buffers of 64 bytes, for 50 clients
 /// sending frames bigger than a buffer: the full submission queue and the
-/// empty buffer ring are both hit, and no byte is lost. Once more with
-/// SQPOLL, where a submit does not empty the queue at once (the kernel
-/// thread does, later), so SQEs wait in the backlog.
+/// empty buffer ring are both hit, and no byte is lost. With multishot
+/// recvs (ENOBUFS ends one, and it is re-armed) and one-shot recvs; once
+/// more with SQPOLL, where a submit does not empty the queue at once (the
+/// kernel thread does, later), so SQEs wait in the backlog.
 #[test]
 fn tiny_ring_full_queue_and_empty_buffer_ring_lose_nothing() {
     if skipped() {
         return;
     }
-    for sqpoll_idle in [None, Some(Duration::from_millis(10))] {
+    for (sqpoll_idle, multishot_recv) in [
+        (None, true),
+        (None, false),
+        (Some(Duration::from_millis(10)), true),
+    ] {
         if sqpoll_idle.is_some()
             && let Err(e) = io_uring::IoUring::<io_uring::squeue::Entry>::builder()
                 .setup_sqpoll(10)
@@ -252,6 +257,7 @@ fn tiny_ring_full_queue_and_empty_buffer_ring_lose_nothing() {
             buffers: 2,
             buffer_size: 64,
             sqpoll_idle,
+            multishot_recv,
         };
         let server = Server::start_with(config(Framing::Line), options, |_| {});
         let addr = server.addr;
@@ -275,7 +281,10 @@ fn tiny_ring_full_queue_and_empty_buffer_ring_lose_nothing() {
             c.join().unwrap();
         }
         let report = server.stop();
-        eprintln!("sqpoll {sqpoll_idle:?}: ring counters: {:?}", report.ring);
+        eprintln!(
+            "sqpoll {sqpoll_idle:?}, multishot recv {multishot_recv}: ring counters: {:?}",
+            report.ring
+        );
         assert_eq!(get(&report.stats.frames), 50 * 20);
         assert_eq!(get(&report.stats.errors), 0);
         assert!(report.ring.sq_full > 0, "the submission ring never filled");
@@ -593,17 +602,28 @@ fn unsent(s: &TcpStream) -> usize {
 /// The echoes owed at shutdown include bytes the server has not read yet:
 /// backpressure (`--max-pending` 1 KiB, 4 KiB send buffers, a client that
 /// does not read) leaves some of the 64 KiB in the server's kernel receive
-/// queue when shutdown begins. Every one must come back, then EOF.
+/// queue when shutdown begins (the multishot recv paused, or the one-shot
+/// recv not re-armed). Every one must come back, then EOF.
 #[test]
 fn shutdown_echoes_what_waits_in_the_kernel_receive_queue() {
     if skipped() {
         return;
     }
+    for multishot_recv in [true, false] {
+        shutdown_echoes_what_waits(multishot_recv);
+    }
+}
+
+fn shutdown_echoes_what_waits(multishot_recv: bool) {
     let config = ServerConfig {
         max_pending: 1024,
         ..config(Framing::Line)
     };
-    let server = Server::start_with(config, RingOptions::default(), |l| {
+    let options = RingOptions {
+        multishot_recv,
+        ..RingOptions::default()
+    };
+    let server = Server::start_with(config, options, |l| {
         socket2::SockRef::from(l)
             .set_send_buffer_size(4096)
             .unwrap();
@@ -629,12 +649,20 @@ fn shutdown_echoes_what_waits_in_the_kernel_receive_queue() {
     }
     server.shutdown.trigger();
     let got = read_exact(&mut s, bytes.len());
-    assert!(got == bytes, "echoes differ");
+    assert!(
+        got == bytes,
+        "echoes differ (multishot recv {multishot_recv})"
+    );
     expect_eof(&mut s);
     drop(s);
     let report = server.join(Duration::from_secs(20));
+    eprintln!("multishot recv {multishot_recv}: {:?}", report.ring);
     assert_eq!(get(&report.stats.frames), 64);
     assert_eq!(get(&report.stats.cut), 0);
+    if multishot_recv {
+        // One 8 KiB receive is 8 echoes of 1 KiB: over the limit at once.
+        assert!(report.ring.recv_pauses > 0, "{:?}", report.ring);
+    }
 }
 
 #[test]
@@ -912,5 +940,300 @@ fn refused_by_seccomp_run_fails_with_probes_line() {
         assert!(line.contains(needle), "{needle}: {line}");
         assert!(line.contains("check: "), "{line}");
         assert!(!line.contains('\n'), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Multishot recv: one recv per connection, paused by --max-pending
+
+fn ring(multishot_recv: bool, buffers: u16, buffer_size: u32) -> RingOptions {
+    RingOptions {
+        buffers,
+        buffer_size,
+        multishot_recv,
+        ..RingOptions::default()
+    }
+}
+
+/// Frames of many sizes (empty ones too), none with a `\n` inside, so that
+/// every framing can carry them.
+fn assorted_frames(n: usize, largest: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|k| {
+            let len = (k * 7919) % (largest + 1);
+            (0..len)
+                .map(|i| b'A' + ((i + k) % 26) as u8)
+                .collect::<Vec<u8>>()
+        })
+        .collect()
+}
+
+/// The kernel keeps one multishot recv armed per connection: 10 clients
+/// doing 50 round trips each cost about 10 recv SQEs, not 500 as one-shot
+/// recvs do. (This is the counter behind the SQEs-per-echo figure.)
+#[test]
+fn multishot_recv_is_armed_once_per_connection() {
+    if skipped() {
+        return;
+    }
+    const CLIENTS: u64 = 10;
+    const ROUNDS: u64 = 50;
+    for multishot_recv in [true, false] {
+        let options = ring(multishot_recv, 1024, 8192);
+        let server = Server::start_with(config(Framing::Length), options, |_| {});
+        let addr = server.addr;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                thread::spawn(move || {
+                    let mut s = connect(addr);
+                    for k in 0..ROUNDS {
+                        let bytes = wire(Framing::Length, &[format!("{c}:{k}").as_bytes()]);
+                        s.write_all(&bytes).unwrap();
+                        assert_eq!(read_exact(&mut s, bytes.len()), bytes);
+                    }
+                    s.shutdown(std::net::Shutdown::Write).unwrap();
+                    expect_eof(&mut s);
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let report = server.stop();
+        let echoes = get(&report.stats.frames);
+        let r = &report.ring;
+        eprintln!(
+            "multishot recv {multishot_recv}: {} recv SQEs, {} SQEs for {echoes} echoes ({:.3} recv SQEs per echo): {r:?}",
+            r.recvs,
+            r.sqes,
+            r.recvs as f64 / echoes as f64
+        );
+        assert_eq!(echoes, CLIENTS * ROUNDS);
+        assert_eq!(get(&report.stats.errors), 0);
+        assert_eq!(r.enobufs, 0, "1024 buffers for 10 clients");
+        if multishot_recv {
+            assert_eq!(r.recvs, CLIENTS, "one multishot recv per connection");
+        } else {
+            // One per echo, and the one that sees the FIN.
+            assert_eq!(r.recvs, CLIENTS * (ROUNDS + 1));
+        }
+    }
+}
+
+/// A client writes 300 KB of frames as fast as it can and reads its echoes
+/// through a 4 KiB receive buffer, from a server with a 4 KiB send buffer,
+/// `--max-pending` 1 KiB and 8 provided buffers of 1 KiB: echoes pile up
+/// past the limit again and again, each time the multishot recv is
+/// cancelled and, once they drain, armed again. The bytes that came in
+/// completions posted before a cancel landed are echoed too, and the pile
+/// never grows past the bound `uring.rs` argues (the limit, plus a frame
+/// that straddled it, plus one buffer per completion already posted).
+#[test]
+fn echoes_piling_past_max_pending_pause_the_recv_and_all_come_back() {
+    if skipped() {
+        return;
+    }
+    const MAX_PENDING: usize = 1024;
+    const LARGEST: usize = 2000;
+    let (buffers, buffer_size) = (8u16, 1024u32);
+    for framing in Framing::ALL {
+        let config = ServerConfig {
+            max_pending: MAX_PENDING,
+            ..config(framing)
+        };
+        let server = Server::start_with(config, ring(true, buffers, buffer_size), |l| {
+            socket2::SockRef::from(l)
+                .set_send_buffer_size(4096)
+                .unwrap();
+        });
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&server.addr.into()).unwrap();
+        let mut s: TcpStream = socket.into();
+        s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let frames = assorted_frames(300, LARGEST);
+        let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+        let bytes = wire(framing, &refs);
+        let writer = {
+            let mut w = s.try_clone().unwrap();
+            let bytes = bytes.clone();
+            thread::spawn(move || {
+                w.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+                w.write_all(&bytes).unwrap();
+                w.shutdown(std::net::Shutdown::Write).unwrap();
+            })
+        };
+        let got = read_exact(&mut s, bytes.len());
+        assert!(got == bytes, "{framing}: echoed bytes differ");
+        expect_eof(&mut s);
+        writer.join().unwrap();
+        let report = server.stop();
+        let r = &report.ring;
+        eprintln!("{framing}: {r:?}");
+        assert_eq!(get(&report.stats.errors), 0, "{framing}");
+        if framing != Framing::Raw {
+            assert_eq!(get(&report.stats.frames), 300, "{framing}");
+        }
+        assert!(r.recv_pauses > 0, "{framing}: never paused: {r:?}");
+        // Armed again after a pause (the last one may take the FIN in a
+        // completion posted before its cancel landed).
+        assert!(r.recvs > 1, "{framing}: {r:?}");
+        let bound = MAX_PENDING + LARGEST + 4 + usize::from(buffers) * buffer_size as usize;
+        assert!(
+            r.most_pending <= bound,
+            "{framing}: {} echo bytes waited, over the bound of {bound}",
+            r.most_pending
+        );
+    }
+}
+
+/// Many frames in one write, and writes that split frames anywhere (one
+/// byte, a length prefix in two, a line without its `\n`), in every framing
+/// and both recv modes, with buffers small enough that frames straddle
+/// them: every echo comes back, exactly, in order.
+#[test]
+fn pipelined_frames_in_every_framing_come_back_exactly() {
+    if skipped() {
+        return;
+    }
+    for multishot_recv in [true, false] {
+        for framing in Framing::ALL {
+            let server = Server::start_with(config(framing), ring(multishot_recv, 64, 256), |_| {});
+            let mut s = connect(server.addr);
+            let frames = assorted_frames(400, 700);
+            let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+            let bytes = wire(framing, &refs);
+            let reader = {
+                let mut r = s.try_clone().unwrap();
+                let n = bytes.len();
+                thread::spawn(move || read_exact(&mut r, n))
+            };
+            // Odd cuts: 1 byte, 3 (inside a length prefix), a prime, ...
+            let mut rest = &bytes[..];
+            for cut in [1usize, 3, 2, 4099, 17, 65_536].into_iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (now, later) = rest.split_at(cut.min(rest.len()));
+                s.write_all(now).unwrap();
+                rest = later;
+            }
+            let got = reader.join().unwrap();
+            assert!(
+                got == bytes,
+                "{framing}, multishot recv {multishot_recv}: echoes differ"
+            );
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            expect_eof(&mut s);
+            let report = server.stop();
+            assert_eq!(get(&report.stats.errors), 0, "{framing}");
+            if framing != Framing::Raw {
+                assert_eq!(get(&report.stats.frames), 400, "{framing}");
+            }
+        }
+    }
+}
+
+/// A frame of 300 KB through provided buffers of 1 KiB: one frame is
+/// hundreds of receives (and the 16-buffer ring runs dry under it), and its
+/// echo, a frame either side of it, comes back exactly.
+#[test]
+fn a_frame_of_many_provided_buffers_comes_back_exactly() {
+    if skipped() {
+        return;
+    }
+    let big: Vec<u8> = (0..300_000u32)
+        .map(|i| b'a' + (i.wrapping_mul(31) % 26) as u8)
+        .collect();
+    for multishot_recv in [true, false] {
+        for framing in Framing::ALL {
+            let server =
+                Server::start_with(config(framing), ring(multishot_recv, 16, 1024), |_| {});
+            let mut s = connect(server.addr);
+            let bytes = wire(framing, &[b"before", &big, b"after"]);
+            let reader = {
+                let mut r = s.try_clone().unwrap();
+                let n = bytes.len();
+                thread::spawn(move || read_exact(&mut r, n))
+            };
+            s.write_all(&bytes).unwrap();
+            let got = reader.join().unwrap();
+            assert!(
+                got == bytes,
+                "{framing}, multishot recv {multishot_recv}: echo differs"
+            );
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            expect_eof(&mut s);
+            let report = server.stop();
+            assert_eq!(get(&report.stats.errors), 0, "{framing}");
+            if framing != Framing::Raw {
+                assert_eq!(get(&report.stats.frames), 3, "{framing}");
+                assert_eq!(get(&report.stats.bytes), 11 + big.len() as u64);
+            }
+            assert!(report.ring.recvs >= 1, "{framing}: {:?}", report.ring);
+        }
+    }
+}
+
+/// Shutdown with echoes owed and an unfinished frame at the end, in every
+/// framing and both recv modes: each client gets the echo of every whole
+/// frame it sent before the signal, then EOF; the unfinished bytes are
+/// dropped, not echoed, and no connection is cut.
+#[test]
+fn shutdown_drain_echoes_every_whole_frame_received_in_both_recv_modes() {
+    if skipped() {
+        return;
+    }
+    for multishot_recv in [true, false] {
+        for framing in Framing::ALL {
+            let server =
+                Server::start_with(config(framing), ring(multishot_recv, 1024, 8192), |_| {});
+            let mut clients = Vec::new();
+            for c in 0..10 {
+                let mut s = connect(server.addr);
+                let first = wire(framing, &[b"first"]);
+                s.write_all(&first).unwrap();
+                assert_eq!(read_exact(&mut s, first.len()), first);
+                let frames: Vec<Vec<u8>> =
+                    (0..20).map(|k| format!("c{c}f{k}").into_bytes()).collect();
+                let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
+                let mut bytes = wire(framing, &refs);
+                let whole = bytes.len();
+                if framing != Framing::Raw {
+                    // An unfinished frame: a length prefix of 100 and 3 of
+                    // its bytes, or a line without its `\n`.
+                    let tail: &[u8] = match framing {
+                        Framing::Length => &[0, 0, 0, 100, b'a', b'b', b'c'],
+                        _ => b"no newline",
+                    };
+                    bytes.extend_from_slice(tail);
+                }
+                s.write_all(&bytes).unwrap();
+                clients.push((s, bytes, whole));
+            }
+            // Every byte is in the server's receive queue (or taken) first.
+            let until = Instant::now() + READ_TIMEOUT;
+            while clients.iter().any(|(s, _, _)| unsent(s) > 0) {
+                assert!(Instant::now() < until, "bytes never left");
+                thread::sleep(Duration::from_millis(1));
+            }
+            server.shutdown.trigger();
+            for (mut s, bytes, whole) in clients {
+                assert_eq!(
+                    read_exact(&mut s, whole),
+                    &bytes[..whole],
+                    "{framing}, multishot recv {multishot_recv}"
+                );
+                expect_eof(&mut s);
+            }
+            let report = server.join(Duration::from_secs(20));
+            let st = &report.stats;
+            assert_eq!(get(&st.cut), 0, "{framing}");
+            assert_eq!(get(&st.errors), 0, "{framing}");
+            if framing != Framing::Raw {
+                assert_eq!(get(&st.frames), 10 * 21, "{framing}");
+            }
+        }
     }
 }
