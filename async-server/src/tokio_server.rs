@@ -55,6 +55,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -371,30 +372,24 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     /// timeout fires, or shutdown.
     // ANCHOR: conn-loop
     async fn serve(&mut self, ctx: &Ctx) -> Flow<End> {
-        let stop = ctx.shutdown.triggered();
-        tokio::pin!(stop);
+        let mut stop = StopSignal::new(&ctx.shutdown);
         let mut idle = IdleTimer::new(ctx.config.common.idle_timeout);
         loop {
-            // One atomic load: a client whose bytes are always ready (the
-            // select below then never gets to the `stop` branch) still
-            // notices shutdown.
-            if ctx.shutdown.is_triggered() {
-                break;
-            }
             // Await point 1, where a connection spends its life: the next
             // frame, the idle timer or shutdown, whichever comes first.
             // `read_frame` is cancel-safe: if another branch wins, bytes it
             // already read stay in the buffer for the next call. (`biased`
-            // polls in this order; `stop` last, because polling it takes
-            // the shutdown signal's lock and a ready frame needs no check.)
+            // polls in this order: `stop` first, so a client whose bytes
+            // are always ready still notices shutdown; it costs one atomic
+            // load, see `StopSignal`.)
             let frame = tokio::select! {
                 biased;
+                () = &mut stop => break,
                 frame = self.framed.read_frame() => frame?,
-                () = idle.sleep.as_mut(), if idle.on() => {
+                () = std::future::poll_fn(|cx| idle.poll_fired(cx)), if idle.on() => {
                     idle.fired(self.framed.bytes_read())?;
                     continue;
                 }
-                () = &mut stop => break,
             };
             // `None`: the client sent FIN between frames (read returned 0).
             // Every echo owed was already written, so send ours and go.
@@ -408,8 +403,8 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
             // reads nothing: that is the backpressure.
             tokio::select! {
                 biased;
-                written = self.write_queued(ctx) => written?,
                 () = &mut stop => break,
+                written = self.write_queued(ctx) => written?,
             }
             // An unfinished frame at the client's FIN ends the connection,
             // after the echoes of the frames before it went out.
@@ -446,7 +441,13 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     /// Queue one echo (after `--work`, if any).
     async fn echo(&mut self, frame: Bytes, ctx: &Ctx) -> Flow<()> {
         debug!("{}: frame of {} bytes", self.peer, frame.len());
-        let frame = ctx.work(frame).await?;
+        // Without `--work` the echo is the frame as it came: skip even
+        // building the `work` future (it holds a rayon channel and a timer).
+        let frame = if ctx.config.common.work == 0 {
+            frame
+        } else {
+            ctx.work(frame).await?
+        };
         self.framed.queue_frame(&frame)?;
         ctx.stats.add_frame(frame.len());
         self.frames += 1;
@@ -462,10 +463,21 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     async fn write_queued(&mut self, ctx: &Ctx) -> Flow<()> {
         let stall = ctx.config.common.stall_timeout;
         while self.framed.queued() > 0 {
-            match timeout(stall, self.framed.write_some()).await {
-                Ok(written) => written?,
-                Err(_) => return Err(End::Stalled(stall)),
+            let write = self.framed.write_some();
+            tokio::pin!(write);
+            // Nearly every write finishes at once (the send buffer has
+            // room), so try it once without a timer: arming one for every
+            // write costs a clock read and a timer entry per echo. Only a
+            // write that must wait gets the stall timer, which then times
+            // the wait itself. The same future goes on: nothing is lost.
+            let written = match poll_once(write.as_mut()).await {
+                Poll::Ready(written) => written,
+                Poll::Pending => match timeout(stall, write).await {
+                    Ok(written) => written,
+                    Err(_) => return Err(End::Stalled(stall)),
+                },
             };
+            written?;
         }
         Ok(())
     }
@@ -508,6 +520,13 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     }
 }
 
+/// Poll `fut` once: `Ready(output)` if it finished, `Pending` if it would
+/// wait. After `Pending` the task's waker is registered, as after any poll,
+/// so awaiting the same future next is correct.
+async fn poll_once<F: Future + Unpin>(mut fut: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await
+}
+
 /// Bytes in the kernel's receive queue for this socket (`FIONREAD`, alias
 /// `SIOCINQ`). tokio's own readiness flag cannot answer "is anything left?"
 /// here: it is set by the epoll event, which the runtime may not have
@@ -524,12 +543,60 @@ fn unread_bytes(stream: &impl AsRawFd) -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
+/// The shutdown signal as a connection awaits it: beside every read, so
+/// polled once per echo. Polling tokio's `Notified` again locks the one
+/// `Notify` that every connection waits on (on the multi-thread runtime,
+/// every worker contends for it), only to learn what the flag already
+/// says. So: the flag first (one atomic load), and the future polled only
+/// to register this task's waker with the `Notify`, the first time or
+/// if the waker changed. `Shutdown::trigger` sets the flag before it wakes
+/// the registered wakers, so a woken task always sees it set.
+struct StopSignal<'a> {
+    shutdown: &'a Shutdown,
+    triggered: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    /// The waker the `Notify` holds, once it holds one.
+    registered: Option<Waker>,
+}
+
+impl<'a> StopSignal<'a> {
+    fn new(shutdown: &'a Shutdown) -> Self {
+        StopSignal {
+            shutdown,
+            triggered: Box::pin(shutdown.triggered()),
+            registered: None,
+        }
+    }
+}
+
+impl Future for StopSignal<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shutdown.is_triggered() {
+            return Poll::Ready(());
+        }
+        let this = &mut *self;
+        if let Some(waker) = &this.registered
+            && waker.will_wake(cx.waker())
+        {
+            return Poll::Pending;
+        }
+        let polled = this.triggered.as_mut().poll(cx);
+        if polled.is_pending() {
+            this.registered = Some(cx.waker().clone());
+        }
+        polled
+    }
+}
+
 /// `--idle-timeout`: one timer per connection, moved lazily. A frame only
 /// notes the time (`heard`); the timer is looked at when it fires, so a busy
 /// connection does not touch the runtime's timer wheel on every echo.
 struct IdleTimer {
     idle: Option<Duration>,
     sleep: Pin<Box<Sleep>>,
+    /// The waker the timer entry holds (see `poll_fired`), once it holds one.
+    registered: Option<Waker>,
     last_heard: Instant,
     /// `bytes_read` at `last_heard`: bytes of an unfinished frame that
     /// arrive later are activity too.
@@ -545,6 +612,7 @@ impl IdleTimer {
         IdleTimer {
             idle,
             sleep: Box::pin(sleep_until(first)),
+            registered: None,
             last_heard: now,
             seen: 0,
         }
@@ -552,6 +620,24 @@ impl IdleTimer {
 
     fn on(&self) -> bool {
         self.idle.is_some()
+    }
+
+    /// Resolves when the timer fires. It waits beside every read, so this
+    /// is polled once per echo; polling a waiting `Sleep` swaps the waker
+    /// stored in its timer entry (atomic operations) only to hand it the
+    /// same waker again. So it polls the `Sleep` only when that can say
+    /// something new: it has fired (`is_elapsed`, one load), or it holds no
+    /// waker or another task's (the first poll, after `reset`).
+    fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.sleep.is_elapsed()
+            && let Some(waker) = &self.registered
+            && waker.will_wake(cx.waker())
+        {
+            return Poll::Pending;
+        }
+        let polled = self.sleep.as_mut().poll(cx);
+        self.registered = polled.is_pending().then(|| cx.waker().clone());
+        polled
     }
 
     fn heard(&mut self, bytes_read: u64) {
@@ -572,6 +658,8 @@ impl IdleTimer {
             return Err(End::Idle(idle));
         }
         self.sleep.as_mut().reset(due);
+        // A timer that fired gave its waker away: the next poll registers.
+        self.registered = None;
         Ok(())
     }
 }
