@@ -301,6 +301,8 @@ pub fn run_with(
         open: 0,
         backlog: VecDeque::new(),
         cqes: Vec::new(),
+        spare: Spare::default(),
+        now,
         sweep_every: (quickest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
         next_sweep: now,
         deadline: None,
@@ -691,6 +693,48 @@ struct RecvState {
     seen_ok: bool,
 }
 
+/// The loop's own buffers, lent to whichever connection is busy, so that a
+/// busy connection allocates nothing per echo and an idle one holds nothing
+/// (an idle connection's `rbuf`, `queued` and `sending` are all empty and
+/// unallocated).
+#[derive(Default)]
+struct Spare {
+    /// Received bytes are decoded here when the connection has no
+    /// unfinished frame (see `Conn::received`). Grows to the largest
+    /// receive plus, in `length` framing, a frame the decoder reserved room
+    /// for: at most `--max-frame` and a buffer, once for the whole loop.
+    decode: BytesMut,
+    /// Emptied echo buffers (`Conn::sending` once all sent), handed to the
+    /// next connection that queues an echo.
+    out: Vec<BytesMut>,
+}
+
+/// At most this many spare echo buffers, of at most `SPARE_CAPACITY` bytes
+/// each, are kept: 4 MiB at worst, for the whole loop.
+const SPARE_BUFFERS: usize = 256;
+const SPARE_CAPACITY: usize = 16 * 1024;
+
+impl Spare {
+    /// An empty echo buffer: a spare one, or a new (unallocated) one.
+    fn take(&mut self) -> BytesMut {
+        self.out.pop().unwrap_or_default()
+    }
+
+    /// An emptied echo buffer back from a connection: kept unless it grew
+    /// large or enough are kept already (then it is freed).
+    fn give(&mut self, mut buf: BytesMut) {
+        buf.clear();
+        // The sends `advance`d the buffer's start past the bytes they took.
+        // With nothing left in it, asking for more room than it shows moves
+        // the start back (no allocation, no copy): all of it is usable again.
+        let _ = buf.try_reclaim(buf.capacity() + 1);
+        let keep = (1..=SPARE_CAPACITY).contains(&buf.capacity());
+        if keep && self.out.len() < SPARE_BUFFERS {
+            self.out.push(buf);
+        }
+    }
+}
+
 struct Uring {
     // Field order is drop order: the ring (and with it the kernel's use of
     // every buffer) goes first, the buffers after.
@@ -708,6 +752,10 @@ struct Uring {
     /// SQEs that found the submission ring full, in order.
     backlog: VecDeque<squeue::Entry>,
     cqes: Vec<(u64, i32, u32)>,
+    /// Buffers lent to whichever connection is busy.
+    spare: Spare,
+    /// Read once per turn, after `io_uring_enter` returns.
+    now: Instant,
     sweep_every: Duration,
     next_sweep: Instant,
     deadline: Option<Instant>,
@@ -732,8 +780,10 @@ struct Conn {
     /// frames.
     rbuf: BytesMut,
     /// Owned by the kernel while `send_inflight`: not read, grown, or freed.
+    /// Back to `Spare` once all sent.
     sending: BytesMut,
-    /// Echoes waiting for the send in flight to finish.
+    /// Echoes waiting for the send in flight to finish, in a buffer from
+    /// `Spare`; swapped into `sending` when that is empty.
     queued: BytesMut,
     /// A recv is in the kernel: armed (a multishot one until a completion
     /// without `IORING_CQE_F_MORE`), or done and not reaped.
@@ -779,10 +829,12 @@ impl Conn {
     fn received(
         &mut self,
         data: &[u8],
+        now: Instant,
+        spare: &mut Spare,
         config: &ServerConfig,
         stats: &Stats,
     ) -> Result<(), ConnError> {
-        self.last_rx = Instant::now();
+        self.last_rx = now;
         if self.fin_sent {
             // Shutting down, our FIN is sent: bytes after it are dropped.
             trace!(
@@ -792,22 +844,62 @@ impl Conn {
             );
             return Ok(());
         }
-        self.rbuf.extend_from_slice(data);
-        while let Some(frame) = self.decoder.decode(&mut self.rbuf)? {
-            self.echo(&frame, config, stats)?;
+        // The common case: no unfinished frame is waiting, so decode in the
+        // loop's one scratch buffer (whose allocation is reused turn after
+        // turn) instead of allocating for this connection. Otherwise the
+        // new bytes join the unfinished frame in the connection's `rbuf`.
+        let in_scratch = self.rbuf.is_empty();
+        let mut buf = if in_scratch {
+            std::mem::take(&mut spare.decode)
+        } else {
+            std::mem::take(&mut self.rbuf)
+        };
+        buf.extend_from_slice(data);
+        let result = self.echo_frames(&mut buf, now, spare, config, stats);
+        if result.is_err() {
+            buf.clear(); // the connection is closing: nothing to keep
         }
-        if self.rbuf.is_empty() {
-            self.rbuf = BytesMut::new(); // an idle connection holds no buffer
+        if in_scratch {
+            // Only an unfinished frame's tail (usually a few bytes) is
+            // copied into a buffer of the connection's own.
+            if !buf.is_empty() {
+                self.rbuf = BytesMut::from(&buf[..]);
+                buf.clear();
+            }
+            spare.decode = buf;
+        } else if !buf.is_empty() {
+            self.rbuf = buf;
+        } // else `buf` is dropped: an idle connection holds no buffer
+        result
+    }
+
+    /// Cut every whole frame off the front of `buf` and queue its echo.
+    fn echo_frames(
+        &mut self,
+        buf: &mut BytesMut,
+        now: Instant,
+        spare: &mut Spare,
+        config: &ServerConfig,
+        stats: &Stats,
+    ) -> Result<(), ConnError> {
+        while let Some(frame) = self.decoder.decode(buf)? {
+            self.echo(&frame, now, spare, config, stats)?;
         }
         Ok(())
     }
 
     /// The peer's FIN: the last frame, or an unfinished one to report.
-    fn received_eof(&mut self, config: &ServerConfig, stats: &Stats) -> Result<(), ConnError> {
+    fn received_eof(
+        &mut self,
+        now: Instant,
+        spare: &mut Spare,
+        config: &ServerConfig,
+        stats: &Stats,
+    ) -> Result<(), ConnError> {
         self.eof = true;
         loop {
             match self.decoder.decode_eof(&mut self.rbuf) {
-                Ok(Some(frame)) => self.echo(&frame, config, stats)?,
+                Ok(Some(frame)) => self.echo(&frame, now, spare, config, stats)?,
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     // Still send the echoes we owe; report at close.
@@ -821,6 +913,8 @@ impl Conn {
     fn echo(
         &mut self,
         frame: &[u8],
+        now: Instant,
+        spare: &mut Spare,
         config: &ServerConfig,
         stats: &Stats,
     ) -> Result<(), ConnError> {
@@ -830,7 +924,10 @@ impl Conn {
             std::hint::black_box(common::work::work(frame, config.work));
         }
         if self.pending() == 0 {
-            self.last_tx = Instant::now(); // the stall clock starts now
+            self.last_tx = now; // the stall clock starts now
+        }
+        if self.queued.capacity() == 0 {
+            self.queued = spare.take();
         }
         encode(config.framing, frame, &mut self.queued)?;
         stats.add_frame(frame.len());
@@ -850,7 +947,7 @@ impl Uring {
                 if self.open == 0 && !self.accept.armed {
                     return Ok(());
                 }
-                let now = Instant::now();
+                let now = self.now;
                 if now >= deadline && !self.cut_done {
                     self.cut_done = true;
                     warn!(
@@ -866,10 +963,14 @@ impl Uring {
                 }
             }
             self.flush_backlog();
-            let timeout = self.wait_timeout(Instant::now());
+            let timeout = self.wait_timeout(self.now);
             self.enter(timeout)?;
+            // The turn's one clock read (a vDSO call, but one per echo adds
+            // up): every completion of this batch, the timers, and the next
+            // turn's timeout use it.
+            self.now = Instant::now();
             self.reap()?;
-            self.timers(Instant::now());
+            self.timers(self.now);
         }
     }
 
@@ -1086,7 +1187,7 @@ impl Uring {
                         // The pending connections stay in the backlog; accepting
                         // again now would fail again at once. Stop the accept
                         // (cancel it if it is still armed) and re-arm it later.
-                        self.accept.paused_until = Some(Instant::now() + delay);
+                        self.accept.paused_until = Some(self.now + delay);
                         if self.accept.armed {
                             let target = user_data(NO_SLOT, 0, Kind::Accept);
                             if self.cancel(target) {
@@ -1132,7 +1233,7 @@ impl Uring {
         if let Err(e) = stream.set_nodelay(true) {
             debug!("{peer}: TCP_NODELAY: {e}");
         }
-        let now = Instant::now();
+        let now = self.now;
         let conn = Conn {
             stream,
             peer,
@@ -1184,11 +1285,14 @@ impl Uring {
             slots,
             bufs,
             recv,
+            spare,
+            now,
             config,
             stats,
             counters,
             ..
         } = self;
+        let now = *now;
         let Some(conn) = slots.get_mut(i as usize).and_then(|s| s.conn.as_mut()) else {
             return;
         };
@@ -1206,7 +1310,7 @@ impl Uring {
         let outcome = match (res, bid) {
             (n, Some(bid)) if n > 0 => {
                 let n = n as usize;
-                let result = conn.received(bufs.data(bid, n), config, stats);
+                let result = conn.received(bufs.data(bid, n), now, spare, config, stats);
                 bufs.recycle(bid); // the bytes are copied: back to the kernel
                 counters.most_pending = counters.most_pending.max(conn.pending());
                 trace!("{}: received {n} bytes", conn.peer);
@@ -1230,7 +1334,7 @@ impl Uring {
                     conn.eof = true; // what was left unfinished is counted already
                     Ok(())
                 } else {
-                    conn.received_eof(config, stats)
+                    conn.received_eof(now, spare, config, stats)
                 }
             }
             (n, bid) => {
@@ -1274,6 +1378,7 @@ impl Uring {
 
     fn sent(&mut self, i: u32, res: i32) {
         let short_sends = &mut self.counters.short_sends;
+        let spare = &mut self.spare;
         let Some(conn) = self.slots.get_mut(i as usize).and_then(|s| s.conn.as_mut()) else {
             return;
         };
@@ -1293,9 +1398,11 @@ impl Uring {
                     );
                 }
                 conn.sending.advance(n);
-                conn.last_tx = Instant::now();
+                conn.last_tx = self.now;
                 if conn.sending.is_empty() {
-                    conn.sending = BytesMut::new();
+                    // All sent: the buffer goes back to the loop's spares,
+                    // for whichever connection echoes next.
+                    spare.give(std::mem::take(&mut conn.sending));
                 }
                 None
             }
@@ -1327,7 +1434,9 @@ impl Uring {
         let mut send = None;
         if !conn.send_inflight {
             if conn.sending.is_empty() && !conn.queued.is_empty() {
-                conn.sending = conn.queued.split();
+                // `queued` becomes `sending`, buffer and all (no split, no
+                // copy); `queued` takes the empty, unallocated one.
+                std::mem::swap(&mut conn.sending, &mut conn.queued);
             }
             if !conn.sending.is_empty() {
                 let len = u32::try_from(conn.sending.len()).unwrap_or(u32::MAX);
@@ -1577,10 +1686,7 @@ impl Uring {
             return;
         }
         let grace = self.config.grace;
-        let deadline = self
-            .shutdown
-            .deadline(grace)
-            .unwrap_or_else(|| Instant::now() + grace);
+        let deadline = self.shutdown.deadline(grace).unwrap_or(self.now + grace);
         self.deadline = Some(deadline);
         info!(
             "shutdown: not accepting; draining {} connection(s) within {grace:?}",
@@ -1689,6 +1795,33 @@ mod tests {
             assert!(line.contains(needle), "{needle}: {line}");
             assert!(!line.contains('\n'), "{line}");
         }
+    }
+
+    #[test]
+    fn spare_echo_buffers_come_back_whole_and_stay_bounded() {
+        let mut spare = Spare::default();
+        let mut buf = spare.take();
+        assert_eq!(
+            buf.capacity(),
+            0,
+            "nothing spare yet: a new, unallocated buffer"
+        );
+        buf.extend_from_slice(&[7; 100]);
+        let (at, room) = (buf.as_ptr(), buf.capacity());
+        buf.advance(60); // two sends, the first one short
+        buf.advance(40);
+        spare.give(buf);
+        let again = spare.take();
+        assert_eq!(again.as_ptr(), at, "the same allocation, from its start");
+        assert_eq!(again.capacity(), room);
+        assert!(again.is_empty());
+        // Large buffers are freed, not kept; so are those past the count.
+        spare.give(BytesMut::with_capacity(SPARE_CAPACITY + 1));
+        assert!(spare.out.is_empty());
+        for _ in 0..SPARE_BUFFERS + 5 {
+            spare.give(BytesMut::with_capacity(64));
+        }
+        assert_eq!(spare.out.len(), SPARE_BUFFERS);
     }
 
     #[test]
