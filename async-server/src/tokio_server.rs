@@ -627,7 +627,8 @@ impl IdleTimer {
     /// stored in its timer entry (atomic operations) only to hand it the
     /// same waker again. So it polls the `Sleep` only when that can say
     /// something new: it has fired (`is_elapsed`, one load), or it holds no
-    /// waker or another task's (the first poll, after `reset`).
+    /// waker or another one (the first poll; after it fired, since firing
+    /// hands the waker over, and `fired` moves it).
     fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.sleep.is_elapsed()
             && let Some(waker) = &self.registered
@@ -658,8 +659,6 @@ impl IdleTimer {
             return Err(End::Idle(idle));
         }
         self.sleep.as_mut().reset(due);
-        // A timer that fired gave its waker away: the next poll registers.
-        self.registered = None;
         Ok(())
     }
 }

@@ -282,3 +282,97 @@ fn rayon_offload_gives_the_same_bytes_as_inline() {
     }
     assert_eq!(echoes[0], echoes[1]);
 }
+
+/// The tokio model checks the shutdown flag instead of polling the signal's
+/// future with every read (`StopSignal`): a connection waiting for its next
+/// frame must still notice shutdown at once, not at the `--grace` deadline.
+/// The grace period here is far longer than the read timeout, so a
+/// connection that only ended at the deadline fails the test; `cut` counts
+/// those. Both runtimes: one thread and a pool.
+#[test]
+fn tokio_connections_notice_shutdown_at_once_not_at_the_deadline() {
+    for threads in [1, 2] {
+        let mut cfg = config(Framing::Line);
+        cfg.threads = threads;
+        cfg.common.grace = Duration::from_secs(120);
+        let server = Server::start(Model::Tokio, cfg);
+        // One client between frames, one halfway through a frame. An echo
+        // each first: both are accepted (not in the backlog, which shutdown
+        // resets).
+        let [mut idle, mut halfway] = [(); 2].map(|()| {
+            let mut s = connect(server.addr);
+            s.write_all(b"one\n").unwrap();
+            let mut got = [0; 4];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"one\n");
+            s
+        });
+        halfway.write_all(b"unfinish").unwrap();
+        support::wait_until_acked(&halfway);
+        server.shutdown.trigger();
+        // The server's FIN, long before the deadline (or the read times out).
+        assert_eq!(read_to_eof(&mut idle), b"", "{threads} thread(s)");
+        assert_eq!(read_to_eof(&mut halfway), b"", "{threads} thread(s)");
+        drop((idle, halfway));
+        let Counts {
+            accepted,
+            cut,
+            frames,
+            ..
+        } = counts(&server.join());
+        assert_eq!((accepted, cut, frames), (2, 0, 2), "{threads} thread(s)");
+    }
+}
+
+/// The tokio model's idle timer is moved lazily (`IdleTimer`): a frame only
+/// notes that the client talked, and the timer looks when it fires. So a
+/// client that talks more often than `--idle-timeout`, by whole frames or
+/// by bytes of one unfinished frame, is never closed, however many idle
+/// periods go by; once silent, it is. Pacing with `sleep` (100 ms steps
+/// against a 1 s timeout), asserted by events: every echo comes back, then
+/// EOF. Both runtimes at once, in two threads.
+#[test]
+fn tokio_idle_timer_is_moved_by_every_frame_and_every_byte() {
+    let clients: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|threads| {
+            std::thread::spawn(move || {
+                let mut cfg = config(Framing::Line);
+                cfg.threads = threads;
+                cfg.common.idle_timeout = Some(Duration::from_secs(1));
+                let server = Server::start(Model::Tokio, cfg);
+                let mut s = connect(server.addr);
+                let step = Duration::from_millis(100);
+                // Two idle periods of whole frames...
+                for i in 0..20 {
+                    std::thread::sleep(step);
+                    let line = format!("frame {i}\n");
+                    s.write_all(line.as_bytes()).unwrap();
+                    let mut got = vec![0; line.len()];
+                    s.read_exact(&mut got)
+                        .unwrap_or_else(|e| panic!("{threads} thread(s), echo {i}: {e}"));
+                    assert_eq!(got, line.as_bytes());
+                }
+                // ...then two of one frame, a byte at a time.
+                let line = b"abcdefghijklmnopqrst\n";
+                for &b in line {
+                    std::thread::sleep(step);
+                    s.write_all(&[b]).unwrap();
+                }
+                let mut got = vec![0; line.len()];
+                s.read_exact(&mut got)
+                    .unwrap_or_else(|e| panic!("{threads} thread(s), the trickled frame: {e}"));
+                assert_eq!(got, line);
+                // Silence: closed by the idle timeout.
+                assert_eq!(read_to_eof(&mut s), b"", "{threads} thread(s)");
+                let Counts {
+                    timed_out, frames, ..
+                } = counts(&server.stop());
+                assert_eq!((timed_out, frames), (1, 21), "{threads} thread(s)");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
