@@ -137,6 +137,9 @@ pub struct Config {
     pub loops: usize,
     /// How connections are spread over `loops` (event-loop model only).
     pub balance: Balance,
+    /// The uring model's ring: its sizes, `--sqpoll`, `--recv` (uring
+    /// model only).
+    pub uring: uring::RingOptions,
 }
 
 impl Default for Config {
@@ -147,6 +150,7 @@ impl Default for Config {
             threads: default_threads(),
             loops: 1,
             balance: Balance::Reuseport,
+            uring: uring::RingOptions::default(),
         }
     }
 }
@@ -185,7 +189,8 @@ pub fn run(
                     "unix: sockets are served by --model event-loop and tokio, not uring",
                 ));
             };
-            uring::run(listener, config.common, shutdown)
+            uring::run_with(listener, config.common, shutdown, config.uring)
+                .map(|report| report.stats)
         }
     }?;
     log::info!("async-server stopped: {stats}");

@@ -20,6 +20,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use async_server::{Balance, Config, Listener, Model, Offload, UnixSocketFile};
@@ -59,6 +60,26 @@ struct ServerCmd {
     /// round-robin). [default: reuseport]
     #[arg(long, value_enum)]
     balance: Option<Balance>,
+
+    /// uring model: a kernel thread polls the submission ring
+    /// (IORING_SETUP_SQPOLL) and sleeps after this long without work, so the
+    /// loop rarely calls io_uring_enter to submit. Off by default: that
+    /// thread's CPU is the price (see the README's Exercise 11).
+    #[arg(long, value_name = "IDLE", value_parser = parse_sqpoll)]
+    sqpoll: Option<Duration>,
+
+    /// uring model: `multishot` (one recv per connection stays armed) or
+    /// `oneshot` (a recv submitted again after every completion, as on a
+    /// kernel older than 6.0). [default: multishot]
+    #[arg(long, value_enum)]
+    recv: Option<RecvMode>,
+}
+
+/// `--recv`: how the uring model asks for bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RecvMode {
+    Multishot,
+    Oneshot,
 }
 
 impl ServerCmd {
@@ -102,6 +123,14 @@ impl ServerCmd {
                 ));
             }
         }
+        if self.model != Model::Uring {
+            if self.sqpoll.is_some() {
+                return Some("--sqpoll is for --model uring".into());
+            }
+            if self.recv.is_some() {
+                return Some("--recv is for --model uring".into());
+            }
+        }
         if unix && self.model == Model::Uring {
             return Some(
                 "--addr unix:PATH is for --model event-loop and tokio (the uring model serves TCP)"
@@ -124,6 +153,11 @@ impl ServerCmd {
             threads: self.threads.unwrap_or_else(async_server::default_threads),
             loops: self.loops.unwrap_or(1),
             balance: self.balance.unwrap_or_default(),
+            uring: async_server::uring::RingOptions {
+                sqpoll_idle: self.sqpoll,
+                multishot_recv: self.recv != Some(RecvMode::Oneshot),
+                ..Default::default()
+            },
         }
     }
 
@@ -183,6 +217,16 @@ fn with_unix_addr(cmd: clap::Command) -> clap::Command {
 /// `--loops`: 1 to 256.
 fn parse_loops(s: &str) -> Result<usize, String> {
     common::cli::count_in(s, 1, 256)
+}
+
+/// `--sqpoll`: the polling thread's idle time, 1 ms to 10 s.
+fn parse_sqpoll(s: &str) -> Result<Duration, String> {
+    let d = common::cli::parse_duration(s)?;
+    if (Duration::from_millis(1)..=Duration::from_secs(10)).contains(&d) {
+        Ok(d)
+    } else {
+        Err("must be between 1ms and 10s".into())
+    }
 }
 
 /// `--threads`: 1 to 1024.

@@ -467,6 +467,27 @@ fn bad_values_exit_2_with_one_line_naming_flag_and_value() {
         "--offload",
         "rayon",
     );
+    // The ring's own flags, for the uring model only, and bounded.
+    assert_refused(
+        &["server", "--model", "tokio", "--sqpoll", "10ms"],
+        "--sqpoll",
+        "--model uring",
+    );
+    assert_refused(
+        &["server", "--model", "event-loop", "--recv", "oneshot"],
+        "--recv",
+        "--model uring",
+    );
+    assert_refused(
+        &["server", "--model", "uring", "--sqpoll", "0"],
+        "--sqpoll",
+        "between 1ms and 10s",
+    );
+    assert_refused(
+        &["server", "--model", "uring", "--recv", "twice"],
+        "--recv",
+        "twice",
+    );
 }
 
 #[test]
