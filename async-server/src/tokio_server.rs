@@ -4,7 +4,8 @@
 //! `data = await reader.read(100)`, `writer.write(data)`, `await
 //! writer.drain()`, `writer.close()`. This file keeps that shape: an accept
 //! loop, one task per connection, and in each task a loop that *awaits* the
-//! next frame, echoes it and awaits the write. Every wait is an `.await`
+//! next bytes (one `read`, as `reader.read(100)`), echoes every frame they
+//! complete and awaits the write. Every wait is an `.await`
 //! inside a `tokio::select!` that also waits for what could end it (a timer,
 //! the shutdown signal); there is no state machine, no readiness flag and no
 //! `WouldBlock` anywhere in this file. Read it beside `event_loop.rs`, which
@@ -367,38 +368,40 @@ struct Conn<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
-    /// The echo loop: await a frame, echo it and every frame already
-    /// buffered behind it, await the write; until the client closes, a
-    /// timeout fires, or shutdown.
+    /// The echo loop: await bytes from the client, echo every frame they
+    /// complete, await the write; until the client closes, a timeout fires,
+    /// or shutdown.
     // ANCHOR: conn-loop
     async fn serve(&mut self, ctx: &Ctx) -> Flow<End> {
         let mut stop = StopSignal::new(&ctx.shutdown);
         let mut idle = IdleTimer::new(ctx.config.common.idle_timeout);
+        // Frames left in the buffer by a batch that `--max-pending` cut
+        // short: they are echoed before anything more is read.
+        let mut more = false;
         loop {
-            // Await point 1, where a connection spends its life: the next
-            // frame, the idle timer or shutdown, whichever comes first.
-            // `read_frame` is cancel-safe: if another branch wins, bytes it
-            // already read stay in the buffer for the next call. (`biased`
-            // polls in this order: `stop` first, so a client whose bytes
-            // are always ready still notices shutdown; it costs one atomic
-            // load, see `StopSignal`.)
-            let frame = tokio::select! {
-                biased;
-                () = &mut stop => break,
-                frame = self.framed.read_frame() => frame?,
-                () = std::future::poll_fn(|cx| idle.poll_fired(cx)), if idle.on() => {
-                    idle.fired(self.framed.bytes_read())?;
-                    continue;
-                }
-            };
-            // `None`: the client sent FIN between frames (read returned 0).
-            // Every echo owed was already written, so send ours and go.
-            let Some(frame) = frame else {
-                self.close_write().await;
-                return Ok(End::PeerClosed);
-            };
-            idle.heard(self.framed.bytes_read());
-            let batch = self.echo_batch(Some(frame), ctx).await;
+            if !more {
+                // Await point 1, where a connection spends its life: bytes
+                // from the client (one `read()`), the idle timer or
+                // shutdown, whichever comes first. `read_more` is
+                // cancel-safe: if another branch wins, nothing was read.
+                // (`biased` polls in this order: `stop` first, so a client
+                // whose bytes are always ready still notices shutdown; it
+                // costs one atomic load, see `StopSignal`.)
+                tokio::select! {
+                    biased;
+                    () = &mut stop => break,
+                    read = self.framed.read_more() => read?,
+                    () = std::future::poll_fn(|cx| idle.poll_fired(cx)), if idle.on() => {
+                        idle.fired(self.framed.bytes_read())?;
+                        continue;
+                    }
+                };
+                idle.heard(self.framed.bytes_read());
+            }
+            // Echo every frame now complete (none, if the bytes end inside
+            // one). After the client's FIN an unfinished frame is an
+            // error, which waits until the echoes before it are written.
+            let batch = self.echo_batch(ctx).await;
             // Await point 2: write the echoes. While this waits the task
             // reads nothing: that is the backpressure.
             tokio::select! {
@@ -406,9 +409,13 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
                 () = &mut stop => break,
                 written = self.write_queued(ctx) => written?,
             }
-            // An unfinished frame at the client's FIN ends the connection,
-            // after the echoes of the frames before it went out.
-            batch?;
+            more = batch?;
+            // The client sent FIN (a `read` returned 0) and every echo owed
+            // is written: send ours and go.
+            if self.framed.is_eof() && !more {
+                self.close_write().await;
+                return Ok(End::PeerClosed);
+            }
         }
         // Shutdown, within the deadline: whatever the client does (never
         // reads, keeps sending, never closes), this returns by then.
@@ -419,40 +426,42 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     }
     // ANCHOR_END: conn-loop
 
-    /// Echo `first` and every complete frame already buffered (a client may
+    /// Queue the echo of every complete frame in the buffer (a client may
     /// pipeline many in one `write`); their echoes leave in one `write`.
     /// Stops early once `--max-pending` bytes are queued, and then says
     /// `true`: more frames may be waiting in the buffer.
-    async fn echo_batch(&mut self, first: Option<Bytes>, ctx: &Ctx) -> Flow<bool> {
-        if let Some(frame) = first {
-            self.echo(frame, ctx).await?;
-        }
+    async fn echo_batch(&mut self, ctx: &Ctx) -> Flow<bool> {
+        let common = &ctx.config.common;
         loop {
-            if self.framed.queued() >= ctx.config.common.max_pending {
+            if self.framed.queued() >= common.max_pending {
                 return Ok(true);
             }
-            match self.framed.try_buffered_frame()? {
-                Some(frame) => self.echo(frame, ctx).await?,
-                None => return Ok(false),
-            }
+            let len = if common.work == 0 {
+                // Nothing to do to the frame: its echo goes from the read
+                // buffer to the write queue, no `Bytes` made of it.
+                self.framed.echo_buffered_frame()?
+            } else {
+                match self.framed.try_buffered_frame()? {
+                    Some(frame) => {
+                        // Boxed: the `work` future (a rayon channel, a
+                        // timer) is large, and inline it would make this
+                        // future as large, to be built and moved on every
+                        // echo, with `--work` or without.
+                        let frame = Box::pin(ctx.work(frame)).await?;
+                        self.framed.queue_frame(&frame)?;
+                        Some(frame.len())
+                    }
+                    None => None,
+                }
+            };
+            let Some(len) = len else {
+                return Ok(false);
+            };
+            debug!("{}: frame of {len} bytes", self.peer);
+            ctx.stats.add_frame(len);
+            self.frames += 1;
+            self.bytes += len as u64;
         }
-    }
-
-    /// Queue one echo (after `--work`, if any).
-    async fn echo(&mut self, frame: Bytes, ctx: &Ctx) -> Flow<()> {
-        debug!("{}: frame of {} bytes", self.peer, frame.len());
-        // Without `--work` the echo is the frame as it came: skip even
-        // building the `work` future (it holds a rayon channel and a timer).
-        let frame = if ctx.config.common.work == 0 {
-            frame
-        } else {
-            ctx.work(frame).await?
-        };
-        self.framed.queue_frame(&frame)?;
-        ctx.stats.add_frame(frame.len());
-        self.frames += 1;
-        self.bytes += frame.len() as u64;
-        Ok(())
     }
 
     /// Write every queued echo. Each `write_some` waits until the kernel
@@ -497,7 +506,7 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
         loop {
             // Frames already in our buffer, written as we go so the queue
             // stays under --max-pending however much the client sent.
-            let batch = self.echo_batch(None, ctx).await;
+            let batch = self.echo_batch(ctx).await;
             self.write_queued(ctx).await?;
             if batch? {
                 continue; // stopped at --max-pending: more frames buffered

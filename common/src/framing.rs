@@ -552,6 +552,37 @@ pub mod tokio_io {
             frame
         }
 
+        /// Queue the echo of the next complete buffered frame without
+        /// handing the frame out (no await), for a server that sends every
+        /// frame back as it came. Returns the payload's length, `None` if no
+        /// complete frame is buffered; after the end of stream an unfinished
+        /// frame is [`FrameError::Truncated`], as with
+        /// [`try_buffered_frame`](Self::try_buffered_frame).
+        ///
+        /// In `raw` framing the frame is everything buffered: its bytes go
+        /// from the read buffer to the write queue in one copy and the read
+        /// buffer is emptied in place. No `Bytes` is cut off it, so no
+        /// reference count is taken and dropped per frame, and the next read
+        /// reuses the buffer without having to check whether a frame still
+        /// shares it.
+        pub fn echo_buffered_frame(&mut self) -> Result<Option<usize>, FrameError> {
+            if self.decoder.framing() == Framing::Raw {
+                let len = self.rbuf.len();
+                if len == 0 {
+                    return Ok(None);
+                }
+                self.wbuf.extend_from_slice(&self.rbuf);
+                self.rbuf.clear();
+                self.wbuf_peak = self.wbuf_peak.max(self.wbuf.capacity());
+                return Ok(Some(len));
+            }
+            let Some(frame) = self.try_buffered_frame()? else {
+                return Ok(None);
+            };
+            self.queue_frame(&frame)?;
+            Ok(Some(frame.len()))
+        }
+
         /// Read once and throw the bytes away, with any unfinished frame
         /// still buffered: for a server that has sent its FIN and waits for
         /// the peer's. Returns how many bytes arrived; 0 is the peer's FIN.
@@ -586,7 +617,14 @@ pub mod tokio_io {
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            self.wbuf.advance(n);
+            if n == self.wbuf.len() {
+                // All of it: empty the buffer in place. (`advance` would
+                // move its start up, leaving the next echo less room, and
+                // the one after that a `reserve` to move it back.)
+                self.wbuf.clear();
+            } else {
+                self.wbuf.advance(n);
+            }
             if self.wbuf.is_empty() && self.wbuf_peak > 2 * self.chunk.max(FIRST_CHUNK) {
                 self.wbuf = BytesMut::new();
                 self.wbuf_peak = 0;
@@ -664,6 +702,46 @@ pub mod tokio_io {
                 ));
                 assert_eq!(framed.bytes_read(), 13);
                 assert_eq!(framed.discard().await.unwrap(), 0);
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn echo_buffered_frame_queues_each_frame_as_it_came() {
+            bounded(async {
+                for framing in Framing::ALL {
+                    let (mut client, server) = tokio::io::duplex(1024);
+                    let mut framed = AsyncFramed::new(server, framing, 64);
+                    let mut wire = BytesMut::new();
+                    encode(framing, b"one", &mut wire).unwrap();
+                    encode(framing, b"", &mut wire).unwrap();
+                    encode(framing, b"three", &mut wire).unwrap();
+                    client.write_all(&wire).await.unwrap();
+                    client.write_all(b"ha").await.unwrap(); // half a frame
+                    client.shutdown().await.unwrap();
+                    while framed.read_more().await.unwrap() > 0 {}
+                    let mut lens = Vec::new();
+                    let end = loop {
+                        match framed.echo_buffered_frame() {
+                            Ok(Some(len)) => lens.push(len),
+                            other => break other,
+                        }
+                    };
+                    framed.flush().await.unwrap();
+                    drop(framed);
+                    let mut echoed = Vec::new();
+                    client.read_to_end(&mut echoed).await.unwrap();
+                    if framing == Framing::Raw {
+                        // Raw: everything buffered is one frame, even "ha".
+                        wire.extend_from_slice(b"ha");
+                        assert_eq!(lens, [wire.len()]);
+                        assert_eq!(end, Ok(None));
+                    } else {
+                        assert_eq!(lens, [3, 0, 5], "{framing}");
+                        assert_eq!(end, Err(FrameError::Truncated { pending: 2 }));
+                    }
+                    assert_eq!(echoed, wire, "{framing}: the echoes are the frames sent");
+                }
             })
             .await;
         }
