@@ -68,12 +68,16 @@
 //!   next submit, after this turn's buffers are back. Size the ring to the
 //!   connections that are active at once, not to all of them.
 //!   Backpressure (`--max-pending`): with one-shot recvs, not re-arming is
-//!   the pause; a multishot recv is **cancelled** when the echoes waiting
-//!   reach the limit, and armed again once they drain. Its completions
+//!   the pause. A multishot recv would go on receiving, so each one is
+//!   armed with a **byte budget** (`sqe->optlen`): what `--max-pending`
+//!   leaves; the kernel ends it once it has received that much, and `step`
+//!   arms the next when the echoes have drained below the limit. Where the
+//!   kernel has no budgets (`EINVAL`) the multishot recv is **cancelled**
+//!   when the echoes waiting reach the limit instead; its completions
 //!   posted before the cancel lands are still echoed, so the limit is
 //!   overshot by what those held (see `step`). Where the kernel refuses
-//!   multishot (`EINVAL`, before 6.0) the loop falls back to one-shot recvs,
-//!   as the accept does.
+//!   multishot too (`EINVAL`, before 6.0) the loop falls back to one-shot
+//!   recvs, as the accept does ([`RecvMode`]).
 //! - **send**: one per connection at a time, from `sending`, a buffer nobody
 //!   touches while the kernel owns it (new echoes go to `queued`). A send can
 //!   complete *short* (the peer's window is full); we resubmit the rest,
@@ -171,8 +175,48 @@ pub struct RingOptions {
     pub sqpoll_idle: Option<Duration>,
     /// Multishot recv (one per connection, Linux 6.0); `false`: one-shot
     /// recvs, re-armed after every completion, as the loop falls back to on
-    /// an older kernel. On by default; the tests compare the two.
+    /// an older kernel. On by default; the tests compare the modes.
     pub multishot_recv: bool,
+    /// Give each multishot recv a byte budget, what `--max-pending` leaves,
+    /// after which the kernel ends it (where the kernel honours budgets; it
+    /// falls back to plain multishot where it refuses them). On by default.
+    pub recv_budget: bool,
+}
+
+/// How connections receive, best first: what [`RingOptions`] asks for,
+/// less what the kernel refused ([`RingCounters::recv_mode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecvMode {
+    /// A multishot recv that the kernel ends by itself once it has received
+    /// its byte budget (`sqe->optlen`): the budget is what `--max-pending`
+    /// leaves, so backpressure needs no cancel, and overshoots the limit by
+    /// less than a buffer (the last receive may fill a whole one). A recent
+    /// kernel (this 6.18 has it); an older one refuses it with `EINVAL`.
+    #[default]
+    MultishotBudget,
+    /// A multishot recv (Linux 6.0): armed until cancelled, so reaching
+    /// `--max-pending` cancels it.
+    Multishot,
+    /// One recv per completion, re-armed each time.
+    OneShot,
+}
+
+impl RecvMode {
+    fn asked(options: &RingOptions) -> RecvMode {
+        match (options.multishot_recv, options.recv_budget) {
+            (true, true) => RecvMode::MultishotBudget,
+            (true, false) => RecvMode::Multishot,
+            (false, _) => RecvMode::OneShot,
+        }
+    }
+
+    /// What to try after the kernel refused this one.
+    fn fallback(self) -> RecvMode {
+        match self {
+            RecvMode::MultishotBudget => RecvMode::Multishot,
+            RecvMode::Multishot | RecvMode::OneShot => RecvMode::OneShot,
+        }
+    }
 }
 
 impl Default for RingOptions {
@@ -188,6 +232,7 @@ impl Default for RingOptions {
             buffer_size: 8 * 1024,
             sqpoll_idle: None,
             multishot_recv: true,
+            recv_budget: true,
         }
     }
 }
@@ -225,6 +270,11 @@ pub struct RingCounters {
     pub recvs: u64,
     /// Multishot recvs cancelled because `--max-pending` echo bytes waited.
     pub recv_pauses: u64,
+    /// Multishot recvs the kernel ended at their byte budget (a completion
+    /// with data and without F_MORE); zero where budgets are not honoured.
+    pub recv_budget_ends: u64,
+    /// The recv mode in use at the end, after any fallback.
+    pub recv_mode: RecvMode,
     /// The most echo bytes one connection had waiting after a receive: how
     /// far completions posted before a pause's cancel overshot
     /// `--max-pending`.
@@ -292,7 +342,7 @@ pub fn run_with(
             paused_until: None,
         },
         recv: RecvState {
-            multishot: options.multishot_recv,
+            mode: RecvMode::asked(&options),
             seen_ok: false,
         },
         backoff: Backoff::new(),
@@ -327,11 +377,13 @@ pub fn run_with(
     server.teardown();
     let c = &server.counters;
     debug!(
-        "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs, {} paused by --max-pending, at most {} echo bytes waiting), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
+        "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs, {:?}: {} ended at their budget, {} cancelled at --max-pending, at most {} echo bytes waiting), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
         c.enters,
         Stats::get(&stats.frames),
         c.sqes,
         c.recvs,
+        server.recv.mode,
+        c.recv_budget_ends,
         c.recv_pauses,
         c.most_pending,
         c.sq_full,
@@ -340,6 +392,7 @@ pub fn run_with(
         c.enobufs,
         c.stale
     );
+    server.counters.recv_mode = server.recv.mode;
     let ring = server.counters.clone();
     result.map(|()| Report { stats, ring })
 }
@@ -370,6 +423,7 @@ fn probe_here() -> Result<(), String> {
         buffer_size: 64,
         sqpoll_idle: None,
         multishot_recv: true,
+        recv_budget: true,
     };
     setup(&options).map(drop).map_err(|e| e.to_string())
 }
@@ -474,6 +528,29 @@ fn kernel_release() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "(unknown)".into())
 }
+
+/// A multishot recv's total byte budget: the kernel ends it (a CQE without
+/// F_MORE) once it has received `total` bytes; 0 means no limit. The field
+/// is `sqe->optlen`, which the io-uring crate has no setter for on a recv.
+fn with_total_len(mut entry: squeue::Entry, total: u32) -> squeue::Entry {
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte
+    // `struct io_uring_sqe` (size asserted below), whose u32 at byte 44 is
+    // the union of `splice_fd_in`, `file_index` and `optlen` (the uapi
+    // header; the unit test checks the offset through `file_index`). The
+    // write stays inside `entry`, needs no alignment (write_unaligned), and
+    // the field names no memory.
+    unsafe {
+        (&raw mut entry)
+            .cast::<u8>()
+            .add(SQE_OPTLEN)
+            .cast::<u32>()
+            .write_unaligned(total);
+    }
+    entry
+}
+
+const SQE_OPTLEN: usize = 44;
+const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
 
 /// `ioctl(FIONREAD)`: bytes in the socket's receive queue now.
 fn bytes_waiting(stream: &TcpStream) -> usize {
@@ -687,9 +764,9 @@ struct AcceptState {
 }
 
 struct RecvState {
-    /// Arm multishot recvs; false after an old kernel refused one.
-    multishot: bool,
-    /// A multishot recv has completed without EINVAL: the kernel has them.
+    /// The recv to arm; one step down after an old kernel refused it.
+    mode: RecvMode,
+    /// A recv of `mode` has completed without EINVAL: the kernel has them.
     seen_ok: bool,
 }
 
@@ -788,8 +865,8 @@ struct Conn {
     /// A recv is in the kernel: armed (a multishot one until a completion
     /// without `IORING_CQE_F_MORE`), or done and not reaped.
     recv_inflight: bool,
-    /// The recv in flight is multishot (else one-shot).
-    recv_multishot: bool,
+    /// The mode of the recv in flight.
+    recv_mode: RecvMode,
     /// A cancel of the recv in flight is on its way (backpressure, or the
     /// shutdown drain is over); until its last CQE the recv stays in flight.
     recv_stopping: bool,
@@ -1242,7 +1319,7 @@ impl Uring {
             sending: BytesMut::new(),
             queued: BytesMut::new(),
             recv_inflight: false,
-            recv_multishot: false,
+            recv_mode: RecvMode::OneShot,
             recv_stopping: false,
             send_inflight: false,
             eof: false,
@@ -1302,8 +1379,11 @@ impl Uring {
         if !cqueue::more(flags) {
             conn.recv_inflight = false;
             conn.recv_stopping = false;
+            if res > 0 && conn.recv_mode == RecvMode::MultishotBudget {
+                counters.recv_budget_ends += 1; // `step` arms the next budget
+            }
         }
-        if conn.recv_multishot && res >= 0 {
+        if conn.recv_mode == recv.mode && res >= 0 {
             recv.seen_ok = true;
         }
         let bid = cqueue::buffer_select(flags);
@@ -1352,14 +1432,21 @@ impl Uring {
                         counters.enobufs += 1;
                         Ok(())
                     }
-                    libc::EINVAL if conn.recv_multishot && !recv.seen_ok => {
-                        // A kernel before 6.0 knows no IORING_RECV_MULTISHOT
-                        // and refuses the SQE: `step` re-arms a one-shot recv.
-                        if recv.multishot {
+                    libc::EINVAL
+                        if conn.recv_mode != RecvMode::OneShot
+                            && (conn.recv_mode != recv.mode || !recv.seen_ok) =>
+                    {
+                        // An older kernel refuses the SQE: before 6.0 it
+                        // knows no IORING_RECV_MULTISHOT, before the budget
+                        // (6.18 has it) it rejects `optlen`. `step` re-arms
+                        // the next mode down. (Other connections' recvs of
+                        // the refused mode fail the same way: re-armed too.)
+                        if conn.recv_mode == recv.mode {
+                            recv.mode = recv.mode.fallback();
                             info!(
-                                "multishot recv refused (needs Linux 6.0): one recv per completion"
+                                "{:?} recv refused by this kernel: {:?} from now on",
+                                conn.recv_mode, recv.mode
                             );
-                            recv.multishot = false;
                         }
                         Ok(())
                     }
@@ -1419,7 +1506,7 @@ impl Uring {
     /// every completion of its operations and every change of its state.
     fn step(&mut self, i: u32) {
         let max_pending = self.config.max_pending;
-        let multishot = self.recv.multishot;
+        let mode = self.recv.mode;
         let Some((conn, generation)) = self.conn(i) else {
             return;
         };
@@ -1494,7 +1581,9 @@ impl Uring {
             recv = want_input;
         } else if !want_input && !conn.recv_stopping {
             // A multishot recv stays armed, so not re-arming is no pause:
-            // cancel it. Completions it posted before the cancel reaches the
+            // cancel it. (A budgeted one normally ends by itself at the
+            // limit first; it gets here when a receive completed an
+            // unfinished frame whose earlier bytes were not in the budget.) Completions it posted before the cancel reaches the
             // kernel (with DEFER_TASKRUN: our next io_uring_enter, which
             // submits before it runs completion work) are still processed
             // and echoed: their
@@ -1517,9 +1606,17 @@ impl Uring {
             stop = Some(conn.peer);
             conn.recv_stopping = true;
         }
+        // A budgeted recv may take what `--max-pending` leaves (at least a
+        // byte: it is armed only below the limit); after our FIN it
+        // discards, unbounded (0).
+        let budget = if conn.fin_sent {
+            0
+        } else {
+            u32::try_from(max_pending.saturating_sub(pending)).unwrap_or(u32::MAX)
+        };
         if recv {
             conn.recv_inflight = true;
-            conn.recv_multishot = multishot;
+            conn.recv_mode = mode;
         }
         if let Some(entry) = send {
             // SAFETY: the send reads `conn.sending`, which is neither read,
@@ -1534,14 +1631,16 @@ impl Uring {
             // The kernel picks a provided buffer (group BGID) when data is
             // there, and uses its whole size. Multishot: the same SQE keeps
             // doing so for every arrival, each posting a CQE with F_MORE.
-            let entry = if multishot {
-                opcode::RecvMulti::new(fd, BGID).build()
-            } else {
+            let entry = match mode {
+                RecvMode::MultishotBudget => {
+                    with_total_len(opcode::RecvMulti::new(fd, BGID).build(), budget)
+                }
+                RecvMode::Multishot => opcode::RecvMulti::new(fd, BGID).build(),
                 // Length 0 and BUFFER_SELECT: one buffer, one completion.
-                opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+                RecvMode::OneShot => opcode::Recv::new(fd, std::ptr::null_mut(), 0)
                     .buf_group(BGID)
                     .build()
-                    .flags(squeue::Flags::BUFFER_SELECT)
+                    .flags(squeue::Flags::BUFFER_SELECT),
             };
             let entry = entry.user_data(user_data(i, generation, Kind::Recv));
             // SAFETY: the recv names no memory of ours but the provided
@@ -1795,6 +1894,36 @@ mod tests {
             assert!(line.contains(needle), "{needle}: {line}");
             assert!(!line.contains('\n'), "{line}");
         }
+    }
+
+    /// The u32 at byte `SQE_OPTLEN` of an entry, read as `with_total_len`
+    /// writes it.
+    fn sqe_u32_at_optlen(entry: &squeue::Entry) -> u32 {
+        // SAFETY: reads 4 bytes inside the 64-byte entry (size asserted).
+        unsafe {
+            (entry as *const squeue::Entry)
+                .cast::<u8>()
+                .add(SQE_OPTLEN)
+                .cast::<u32>()
+                .read_unaligned()
+        }
+    }
+
+    #[test]
+    fn the_budget_lands_in_the_sqe_field_the_kernel_reads() {
+        // The crate writes `file_index` (the same union as `optlen`) for an
+        // accept into a fixed slot: slot 41 is 42 to the kernel. If the
+        // offset were wrong, this would read something else.
+        let slot = types::DestinationSlot::try_from_slot_target(41).unwrap();
+        let accept = opcode::Accept::new(types::Fd(3), std::ptr::null_mut(), std::ptr::null_mut())
+            .file_index(Some(slot))
+            .build();
+        assert_eq!(sqe_u32_at_optlen(&accept), 42);
+        let recv = opcode::RecvMulti::new(types::Fd(3), BGID).build();
+        assert_eq!(sqe_u32_at_optlen(&recv), 0, "no budget: no limit");
+        let budgeted = with_total_len(recv, 262_144).user_data(7);
+        assert_eq!(sqe_u32_at_optlen(&budgeted), 262_144);
+        assert_eq!(budgeted.get_user_data(), 7, "nothing else moved");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use async_server::uring::{self, Report, RingOptions};
+use async_server::uring::{self, RecvMode, Report, RingCounters, RingOptions};
 use bytes::BytesMut;
 use common::{Framing, ServerConfig, Shutdown, Stats, encode};
 
@@ -239,10 +239,11 @@ fn tiny_ring_full_queue_and_empty_buffer_ring_lose_nothing() {
     if skipped() {
         return;
     }
-    for (sqpoll_idle, multishot_recv) in [
-        (None, true),
-        (None, false),
-        (Some(Duration::from_millis(10)), true),
+    for (sqpoll_idle, mode) in [
+        (None, RecvMode::MultishotBudget),
+        (None, RecvMode::Multishot),
+        (None, RecvMode::OneShot),
+        (Some(Duration::from_millis(10)), RecvMode::MultishotBudget),
     ] {
         if sqpoll_idle.is_some()
             && let Err(e) = io_uring::IoUring::<io_uring::squeue::Entry>::builder()
@@ -254,10 +255,8 @@ fn tiny_ring_full_queue_and_empty_buffer_ring_lose_nothing() {
         }
         let options = RingOptions {
             sq_entries: 4,
-            buffers: 2,
-            buffer_size: 64,
             sqpoll_idle,
-            multishot_recv,
+            ..ring(mode, 2, 64)
         };
         let server = Server::start_with(config(Framing::Line), options, |_| {});
         let addr = server.addr;
@@ -282,7 +281,7 @@ fn tiny_ring_full_queue_and_empty_buffer_ring_lose_nothing() {
         }
         let report = server.stop();
         eprintln!(
-            "sqpoll {sqpoll_idle:?}, multishot recv {multishot_recv}: ring counters: {:?}",
+            "sqpoll {sqpoll_idle:?}, {mode:?}: ring counters: {:?}",
             report.ring
         );
         assert_eq!(get(&report.stats.frames), 50 * 20);
@@ -609,20 +608,17 @@ fn shutdown_echoes_what_waits_in_the_kernel_receive_queue() {
     if skipped() {
         return;
     }
-    for multishot_recv in [true, false] {
-        shutdown_echoes_what_waits(multishot_recv);
+    for mode in MODES {
+        shutdown_echoes_what_waits(mode);
     }
 }
 
-fn shutdown_echoes_what_waits(multishot_recv: bool) {
+fn shutdown_echoes_what_waits(mode: RecvMode) {
     let config = ServerConfig {
         max_pending: 1024,
         ..config(Framing::Line)
     };
-    let options = RingOptions {
-        multishot_recv,
-        ..RingOptions::default()
-    };
+    let options = ring(mode, 1024, 8192);
     let server = Server::start_with(config, options, |l| {
         socket2::SockRef::from(l)
             .set_send_buffer_size(4096)
@@ -649,20 +645,15 @@ fn shutdown_echoes_what_waits(multishot_recv: bool) {
     }
     server.shutdown.trigger();
     let got = read_exact(&mut s, bytes.len());
-    assert!(
-        got == bytes,
-        "echoes differ (multishot recv {multishot_recv})"
-    );
+    assert!(got == bytes, "echoes differ ({mode:?})");
     expect_eof(&mut s);
     drop(s);
     let report = server.join(Duration::from_secs(20));
-    eprintln!("multishot recv {multishot_recv}: {:?}", report.ring);
+    eprintln!("{mode:?}: {:?}", report.ring);
     assert_eq!(get(&report.stats.frames), 64);
     assert_eq!(get(&report.stats.cut), 0);
-    if multishot_recv {
-        // One 8 KiB receive is 8 echoes of 1 KiB: over the limit at once.
-        assert!(report.ring.recv_pauses > 0, "{:?}", report.ring);
-    }
+    // One 8 KiB receive is 8 echoes of 1 KiB: over the limit at once.
+    assert_backpressure_paused(&report.ring, &format!("{mode:?}"));
 }
 
 #[test]
@@ -946,12 +937,32 @@ fn refused_by_seccomp_run_fails_with_probes_line() {
 // ---------------------------------------------------------------------------
 // Multishot recv: one recv per connection, paused by --max-pending
 
-fn ring(multishot_recv: bool, buffers: u16, buffer_size: u32) -> RingOptions {
+/// Every recv mode, best first. Asking for one the kernel refuses gets the
+/// next one down (`RingCounters::recv_mode` says which ran).
+const MODES: [RecvMode; 3] = [
+    RecvMode::MultishotBudget,
+    RecvMode::Multishot,
+    RecvMode::OneShot,
+];
+
+fn ring(mode: RecvMode, buffers: u16, buffer_size: u32) -> RingOptions {
     RingOptions {
         buffers,
         buffer_size,
-        multishot_recv,
+        multishot_recv: mode != RecvMode::OneShot,
+        recv_budget: mode == RecvMode::MultishotBudget,
         ..RingOptions::default()
+    }
+}
+
+/// `--max-pending` paused the receiving the way the mode that ran does it:
+/// a budgeted multishot recv ended at its budget, a plain one cancelled.
+/// (A one-shot recv is simply not re-armed: nothing to count.)
+fn assert_backpressure_paused(r: &RingCounters, what: &str) {
+    match r.recv_mode {
+        RecvMode::MultishotBudget => assert!(r.recv_budget_ends > 0, "{what}: {r:?}"),
+        RecvMode::Multishot => assert!(r.recv_pauses > 0, "{what}: never paused: {r:?}"),
+        RecvMode::OneShot => {}
     }
 }
 
@@ -978,8 +989,8 @@ fn multishot_recv_is_armed_once_per_connection() {
     }
     const CLIENTS: u64 = 10;
     const ROUNDS: u64 = 50;
-    for multishot_recv in [true, false] {
-        let options = ring(multishot_recv, 1024, 8192);
+    for mode in MODES {
+        let options = ring(mode, 1024, 8192);
         let server = Server::start_with(config(Framing::Length), options, |_| {});
         let addr = server.addr;
         let clients: Vec<_> = (0..CLIENTS)
@@ -1003,7 +1014,7 @@ fn multishot_recv_is_armed_once_per_connection() {
         let echoes = get(&report.stats.frames);
         let r = &report.ring;
         eprintln!(
-            "multishot recv {multishot_recv}: {} recv SQEs, {} SQEs for {echoes} echoes ({:.3} recv SQEs per echo): {r:?}",
+            "{mode:?}: {} recv SQEs, {} SQEs for {echoes} echoes ({:.3} recv SQEs per echo): {r:?}",
             r.recvs,
             r.sqes,
             r.recvs as f64 / echoes as f64
@@ -1011,11 +1022,16 @@ fn multishot_recv_is_armed_once_per_connection() {
         assert_eq!(echoes, CLIENTS * ROUNDS);
         assert_eq!(get(&report.stats.errors), 0);
         assert_eq!(r.enobufs, 0, "1024 buffers for 10 clients");
-        if multishot_recv {
-            assert_eq!(r.recvs, CLIENTS, "one multishot recv per connection");
-        } else {
+        match (mode, r.recv_mode) {
             // One per echo, and the one that sees the FIN.
-            assert_eq!(r.recvs, CLIENTS * (ROUNDS + 1));
+            (RecvMode::OneShot, _) => assert_eq!(r.recvs, CLIENTS * (ROUNDS + 1)),
+            // One per connection: 50 small frames are far from the budget.
+            (asked, ran) if asked == ran => {
+                assert_eq!(r.recvs, CLIENTS, "one multishot recv per connection")
+            }
+            // The kernel refused the mode asked for: one more each.
+            (_, RecvMode::OneShot) => panic!("multishot refused on this kernel: {r:?}"),
+            _ => assert!(r.recvs <= 2 * CLIENTS, "{r:?}"),
         }
     }
 }
@@ -1023,11 +1039,14 @@ fn multishot_recv_is_armed_once_per_connection() {
 /// A client writes 300 KB of frames as fast as it can and reads its echoes
 /// through a 4 KiB receive buffer, from a server with a 4 KiB send buffer,
 /// `--max-pending` 1 KiB and 8 provided buffers of 1 KiB: echoes pile up
-/// past the limit again and again, each time the multishot recv is
-/// cancelled and, once they drain, armed again. The bytes that came in
-/// completions posted before a cancel landed are echoed too, and the pile
-/// never grows past the bound `uring.rs` argues (the limit, plus a frame
-/// that straddled it, plus one buffer per completion already posted).
+/// to the limit again and again. A budgeted multishot recv ends at its
+/// budget, so the pile stays within the limit plus an unfinished frame that
+/// a receive completed plus one buffer; a plain multishot recv is
+/// cancelled, the bytes that
+/// came in completions posted before the cancel landed are echoed too, and
+/// the pile stays within the bound `uring.rs` argues (plus one buffer per
+/// completion already posted). Either way it is armed again once the echoes
+/// drain, and every byte comes back.
 #[test]
 fn echoes_piling_past_max_pending_pause_the_recv_and_all_come_back() {
     if skipped() {
@@ -1036,12 +1055,12 @@ fn echoes_piling_past_max_pending_pause_the_recv_and_all_come_back() {
     const MAX_PENDING: usize = 1024;
     const LARGEST: usize = 2000;
     let (buffers, buffer_size) = (8u16, 1024u32);
-    for framing in Framing::ALL {
+    for (mode, framing) in MODES.into_iter().flat_map(|m| Framing::ALL.map(|f| (m, f))) {
         let config = ServerConfig {
             max_pending: MAX_PENDING,
             ..config(framing)
         };
-        let server = Server::start_with(config, ring(true, buffers, buffer_size), |l| {
+        let server = Server::start_with(config, ring(mode, buffers, buffer_size), |l| {
             socket2::SockRef::from(l)
                 .set_send_buffer_size(4096)
                 .unwrap();
@@ -1065,24 +1084,33 @@ fn echoes_piling_past_max_pending_pause_the_recv_and_all_come_back() {
             })
         };
         let got = read_exact(&mut s, bytes.len());
-        assert!(got == bytes, "{framing}: echoed bytes differ");
+        assert!(got == bytes, "{mode:?}, {framing}: echoed bytes differ");
         expect_eof(&mut s);
         writer.join().unwrap();
         let report = server.stop();
         let r = &report.ring;
-        eprintln!("{framing}: {r:?}");
-        assert_eq!(get(&report.stats.errors), 0, "{framing}");
+        let what = format!("{mode:?}, {framing}");
+        eprintln!("{what}: {r:?}");
+        assert_eq!(get(&report.stats.errors), 0, "{what}");
         if framing != Framing::Raw {
-            assert_eq!(get(&report.stats.frames), 300, "{framing}");
+            assert_eq!(get(&report.stats.frames), 300, "{what}");
         }
-        assert!(r.recv_pauses > 0, "{framing}: never paused: {r:?}");
+        assert_backpressure_paused(r, &what);
         // Armed again after a pause (the last one may take the FIN in a
         // completion posted before its cancel landed).
-        assert!(r.recvs > 1, "{framing}: {r:?}");
-        let bound = MAX_PENDING + LARGEST + 4 + usize::from(buffers) * buffer_size as usize;
+        assert!(r.recvs > 1, "{what}: {r:?}");
+        // The limit, an unfinished frame a receive completed, and what the
+        // mode lets arrive past the limit: one buffer with a budget (its
+        // last receive may fill a whole one) or a one-shot recv, every
+        // buffer with a cancelled multishot.
+        let past = match r.recv_mode {
+            RecvMode::MultishotBudget | RecvMode::OneShot => buffer_size as usize,
+            RecvMode::Multishot => usize::from(buffers) * buffer_size as usize,
+        };
+        let bound = MAX_PENDING + LARGEST + 4 + past;
         assert!(
             r.most_pending <= bound,
-            "{framing}: {} echo bytes waited, over the bound of {bound}",
+            "{what}: {} echo bytes waited, over the bound of {bound}",
             r.most_pending
         );
     }
@@ -1097,9 +1125,9 @@ fn pipelined_frames_in_every_framing_come_back_exactly() {
     if skipped() {
         return;
     }
-    for multishot_recv in [true, false] {
+    for mode in MODES {
         for framing in Framing::ALL {
-            let server = Server::start_with(config(framing), ring(multishot_recv, 64, 256), |_| {});
+            let server = Server::start_with(config(framing), ring(mode, 64, 256), |_| {});
             let mut s = connect(server.addr);
             let frames = assorted_frames(400, 700);
             let refs: Vec<&[u8]> = frames.iter().map(|f| &f[..]).collect();
@@ -1120,10 +1148,7 @@ fn pipelined_frames_in_every_framing_come_back_exactly() {
                 rest = later;
             }
             let got = reader.join().unwrap();
-            assert!(
-                got == bytes,
-                "{framing}, multishot recv {multishot_recv}: echoes differ"
-            );
+            assert!(got == bytes, "{framing}, {mode:?}: echoes differ");
             s.shutdown(std::net::Shutdown::Write).unwrap();
             expect_eof(&mut s);
             let report = server.stop();
@@ -1146,10 +1171,9 @@ fn a_frame_of_many_provided_buffers_comes_back_exactly() {
     let big: Vec<u8> = (0..300_000u32)
         .map(|i| b'a' + (i.wrapping_mul(31) % 26) as u8)
         .collect();
-    for multishot_recv in [true, false] {
+    for mode in MODES {
         for framing in Framing::ALL {
-            let server =
-                Server::start_with(config(framing), ring(multishot_recv, 16, 1024), |_| {});
+            let server = Server::start_with(config(framing), ring(mode, 16, 1024), |_| {});
             let mut s = connect(server.addr);
             let bytes = wire(framing, &[b"before", &big, b"after"]);
             let reader = {
@@ -1159,10 +1183,7 @@ fn a_frame_of_many_provided_buffers_comes_back_exactly() {
             };
             s.write_all(&bytes).unwrap();
             let got = reader.join().unwrap();
-            assert!(
-                got == bytes,
-                "{framing}, multishot recv {multishot_recv}: echo differs"
-            );
+            assert!(got == bytes, "{framing}, {mode:?}: echo differs");
             s.shutdown(std::net::Shutdown::Write).unwrap();
             expect_eof(&mut s);
             let report = server.stop();
@@ -1185,10 +1206,9 @@ fn shutdown_drain_echoes_every_whole_frame_received_in_both_recv_modes() {
     if skipped() {
         return;
     }
-    for multishot_recv in [true, false] {
+    for mode in MODES {
         for framing in Framing::ALL {
-            let server =
-                Server::start_with(config(framing), ring(multishot_recv, 1024, 8192), |_| {});
+            let server = Server::start_with(config(framing), ring(mode, 1024, 8192), |_| {});
             let mut clients = Vec::new();
             for c in 0..10 {
                 let mut s = connect(server.addr);
@@ -1223,7 +1243,7 @@ fn shutdown_drain_echoes_every_whole_frame_received_in_both_recv_modes() {
                 assert_eq!(
                     read_exact(&mut s, whole),
                     &bytes[..whole],
-                    "{framing}, multishot recv {multishot_recv}"
+                    "{framing}, {mode:?}"
                 );
                 expect_eof(&mut s);
             }
