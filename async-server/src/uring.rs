@@ -62,7 +62,9 @@
 //!   says which in the CQE. An idle connection therefore holds no buffer at
 //!   all (a readiness loop gets the same by reading into one shared scratch
 //!   buffer; a completion loop cannot: the buffer must exist before the data).
-//!   We copy the bytes out, decode, and give the buffer back at once. Empty
+//!   We copy the bytes out (into the loop's one scratch buffer, or after
+//!   the connection's unfinished frame), decode, and give the buffer back
+//!   at once. Empty
 //!   ring (more data arrived in one turn than there are buffers): the recv
 //!   ends with `ENOBUFS` and is simply re-armed; the kernel sees it at the
 //!   next submit, after this turn's buffers are back. Size the ring to the
@@ -79,14 +81,18 @@
 //!   multishot too (`EINVAL`, before 6.0) the loop falls back to one-shot
 //!   recvs, as the accept does ([`RecvMode`]).
 //! - **send**: one per connection at a time, from `sending`, a buffer nobody
-//!   touches while the kernel owns it (new echoes go to `queued`). A send can
+//!   touches while the kernel owns it (new echoes go to `queued`, which
+//!   becomes `sending` by a swap; emptied buffers go back to a small spare
+//!   list, so echoing allocates nothing and an idle connection holds no
+//!   buffer). A send can
 //!   complete *short* (the peer's window is full); we resubmit the rest,
 //!   as often as it takes. Published echo examples often give up after a
 //!   second short send, silently losing the tail of a big echo: the test
 //!   `short_sends_to_a_slow_reader_lose_nothing` would catch that here.
 //! - **cancel** (`ASYNC_CANCEL` by `user_data`) before closing, at the
-//!   stall/idle timeouts, at shutdown (to stop accepting, and a recv that
-//!   would wait for new bytes) and at the grace deadline.
+//!   stall/idle timeouts, at `--max-pending` (a multishot recv without a
+//!   budget), at shutdown (to stop accepting, and a recv that would wait for
+//!   new bytes) and at the grace deadline.
 //! - **poll** on an eventfd: the shutdown wake-up. `Shutdown::on_trigger`
 //!   writes to the eventfd from the signal thread; the ring's `POLL_ADD`
 //!   completes and the loop begins its shutdown. (The mio loop's `Waker` is
@@ -1583,26 +1589,26 @@ impl Uring {
             // A multishot recv stays armed, so not re-arming is no pause:
             // cancel it. (A budgeted one normally ends by itself at the
             // limit first; it gets here when a receive completed an
-            // unfinished frame whose earlier bytes were not in the budget.) Completions it posted before the cancel reaches the
-            // kernel (with DEFER_TASKRUN: our next io_uring_enter, which
-            // submits before it runs completion work) are still processed
-            // and echoed: their
-            // bytes left the socket and sit in provided buffers. So
-            // `pending` overshoots `--max-pending` by at most `buffer_size`
-            // bytes per completion already posted, and each of those holds
-            // one provided buffer until we recycle it: at most
+            // unfinished frame whose earlier bytes were not in its budget.)
+            // Completions it posted before the cancel reaches the kernel
+            // (with DEFER_TASKRUN: our next io_uring_enter, which submits
+            // before it runs completion work) are still processed and
+            // echoed: their bytes left the socket and sit in provided
+            // buffers. So `pending` overshoots `--max-pending` by at most
+            // `buffer_size` bytes per completion already posted, and each of
+            // those holds one provided buffer until we recycle it: at most
             // `buffers` x `buffer_size` (8 MiB, for every connection
             // together). In practice it is what the socket's receive queue
             // held when the recv last ran, since the kernel keeps receiving
-            // while data and buffers last: a client flooding without
-            // reading overshot 256 KiB by about 750 KiB in our tests, where
-            // a one-shot recv overshoots by one buffer (8 KiB). Once the
-            // cancel's ECANCELED (a completion without F_MORE) is in, the
-            // recv is re-armed when the echoes drain. (A one-shot recv is
-            // never in flight here for backpressure: it is armed only below
-            // the limit and completes before its bytes are counted; at the
-            // end of the shutdown drain it is cancelled all the same, as it
-            // would wait for new bytes.)
+            // while data and buffers last: without budgets, a client
+            // flooding without reading overshot 256 KiB by about 750 KiB in
+            // our tests, where a one-shot recv or a budget overshoots by
+            // less than one buffer (8 KiB). Once the cancel's ECANCELED (a
+            // completion without F_MORE) is in, the recv is re-armed when
+            // the echoes drain. (A one-shot recv is never in flight here for
+            // backpressure: it is armed only below the limit and completes
+            // before its bytes are counted; at the end of the shutdown drain
+            // it is cancelled all the same, as it would wait for new bytes.)
             stop = Some(conn.peer);
             conn.recv_stopping = true;
         }
