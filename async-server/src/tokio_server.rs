@@ -54,7 +54,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -403,11 +403,10 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
             // error, which waits until the echoes before it are written.
             let batch = self.echo_batch(ctx).await;
             // Await point 2: write the echoes. While this waits the task
-            // reads nothing: that is the backpressure.
-            tokio::select! {
-                biased;
-                () = &mut stop => break,
-                written = self.write_queued(ctx) => written?,
+            // reads nothing: that is the backpressure. `false`: shutdown
+            // came while it waited.
+            if !self.write_queued(ctx, Pin::new(&mut stop)).await? {
+                break;
             }
             more = batch?;
             // The client sent FIN (a `read` returned 0) and every echo owed
@@ -468,27 +467,37 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     /// takes at least one byte (a short write is normal: the socket's send
     /// buffer was nearly full), and the stall timer restarts only then: a
     /// client that stops reading fills our send buffer, and after
-    /// `--stall-timeout` without one byte taken it is closed.
-    async fn write_queued(&mut self, ctx: &Ctx) -> Flow<()> {
+    /// `--stall-timeout` without one byte taken it is closed. A wait also
+    /// ends when `stop` resolves (shutdown): then `Ok(false)`, with echoes
+    /// still queued.
+    async fn write_queued(
+        &mut self,
+        ctx: &Ctx,
+        mut stop: Pin<&mut impl Future<Output = ()>>,
+    ) -> Flow<bool> {
         let stall = ctx.config.common.stall_timeout;
         while self.framed.queued() > 0 {
             let write = self.framed.write_some();
             tokio::pin!(write);
             // Nearly every write finishes at once (the send buffer has
-            // room), so try it once without a timer: arming one for every
-            // write costs a clock read and a timer entry per echo. Only a
-            // write that must wait gets the stall timer, which then times
-            // the wait itself. The same future goes on: nothing is lost.
+            // room), so try it once with no timer and no `select!`: arming
+            // a timer for every write costs a clock read and a timer entry
+            // per echo. Only a write that must wait gets the stall timer,
+            // which then times the wait itself, and the stop signal. The
+            // same future goes on: nothing is lost.
             let written = match poll_once(write.as_mut()).await {
                 Poll::Ready(written) => written,
-                Poll::Pending => match timeout(stall, write).await {
-                    Ok(written) => written,
-                    Err(_) => return Err(End::Stalled(stall)),
+                Poll::Pending => tokio::select! {
+                    biased;
+                    () = stop.as_mut() => return Ok(false),
+                    written = timeout(stall, write) => {
+                        written.map_err(|_| End::Stalled(stall))?
+                    }
                 },
             };
             written?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// `shutdown(SHUT_WR)`: send FIN, "no more data from me".
@@ -507,7 +516,8 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
             // Frames already in our buffer, written as we go so the queue
             // stays under --max-pending however much the client sent.
             let batch = self.echo_batch(ctx).await;
-            self.write_queued(ctx).await?;
+            // Shutdown has come already: nothing left to stop the wait.
+            self.write_queued(ctx, pin!(std::future::pending())).await?;
             if batch? {
                 continue; // stopped at --max-pending: more frames buffered
             }
