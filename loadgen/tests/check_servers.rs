@@ -243,6 +243,88 @@ fn async_server_event_loop() {
 }
 
 #[test]
+fn async_server_event_loop_two_loops_reuseport() {
+    every_framing(
+        "async-server",
+        "async-server/event-loop",
+        &[
+            "--model",
+            "event-loop",
+            "--loops",
+            "2",
+            "--balance",
+            "reuseport",
+        ],
+    );
+}
+
+#[test]
+fn async_server_event_loop_two_loops_acceptor() {
+    every_framing(
+        "async-server",
+        "async-server/event-loop",
+        &[
+            "--model",
+            "event-loop",
+            "--loops",
+            "2",
+            "--balance",
+            "acceptor",
+        ],
+    );
+}
+
+/// Where the kernel refuses io_uring (a container's seccomp profile,
+/// `kernel.io_uring_disabled`, an old kernel) the server exits at once with
+/// one line saying why; the uring tests are then skipped with that line
+/// printed. On a kernel that allows it they run.
+fn uring_refused() -> Option<String> {
+    let args = strings(&["server", "--model", "uring", "--addr", "127.0.0.1:0"]);
+    let Err(e) = ServerProcess::start_bin("async-server", &args, true)
+        .map(|server| server.stop(Duration::from_secs(10)))
+    else {
+        return None;
+    };
+    // It did not start: run it once more to read its whole stderr (the
+    // refusal is immediate; anything still running after 10 s is killed).
+    let bin = loadgen::child::fresh_binary("async-server").unwrap();
+    let mut child = std::process::Command::new(bin)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // polling a child, not synchronising
+    }
+    let mut why = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        use std::io::Read;
+        let _ = err.read_to_string(&mut why);
+    }
+    let _ = child.wait();
+    assert!(
+        why.contains("io_uring is unavailable"),
+        "the uring server did not start, and not because io_uring is refused: {e:#}; {why}"
+    );
+    println!("skipped: {}", why.trim());
+    Some(why)
+}
+
+#[test]
+fn async_server_uring() {
+    if uring_refused().is_some() {
+        return;
+    }
+    every_framing("async-server", "async-server/uring", &["--model", "uring"]);
+}
+
+#[test]
 fn tls_echo() {
     let mut failures = Vec::new();
     for framing in ["line", "length", "raw"] {
@@ -340,6 +422,32 @@ fn contract_async_server_tokio() {
 #[test]
 fn contract_async_server_event_loop() {
     contract("async-server", &["--model", "event-loop"], false);
+}
+
+#[test]
+fn contract_async_server_event_loop_two_loops() {
+    for balance in ["reuseport", "acceptor"] {
+        contract(
+            "async-server",
+            &[
+                "--model",
+                "event-loop",
+                "--loops",
+                "2",
+                "--balance",
+                balance,
+            ],
+            false,
+        );
+    }
+}
+
+#[test]
+fn contract_async_server_uring() {
+    if uring_refused().is_some() {
+        return;
+    }
+    contract("async-server", &["--model", "uring"], false);
 }
 
 #[test]
