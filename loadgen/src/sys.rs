@@ -177,6 +177,18 @@ pub fn utc_now() -> String {
     )
 }
 
+/// CPUs online on the machine. Not `available_parallelism`: that counts the
+/// CPUs this process may run on, which is 1 once `--pin` has pinned the load
+/// generator, and the report must describe the machine.
+fn online_cpus() -> usize {
+    // SAFETY: sysconf reads a system value; it touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,16 +220,4 @@ mod tests {
         assert!(d.starts_with("20") && d.ends_with(" UTC"), "{d}");
         assert_eq!(d.len(), "2025-01-31 14:05 UTC".len());
     }
-}
-
-/// CPUs online on the machine. Not `available_parallelism`: that counts the
-/// CPUs this process may run on, which is 1 once `--pin` has pinned the load
-/// generator, and the report must describe the machine.
-fn online_cpus() -> usize {
-    // SAFETY: sysconf reads a system value; it touches no memory of ours.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n)
-        .ok()
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
