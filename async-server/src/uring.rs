@@ -208,6 +208,15 @@ pub enum RecvMode {
 }
 
 impl RecvMode {
+    /// How the summary and the start-up line name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RecvMode::MultishotBudget => "multishot recv with a byte budget",
+            RecvMode::Multishot => "multishot recv, cancelled at --max-pending",
+            RecvMode::OneShot => "one-shot recv, re-armed after each completion",
+        }
+    }
+
     fn asked(options: &RingOptions) -> RecvMode {
         match (options.multishot_recv, options.recv_budget) {
             (true, true) => RecvMode::MultishotBudget,
@@ -369,10 +378,16 @@ pub fn run_with(
         counters: RingCounters::default(),
     };
     info!(
-        "uring model: one thread, io_uring with {} SQEs, {} provided buffers of {} bytes",
+        "uring model: one thread, io_uring with {} SQEs, {} provided buffers of {} bytes, {} asked for{}",
         server.ring.params().sq_entries(),
         server.bufs.count,
-        server.bufs.size
+        server.bufs.size,
+        server.recv.mode.describe(),
+        match options.sqpoll_idle {
+            Some(idle) =>
+                format!(", SQPOLL (the kernel's polling thread sleeps after {idle:?} idle)"),
+            None => String::new(),
+        }
     );
     server.arm_wake();
     server.arm_accept();
@@ -383,12 +398,12 @@ pub fn run_with(
     server.teardown();
     let c = &server.counters;
     debug!(
-        "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs, {:?}: {} ended at their budget, {} cancelled at --max-pending, at most {} echo bytes waiting), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
+        "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs, {}: {} ended at their budget, {} cancelled at --max-pending, at most {} echo bytes waiting), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
         c.enters,
         Stats::get(&stats.frames),
         c.sqes,
         c.recvs,
-        server.recv.mode,
+        server.recv.mode.describe(),
         c.recv_budget_ends,
         c.recv_pauses,
         c.most_pending,
