@@ -45,6 +45,16 @@
 //! nc 127.0.0.1 7004          # type lines; each comes back
 //! ```
 //!
+//! What an echo costs besides its `read` and `write`: every future polled
+//! and every clock read, once per echo, adds up against a bare tokio loop
+//! (`examples/bare_tokio_echo.rs`, `scripts/bare_vs_tokio.sh`). So a write
+//! is tried once before the stall timer is armed (`Conn::write_queued`),
+//! the shutdown signal and the idle timer are polled only when they may
+//! have fired (`StopSignal`, `IdleTimer::poll_fired`), activity is noted by
+//! the coarse clock (`coarse_now`), and without `--work` a frame goes from
+//! the read buffer to the write queue without being handed out
+//! (`AsyncFramed::echo_buffered_frame`). Each says why where it is done.
+//!
 //! What to watch: every `.await` below is a point where this task gives its
 //! thread back to the runtime, which then runs whichever other task the
 //! kernel (through epoll) says is ready. Nothing else ever switches tasks: a
