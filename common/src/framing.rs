@@ -489,8 +489,8 @@ pub mod tokio_io {
             self.rbuf.len()
         }
 
-        /// Total bytes received so far: a server compares it across a timer
-        /// to tell an idle client from one sending a big frame slowly.
+        /// Total bytes received so far, whole frames or not (a client
+        /// sending one big frame slowly is not idle).
         pub fn bytes_read(&self) -> u64 {
             self.bytes_read
         }
