@@ -66,6 +66,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -359,11 +360,15 @@ where
     let mut conn = Conn {
         framed: AsyncFramed::new(stream, common.framing, common.max_frame),
         peer,
-        frames: 0,
-        bytes: 0,
+        echoed: Tally {
+            frames: 0,
+            bytes: 0,
+            stats: ctx.stats.clone(),
+        },
     };
     let end = conn.serve(ctx).await.unwrap_or_else(|end| end);
-    log_close(&conn.peer, conn.frames, conn.bytes, &end, &ctx.stats);
+    let Tally { frames, bytes, .. } = conn.echoed;
+    log_close(&conn.peer, frames, bytes, &end, &ctx.stats);
 }
 
 /// `Err(end)`: the connection is over, and this is how it ended.
@@ -373,8 +378,27 @@ type Flow<T> = Result<T, End>;
 struct Conn<S> {
     framed: AsyncFramed<S>,
     peer: Peer,
+    echoed: Tally,
+}
+
+/// The frames and payload bytes one connection has echoed, added to the
+/// server's [`Stats`] once, when the connection ends (in `drop`, so a task
+/// aborted at the deadline counts too). Not per frame: the two atomic
+/// additions on the counters every task shares were about 0.5% of this
+/// server's CPU per echo (`perf annotate`: a `lock add` waits for the
+/// stores before it), and on the multi-thread runtime their cache line
+/// would travel between cores. The summary reads them after every task.
+struct Tally {
     frames: u64,
     bytes: u64,
+    stats: Arc<Stats>,
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.stats.frames.fetch_add(self.frames, Relaxed);
+        self.stats.bytes.fetch_add(self.bytes, Relaxed);
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
@@ -467,9 +491,8 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
                 return Ok(false);
             };
             debug!("{}: frame of {len} bytes", self.peer);
-            ctx.stats.add_frame(len);
-            self.frames += 1;
-            self.bytes += len as u64;
+            self.echoed.frames += 1;
+            self.echoed.bytes += len as u64;
         }
     }
 
