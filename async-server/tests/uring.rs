@@ -141,6 +141,34 @@ fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
     Stats::get(counter)
 }
 
+/// `clients` connections at once, each sending `rounds` length-prefixed
+/// frames (`payload(client, round)`) one at a time and reading back exactly
+/// each echo before the next; then FIN, and the server's EOF.
+fn ping_pong_clients(
+    addr: SocketAddr,
+    clients: u64,
+    rounds: u64,
+    payload: fn(u64, u64) -> Vec<u8>,
+) {
+    let clients: Vec<_> = (0..clients)
+        .map(|c| {
+            thread::spawn(move || {
+                let mut s = connect(addr);
+                for k in 0..rounds {
+                    let bytes = wire(Framing::Length, &[&payload(c, k)]);
+                    s.write_all(&bytes).unwrap();
+                    assert_eq!(read_exact(&mut s, bytes.len()), bytes);
+                }
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                expect_eof(&mut s);
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
+
 /// Send `frames`, read back exactly their echo, half-close, see EOF.
 fn round_trip(addr: SocketAddr, framing: Framing, frames: &[&[u8]]) {
     let mut s = connect(addr);
@@ -203,24 +231,9 @@ fn two_hundred_concurrent_clients() {
     }
     let server = Server::start(config(Framing::Length));
     let addr = server.addr;
-    let clients: Vec<_> = (0..200)
-        .map(|c| {
-            thread::spawn(move || {
-                let mut s = connect(addr);
-                for k in 0..10 {
-                    let payload = format!("client {c} frame {k}").into_bytes();
-                    let bytes = wire(Framing::Length, &[&payload]);
-                    s.write_all(&bytes).unwrap();
-                    assert_eq!(read_exact(&mut s, bytes.len()), bytes);
-                }
-                s.shutdown(std::net::Shutdown::Write).unwrap();
-                expect_eof(&mut s);
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().unwrap();
-    }
+    ping_pong_clients(addr, 200, 10, |c, k| {
+        format!("client {c} frame {k}").into_bytes()
+    });
     let report = server.stop();
     assert_eq!(get(&report.stats.accepted), 200);
     assert_eq!(get(&report.stats.frames), 2000);
@@ -993,23 +1006,9 @@ fn multishot_recv_is_armed_once_per_connection() {
         let options = ring(mode, 1024, 8192);
         let server = Server::start_with(config(Framing::Length), options, |_| {});
         let addr = server.addr;
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                thread::spawn(move || {
-                    let mut s = connect(addr);
-                    for k in 0..ROUNDS {
-                        let bytes = wire(Framing::Length, &[format!("{c}:{k}").as_bytes()]);
-                        s.write_all(&bytes).unwrap();
-                        assert_eq!(read_exact(&mut s, bytes.len()), bytes);
-                    }
-                    s.shutdown(std::net::Shutdown::Write).unwrap();
-                    expect_eof(&mut s);
-                })
-            })
-            .collect();
-        for c in clients {
-            c.join().unwrap();
-        }
+        ping_pong_clients(addr, CLIENTS, ROUNDS, |c, k| {
+            format!("{c}:{k}").into_bytes()
+        });
         let report = server.stop();
         let echoes = get(&report.stats.frames);
         let r = &report.ring;

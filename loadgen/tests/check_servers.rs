@@ -243,35 +243,21 @@ fn async_server_event_loop() {
 }
 
 #[test]
-fn async_server_event_loop_two_loops_reuseport() {
-    every_framing(
-        "async-server",
-        "async-server/event-loop",
-        &[
-            "--model",
-            "event-loop",
-            "--loops",
-            "2",
-            "--balance",
-            "reuseport",
-        ],
-    );
-}
-
-#[test]
-fn async_server_event_loop_two_loops_acceptor() {
-    every_framing(
-        "async-server",
-        "async-server/event-loop",
-        &[
-            "--model",
-            "event-loop",
-            "--loops",
-            "2",
-            "--balance",
-            "acceptor",
-        ],
-    );
+fn async_server_event_loop_two_loops() {
+    for balance in ["reuseport", "acceptor"] {
+        every_framing(
+            "async-server",
+            "async-server/event-loop",
+            &[
+                "--model",
+                "event-loop",
+                "--loops",
+                "2",
+                "--balance",
+                balance,
+            ],
+        );
+    }
 }
 
 /// Where the kernel refuses io_uring (a container's seccomp profile,

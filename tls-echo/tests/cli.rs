@@ -350,26 +350,9 @@ fn client_ends_quietly_when_its_stdout_is_closed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut first = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
-        let _ = tx.send(first); // the reader, and the pipe, close here
-    });
-    let first = rx.recv_timeout(TIMEOUT).expect("no first line");
+    let first = first_line_then_close_stdout(&mut child);
     assert!(first.starts_with("connected to "), "{first:?}");
-    let pid = child.id().to_string();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(TIMEOUT) else {
-        let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        panic!("the client kept running with its stdout closed");
-    };
-    let out = out.unwrap();
+    let out = exits_within_timeout(child, "the client");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
@@ -422,15 +405,7 @@ fn sniff_ends_quietly_when_its_stdout_is_closed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut first = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
-        let _ = tx.send(first); // the reader, and the pipe, close here
-    });
-    let first = rx.recv_timeout(TIMEOUT).expect("no announce line");
+    let first = first_line_then_close_stdout(&mut child);
     let relay = common::net::parse_announce(&first).expect("announce line");
     // Something to dump, into the closed pipe.
     let mut c = std::net::TcpStream::connect(relay).unwrap();
@@ -441,16 +416,7 @@ fn sniff_ends_quietly_when_its_stdout_is_closed() {
     // The relay may stop before or after forwarding the echo; either way
     // this read ends (bytes, EOF or reset) within the timeout.
     let _ = c.read(&mut back);
-    let pid = child.id().to_string();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(TIMEOUT) else {
-        let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        panic!("sniff kept running with its stdout closed");
-    };
-    let out = out.unwrap();
+    let out = exits_within_timeout(child, "sniff");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -470,28 +436,40 @@ fn demo_ends_quietly_when_its_stdout_is_closed() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let mut first = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut first);
-            let _ = tx.send(first); // the reader, and the pipe, close here
-        });
-        let first = rx.recv_timeout(TIMEOUT).expect("no first line");
+        let first = first_line_then_close_stdout(&mut child);
         assert!(first.starts_with("server: listening on "), "{first:?}");
-        let pid = child.id().to_string();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let Ok(out) = rx.recv_timeout(TIMEOUT) else {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            panic!("run {run}: the demo kept running with its stdout closed");
-        };
-        let out = out.unwrap();
+        let out = exits_within_timeout(child, &format!("run {run}: the demo"));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "run {run}: {stderr}");
         assert!(stderr.is_empty(), "run {run}: {stderr}");
     }
+}
+
+/// Read `child`'s first line of stdout and close the pipe: what `cmd |
+/// head -1` does to it.
+fn first_line_then_close_stdout(child: &mut std::process::Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut first = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first); // the reader, and the pipe, close here
+    });
+    rx.recv_timeout(TIMEOUT).expect("no first line")
+}
+
+/// Wait (bounded) for `child` to exit and return its output (stderr and
+/// status); kill it and fail if it keeps running, as `who`.
+fn exits_within_timeout(child: std::process::Child, who: &str) -> std::process::Output {
+    let pid = child.id().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(TIMEOUT) else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("{who} kept running with its stdout closed");
+    };
+    out.unwrap()
 }
