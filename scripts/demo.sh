@@ -6,11 +6,11 @@
 #   scripts/demo.sh            # all chapters
 #   scripts/demo.sh tcp udp    # some: tcp udp threads pool tokio loop tls python
 #
-# Needs: nc (OpenBSD netcat), socat, openssl, python3 (`.ci/run` installs
+# Needs: nc (OpenBSD netcat), socat, openssl, python3 (`scripts/test.sh` installs
 # them). Loopback only; every client has a timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --workspace --bins
+cargo build --workspace --bins
 T=target/debug
 LOGS=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$LOGS"' EXIT

@@ -43,7 +43,7 @@ if [ -z "${NPLAB_INSIDE:-}" ]; then
             echo "cannot install nftables: not root and no sudo (apt-get install nftables as root)"; exit 2
         fi
     fi
-    cargo build -q -p udp-echo -p tcp-echo -p impair
+    cargo build -p udp-echo -p tcp-echo -p impair
     export NPLAB_INSIDE=1
     # Can an ordinary user make the namespaces? Try the cheapest one first.
     if unshare -rnm true 2>/dev/null; then

@@ -14,7 +14,7 @@ fn ci_needs_nothing_once_the_tools_are_installed() {
         .expect("run bash .ci/needs");
     assert!(out.status.success());
     let missing = String::from_utf8_lossy(&out.stdout);
-    // Only meaningful where the tools are installed; `.ci/run` installs them
+    // Only meaningful where the tools are installed; `scripts/test.sh` installs them
     // before running the tests, so in CI this always checks the detection.
     let have = |cmd: &str| {
         Command::new("sh")
@@ -23,7 +23,7 @@ fn ci_needs_nothing_once_the_tools_are_installed() {
             .is_ok_and(|o| o.status.success())
     };
     if !(have("nc") && have("socat") && have("openssl") && have("python3")) {
-        eprintln!("skipped: nc, socat, openssl or python3 missing (.ci/run installs them)");
+        eprintln!("skipped: nc, socat, openssl or python3 missing (scripts/test.sh installs them)");
         return;
     }
     assert_eq!(

@@ -578,7 +578,7 @@ fn have(tool: &str) -> bool {
 fn netcat_gets_its_echo() {
     assert!(
         have("nc"),
-        "nc is missing: install netcat-openbsd (.ci/run does)"
+        "nc is missing: install netcat-openbsd (scripts/test.sh does)"
     );
     let server = Server::framing(Framing::Line);
     let mut cmd = Command::new("nc");
@@ -601,7 +601,7 @@ fn netcat_gets_its_echo() {
 fn socat_gets_its_echo_in_raw_mode() {
     assert!(
         have("socat"),
-        "socat is missing: install socat (.ci/run does)"
+        "socat is missing: install socat (scripts/test.sh does)"
     );
     let server = Server::framing(Framing::Raw);
     let mut cmd = Command::new("socat");
