@@ -13,6 +13,7 @@
 //! | [`sys`]     | the machine: CPU pinning, kernel, CPU count, fd limit, date   |
 //! | [`check`]   | conformance and robustness cases, `PASS`/`FAIL`/`SKIP` per case |
 //! | [`hold`]    | N idle connections held open: the server's RSS per connection |
+//! | [`refs`]    | the syscalls `select-ref` and `poll-ref` share around their readiness call |
 
 pub mod chart;
 pub mod check;
@@ -21,6 +22,7 @@ pub mod compare;
 pub mod drive;
 pub mod hold;
 pub mod payload;
+pub mod refs;
 pub mod run;
 pub mod sys;
 pub mod tls;

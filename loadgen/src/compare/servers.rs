@@ -1,5 +1,6 @@
 //! The server table of `loadgen compare`: every server of the workspace
-//! (and the Python baseline, and the `epoll-ref` reference), how to start
+//! (and the Python baseline, the `epoll-ref` reference and its `poll-ref`
+//! and `select-ref` siblings), how to start
 //! it, what it speaks, what it needs from this machine and where its design
 //! stops. The only place that knows the servers; add yours here.
 
@@ -20,7 +21,7 @@ pub enum Program {
     /// and the common flags appended.
     Bin(&'static str),
     /// A binary that takes `--addr` and nothing else (no `server`
-    /// subcommand, no common flags): the reference, `epoll-ref`.
+    /// subcommand, no common flags): `epoll-ref`, `poll-ref`, `select-ref`.
     Plain(&'static str),
     /// `python3 <script>`, the script looked up under `scripts/`.
     Python(&'static str),
@@ -97,6 +98,36 @@ pub const SERVERS: &[ServerSpec] = &[
         needs: Needs::Nothing,
         unix: false,
         reference: true,
+    },
+    ServerSpec {
+        name: "poll-ref",
+        program: Program::Plain("poll-ref"),
+        args: &[],
+        framings: &[Framing::Raw],
+        max_conns: 100_000,
+        limit_reason: "",
+        work: false,
+        tls: false,
+        threads: "1 (level-triggered poll(2), raw echo, no limits: the whole pollfd array passed on every call)",
+        needs: Needs::Nothing,
+        unix: false,
+        reference: false,
+    },
+    ServerSpec {
+        name: "select-ref",
+        program: Program::Plain("select-ref"),
+        args: &[],
+        framings: &[Framing::Raw],
+        // Descriptors 0-2, the listener and the signalfd come first; a
+        // little room for the accept backlog's churn.
+        max_conns: 1_000,
+        limit_reason: "cannot run: FD_SETSIZE=1024 limits descriptor numbers, and select(2) cannot watch a socket numbered 1024 or above (select-ref refuses those connections; raising ulimit -n does not help)",
+        work: false,
+        tls: false,
+        threads: "1 (level-triggered select(2), raw echo, no limits: two fd_set bitmaps rebuilt on every call)",
+        needs: Needs::Nothing,
+        unix: false,
+        reference: false,
     },
     ServerSpec {
         name: "tcp-echo",
