@@ -6,9 +6,11 @@
 //! ```text
 //! cargo build --release --workspace
 //! target/release/loadgen compare --quick          # < 1 minute, for a class
-//! target/release/loadgen compare --pin            # the full matrix, ~25 minutes (13 rows; estimate)
-//! target/release/loadgen compare --pin --publish  # the same, refreshing results/
+//! target/release/loadgen compare --pin            # the full matrix, one pass (~15 minutes; estimate)
+//! target/release/loadgen compare --pin --rounds 5 # five interleaved rounds: medians and spread
+//! target/release/loadgen compare --pin --publish  # the published matrix, 5 rounds, refreshing results/
 //! target/release/loadgen compare --servers async-tokio,python-asyncio --conns 1,100
+//! target/release/loadgen compare --servers event-loop --extra 'before=/tmp/old/async-server server --model event-loop'
 //! ```
 //!
 //! For every cell (server × connections × message size × work) it starts
@@ -24,12 +26,18 @@
 //! What to watch: *server CPU µs per request* is the headline. On a 2-core
 //! machine the load generator and the server share the CPUs, so requests/s
 //! mostly tells how fast the client could go; CPU per request tells what
-//! each design costs. Every comparison runs the **reference** first
+//! each design costs. Every comparison runs the **reference** (first, or in every round)
 //! (`epoll-ref`, the smallest correct epoll echo: three syscalls per echo,
 //! labelled "practical limit"), and every other row's CPU per request is
 //! shown divided by the reference's in the same cell of the same run
 //! (`x ref`): figures from one machine drift from day to day, the ratio
-//! much less. `--unix` adds a Unix-socket row for each server that listens
+//! much less. Still, one pass moves a ratio by 10-15 %: `--rounds N` runs
+//! every row once per round, the rows of each load in a shuffled order
+//! (seeded, the seed printed), the reference in every round, and reports
+//! the median of each row's per-round ratios with its spread. `--extra
+//! NAME=COMMAND` adds a row from any command (a "before" build beside the
+//! current one). `select-ref` and `poll-ref` are `epoll-ref`'s echo on
+//! select(2) and poll(2). `--unix` adds a Unix-socket row for each server that listens
 //! on `unix:PATH`, for "how much of an echo's cost is TCP". The server
 //! table is data ([`SERVERS`]): add your own server there.
 //!
@@ -155,9 +163,11 @@ fn compare(plan: &Plan) -> Result<Comparison> {
     }
     let order = schedule(plan, &cells, &row_of);
     let runs = order.len() * plan.repeat;
-    let per_run = plan.duration + plan.warmup + Duration::from_millis(800);
+    // 0.4 s to start, connect and stop: what a pinned full matrix took
+    // on 2 cores beyond its measured and warm-up time, on average.
+    let per_run = plan.duration + plan.warmup + Duration::from_millis(400);
     eprintln!(
-        "{} cells to run{}, {} run{} in all: about {} ({:.1} s measured + {:.1} s warm-up + ~0.8 s to start and stop a server, per run)",
+        "{} cells to run{}, {} run{} in all: about {} ({:.1} s measured + {:.1} s warm-up + ~0.4 s to start and stop a server, per run)",
         order.len() / plan.rounds,
         if plan.rounds > 1 {
             format!(" x {} rounds", plan.rounds)
