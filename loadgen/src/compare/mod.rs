@@ -26,9 +26,10 @@
 //! What to watch: *server CPU µs per request* is the headline. On a 2-core
 //! machine the load generator and the server share the CPUs, so requests/s
 //! mostly tells how fast the client could go; CPU per request tells what
-//! each design costs. Every comparison runs the **reference** (first, or in every round)
+//! each design costs. Every comparison runs the **reference**
 //! (`epoll-ref`, the smallest correct epoll echo: three syscalls per echo,
-//! labelled "practical limit"), and every other row's CPU per request is
+//! labelled "practical limit"; first, or once per round with `--rounds`),
+//! and every other row's CPU per request is
 //! shown divided by the reference's in the same cell of the same run
 //! (`x ref`): figures from one machine drift from day to day, the ratio
 //! much less. Still, one pass moves a ratio by 10-15 %: `--rounds N` runs
