@@ -10,7 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; CONNS=${CONNS:-100}; SIZE=${SIZE:-64}; DURATION=${DURATION:-3s}
-cargo build -q --release -p async-server -p loadgen --bins --examples
+# Not silent: what is built, cargo's own progress, how long it took.
+echo "bare_vs_tokio.sh: building async-server and loadgen (cargo build --release, with the examples)" >&2
+start=$SECONDS
+cargo build --release -p async-server -p loadgen --bins --examples
+echo "bare_vs_tokio.sh: built in $((SECONDS - start)) s" >&2
 T=target/release
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A results

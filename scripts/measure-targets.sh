@@ -41,9 +41,16 @@ OUT=${OUT:-target/measure}
 PROFILE=${PROFILE:-release}
 BUILD=${BUILD:-1}
 
+# Not silent: what is built, cargo's own progress, how long it took.
+build() {
+    echo "measure-targets.sh: building (cargo build $*)" >&2
+    local start=$SECONDS
+    cargo build "$@"
+    echo "measure-targets.sh: built in $((SECONDS - start)) s" >&2
+}
 case "$PROFILE" in
-release) [ "$BUILD" = 0 ] || cargo build --release --workspace ;;
-debug) [ "$BUILD" = 0 ] || cargo build --workspace ;;
+release) [ "$BUILD" = 0 ] || build --release --workspace ;;
+debug) [ "$BUILD" = 0 ] || build --workspace ;;
 *) echo "PROFILE must be release or debug" >&2; exit 2 ;;
 esac
 BIN=target/$PROFILE

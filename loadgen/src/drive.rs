@@ -98,6 +98,11 @@ pub struct RunConfig {
     pub connect_concurrency: usize,
     /// Show a progress bar (only honoured when stderr is a terminal).
     pub progress: bool,
+    /// Write the latency as an HdrHistogram interval log here
+    /// (`--hist-log`, read by `loadgen merge`; see [`crate::histlog`]).
+    pub hist_log: Option<PathBuf>,
+    /// One interval of that log per this long.
+    pub hist_interval: Duration,
 }
 
 impl RunConfig {
@@ -121,6 +126,8 @@ impl RunConfig {
             seed: 1,
             connect_concurrency: 256,
             progress: false,
+            hist_log: None,
+            hist_interval: Duration::from_secs(1),
         }
     }
 

@@ -12,15 +12,19 @@
 //! | [`chart`]   | the SVG charts of `compare` (plotters, no system fonts)       |
 //! | [`sys`]     | the machine: CPU pinning, kernel, CPU count, fd limit, date   |
 //! | [`check`]   | conformance and robustness cases, `PASS`/`FAIL`/`SKIP` per case |
+//! | [`histlog`] | `run --hist-log`: the latency as an HdrHistogram interval log; `merge` adds logs up |
 //! | [`hold`]    | N idle connections held open: the server's RSS per connection |
+//! | [`refs`]    | the syscalls `select-ref` and `poll-ref` share around their readiness call |
 
 pub mod chart;
 pub mod check;
 pub mod child;
 pub mod compare;
 pub mod drive;
+pub mod histlog;
 pub mod hold;
 pub mod payload;
+pub mod refs;
 pub mod run;
 pub mod sys;
 pub mod tls;

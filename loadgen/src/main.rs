@@ -6,6 +6,8 @@
 //! loadgen compare --quick                 # every server, same load, one table
 //! loadgen check   --addr 127.0.0.1:7004   # conformance and robustness cases
 //! loadgen hold    --addr 127.0.0.1:7004 --conns 10000 --pid PID   # RSS per idle connection
+//! loadgen run     --addr 127.0.0.1:7004 --rate 5000 --hist-log a.hlog   # on each load host...
+//! loadgen merge   a.hlog b.hlog           # ...then the exact combined percentiles
 //! ```
 //!
 //! Each subcommand lives in its own module; this file only dispatches.
@@ -35,6 +37,9 @@ enum Command {
     Check(loadgen::check::CheckArgs),
     /// Hold N idle connections open and report the server's RSS per connection.
     Hold(loadgen::hold::HoldArgs),
+    /// Add up the latency of `run --hist-log` files (several load hosts):
+    /// exact combined percentiles and counts.
+    Merge(loadgen::histlog::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => loadgen::compare::execute(args),
         Command::Check(args) => loadgen::check::execute(args),
         Command::Hold(args) => loadgen::hold::execute(args),
+        Command::Merge(args) => loadgen::histlog::execute(args),
     };
     // A closed stdout (`loadgen compare --list | head -1`) is a quiet exit 0;
     // any other error is one line; `Ok(false)` (a failed check) is status 1.

@@ -114,6 +114,16 @@ pub struct RunArgs {
     /// Print the report as JSON on stdout instead of the text summary.
     #[arg(long)]
     pub json: bool,
+
+    /// Also write the latency as an HdrHistogram interval log to FILE (the
+    /// standard format HdrHistogram's tools read), so the runs of several
+    /// load hosts can be merged exactly: `loadgen merge A.hlog B.hlog`.
+    #[arg(long, value_name = "FILE")]
+    pub hist_log: Option<std::path::PathBuf>,
+
+    /// One interval of --hist-log per this long.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub hist_interval: Duration,
 }
 
 /// What `--addr` names: a TCP/UDP host and port, or a Unix socket file.
@@ -247,6 +257,10 @@ pub struct Report {
     /// CPU time (user + system) the load generator's process used.
     pub loadgen_cpu_secs: f64,
     pub loadgen_cpu_us_per_request: f64,
+    /// The latency histogram itself (nanoseconds), for callers that merge
+    /// or compare runs; not in the JSON (`--hist-log` writes it out).
+    #[serde(skip)]
+    pub latency_histogram: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl Report {
@@ -437,6 +451,8 @@ impl RunArgs {
             seed: self.seed,
             connect_concurrency: 256,
             progress: !self.json,
+            hist_log: self.hist_log.clone(),
+            hist_interval: self.hist_interval,
         })
     }
 }
@@ -490,8 +506,28 @@ pub fn run(config: &RunConfig) -> Result<Report> {
     let cpu_before = ProcStats::read(std::process::id()).unwrap_or_default();
     let shared = Arc::new(Shared::new(config.clone())?);
     let progress = Progress::start(config, shared.clone());
+    let hist_log = match &config.hist_log {
+        Some(path) => Some(crate::histlog::HistLogger::start(
+            path,
+            config.hist_interval.max(Duration::from_millis(10)),
+            shared.clone(),
+            &format!(
+                "{} conns={} size={} framing={}",
+                config.target(),
+                config.conns,
+                config.size,
+                config.framing
+            ),
+        )?),
+        None => None,
+    };
     runtime.block_on(drive::drive(shared.clone()));
     progress.finish();
+    // Every sample is recorded once the drive returns: the last interval
+    // then holds the rest.
+    if let Some(log) = hist_log {
+        log.finish()?;
+    }
     // Dropping the runtime here (not at the end of the function) makes sure
     // every connection is closed before we read our own CPU time.
     drop(runtime);
@@ -515,10 +551,10 @@ fn report(config: &RunConfig, sh: &Shared, cpu: f64) -> Report {
     } else {
         (0.0, 0.0)
     };
-    let latency = sh
-        .latency
-        .lock()
-        .map(|h| Latency::from_hist(&h))
+    let histogram = sh.latency.lock().ok().map(|h| h.clone());
+    let latency = histogram
+        .as_ref()
+        .map(Latency::from_hist)
         .unwrap_or_default();
     let connect = sh
         .connect
@@ -568,6 +604,7 @@ fn report(config: &RunConfig, sh: &Shared, cpu: f64) -> Report {
         } else {
             0.0
         },
+        latency_histogram: histogram,
     }
 }
 

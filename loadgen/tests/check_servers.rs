@@ -440,3 +440,51 @@ fn contract_async_server_uring() {
 fn contract_tls_echo() {
     contract("tls-echo", &[], true);
 }
+
+/// The reference rows of `loadgen compare` (`epoll-ref`, `select-ref`,
+/// `poll-ref`): no `server` subcommand, raw framing only, no limits and
+/// no timeouts, so they run the battery's cases that need none of those
+/// (the limit cases `oversized-*` apply to line/length framing and skip).
+#[test]
+fn reference_servers_pass_the_raw_battery() {
+    let mut failures = Vec::new();
+    for bin in ["epoll-ref", "select-ref", "poll-ref"] {
+        let args = strings(&["--addr", "127.0.0.1:0"]);
+        let server = ServerProcess::start(
+            &loadgen::child::fresh_binary(bin).unwrap(),
+            &args,
+            true,
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("cannot start `{bin}`: {e:#}"));
+        let addr = server.addr().to_string();
+        let pid = server.pid().to_string();
+        let mut flags = strings(&["--addr", &addr, "--server-pid", &pid, "--framing", "raw"]);
+        flags.extend(strings(&["--cases", &battery()]));
+        flags.extend(strings(&QUICK));
+        let parsed = CheckArgs::from_flags(&flags).unwrap();
+        println!("== {bin} | loadgen check {}", flags.join(" "));
+        let report = check::run(&parsed, |r| println!("{}", r.line())).unwrap();
+        println!("{}", report.closing_line());
+        failures.extend(
+            report
+                .cases
+                .iter()
+                .filter(|c| c.status == Status::Fail)
+                .map(|c| format!("{bin}: {}", c.line())),
+        );
+        if report.passed < 9 {
+            failures.push(format!("{bin}: only {} cases passed", report.passed));
+        }
+        match server.stop(Duration::from_secs(10)) {
+            Ok((status, false)) if status.success() => {}
+            other => failures.push(format!("{bin}: after SIGTERM: {other:?}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -266,3 +266,117 @@ fn unix_mode_puts_tcp_beside_a_unix_socket() {
     assert!(!sock.exists());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `--rounds 3 --seed 7` with two extra rows (a plain one with `{addr}`,
+/// and, if async-server builds, one that gets the common flags): every
+/// runnable cell ran once per round, and each row's `x ref` is the median
+/// of its per-round ratios to that round's reference, recomputed here
+/// from the runs in the JSON.
+#[test]
+fn rounds_and_extra_rows_report_the_median_of_per_round_ratios() {
+    let out = std::env::temp_dir().join(format!("loadgen-compare-rounds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["compare", "--servers", "poll-ref", "--conns", "1,10"])
+        .args([
+            "--sizes", "64", "--work", "0", "--rounds", "3", "--seed", "7",
+        ])
+        .args(["--duration", "200ms", "--warmup", "50ms", "--extra"])
+        .arg(format!(
+            "old-ref={} --addr {{addr}}",
+            env!("CARGO_BIN_EXE_epoll-ref")
+        ));
+    let with_after = loadgen::child::fresh_binary("async-server").ok();
+    if let Some(bin) = &with_after {
+        cmd.arg("--extra")
+            .arg(format!("after={} server --model event-loop", bin.display()));
+    }
+    let child = cmd
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let result = output_within(child, Duration::from_secs(180));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("seed 7 (--seed 7 repeats this order)"),
+        "{stderr}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(
+        (json["rounds"].as_u64(), json["seed"].as_u64()),
+        (Some(3), Some(7))
+    );
+    let cells = json["cells"].as_array().unwrap();
+    let rows: Vec<&str> = cells
+        .iter()
+        .map(|c| c["server"].as_str().unwrap())
+        .step_by(2)
+        .collect();
+    let mut want = vec!["epoll-ref", "poll-ref", "old-ref"];
+    if with_after.is_some() {
+        want.push("after");
+    }
+    assert_eq!(rows, want, "{stderr}");
+    let cpu_in = |c: &serde_json::Value, round: u64| -> f64 {
+        let v: Vec<f64> = c["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["round"] == round)
+            .map(|r| r["server_cpu_us_per_request"].as_f64().unwrap())
+            .collect();
+        assert_eq!(v.len(), 1, "one run per round: {c}");
+        v[0]
+    };
+    for c in cells {
+        assert_eq!(c["status"], "ok", "{c}");
+        let rounds: Vec<u64> = c["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["round"].as_u64().unwrap())
+            .collect();
+        assert_eq!(rounds, [1, 2, 3], "{c}");
+        let reference = cells
+            .iter()
+            .find(|r| r["server"] == "epoll-ref" && r["conns"] == c["conns"])
+            .unwrap();
+        let mut ratios: Vec<f64> = (1..=3)
+            .map(|k| cpu_in(c, k) / cpu_in(reference, k))
+            .collect();
+        let got: Vec<f64> = c["x_ref_rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        // Equal but for the last bit JSON's decimal round trip may move.
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+        assert!(
+            got.len() == 3 && got.iter().zip(&ratios).all(|(a, b)| close(*a, *b)),
+            "{got:?} vs {ratios:?}: {c}"
+        );
+        ratios.sort_by(f64::total_cmp);
+        assert!(close(c["x_ref"].as_f64().unwrap(), ratios[1]), "{c}");
+        assert!(close(c["x_ref_spread"][0].as_f64().unwrap(), ratios[0]));
+        assert!(close(c["x_ref_spread"][1].as_f64().unwrap(), ratios[2]));
+    }
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(
+        md.contains("3 interleaved rounds") && md.contains("seed 7"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| old-ref | 10 | 64 B | 0 |") && md.contains("(IQR "),
+        "{md}"
+    );
+    assert!(md.contains("--addr {addr}` | extra row"), "{md}");
+    std::fs::remove_dir_all(&out).unwrap();
+}

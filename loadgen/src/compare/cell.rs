@@ -9,7 +9,6 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::plan::{Plan, Row};
-use super::servers::Program;
 use crate::child::{Endpoint, ProcStats, ServerProcess};
 use crate::run::{Report, RunConfig, Stop, us};
 use crate::sys::pin_command;
@@ -18,6 +17,8 @@ use crate::tls::TlsClient;
 /// The figures of one run of one cell.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunFigures {
+    /// The round it ran in (1 without `--rounds`).
+    pub round: usize,
     pub requests_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -65,9 +66,42 @@ pub struct Cell {
     /// connections, size and work, same comparison); None where the
     /// reference has no figure for this load (it has no `--work`).
     pub x_ref: Option<f64>,
-    /// Each run's CPU per request divided by the reference's median:
-    /// smallest and largest.
+    /// Smallest and largest ratio: with one round, each run's CPU per
+    /// request divided by the reference's median; with `--rounds`, the
+    /// per-round ratios (`x_ref_rounds`).
     pub x_ref_spread: Option<(f64, f64)>,
+    /// With `--rounds`: the first and third quartiles of the per-round
+    /// ratios (the interquartile range holds the middle half of them).
+    pub x_ref_iqr: Option<(f64, f64)>,
+    /// With `--rounds`: in each round the reference ran this load, this
+    /// cell's median CPU per request in that round divided by the
+    /// reference's in that round. `x_ref` is their median.
+    pub x_ref_rounds: Vec<f64>,
+}
+
+impl Cell {
+    /// A cell not run yet (`skipped` until it is).
+    pub(crate) fn new(row: &Row, conns: usize, size: usize, work: super::Work) -> Self {
+        Cell {
+            server: row.name(),
+            label: row.label(),
+            transport: if row.unix { "unix" } else { "tcp" }.into(),
+            conns,
+            size,
+            work: work.label(),
+            work_rounds: work.rounds(size),
+            status: "skipped".into(),
+            note: String::new(),
+            runs: Vec::new(),
+            median: None,
+            rps_spread: None,
+            cpu_spread: None,
+            x_ref: None,
+            x_ref_spread: None,
+            x_ref_iqr: None,
+            x_ref_rounds: Vec::new(),
+        }
+    }
 }
 
 /// Start the server, load it, stop it.
@@ -91,6 +125,7 @@ pub(crate) fn run_cell(
             let _ = std::fs::remove_file(path);
             cmd.arg("--addr").arg(format!("unix:{}", path.display()));
         }
+        None if spec.program.names_its_addr() => {}
         None => {
             cmd.args(["--addr", "127.0.0.1:0"]);
         }
@@ -98,7 +133,7 @@ pub(crate) fn run_cell(
     let ca_path = plan
         .out
         .join(format!(".ca-{}-{}.pem", spec.name, std::process::id()));
-    if let Program::Bin(_) = spec.program {
+    if spec.program.takes_common_flags() {
         // Identical flags for every server: framing, limits, work.
         cmd.args(["--framing", plan.framing.name()]);
         cmd.args(["--max-conns", &(conns + 64).max(1024).to_string()]);
@@ -160,6 +195,7 @@ pub(crate) fn run_cell(
     let cpu = (after.cpu_secs() - before.cpu_secs()).max(0.0);
     let clean_exit = status.success() && !killed;
     Ok(RunFigures {
+        round: 1,
         requests_per_sec: report.requests_per_sec,
         p50_us: report.latency.p50_us,
         p99_us: report.latency.p99_us,
@@ -193,15 +229,12 @@ pub(crate) fn summarize(cell: &mut Cell) {
         cell.status = "failed".into();
         return;
     }
-    let med = |f: &dyn Fn(&RunFigures) -> f64| {
-        let mut v: Vec<f64> = cell.runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let med = |f: &dyn Fn(&RunFigures) -> f64| quantile(cell.runs.iter().map(f).collect(), 0.5);
     let first = &cell.runs[0];
     let errors: u64 = cell.runs.iter().map(|r| r.errors).sum();
     let clean = cell.runs.iter().all(|r| r.clean_exit);
     let m = RunFigures {
+        round: 0,
         requests_per_sec: med(&|r| r.requests_per_sec),
         p50_us: med(&|r| r.p50_us),
         p99_us: med(&|r| r.p99_us),
@@ -294,6 +327,83 @@ pub(crate) fn set_ratio(cell: &mut Cell, done: &[Cell]) {
                 .map(|run| run.server_cpu_us_per_request / r),
         ));
     }
+}
+
+/// `--rounds`: each cell's ratio to the reference round by round. In
+/// every round where both ran this load, the cell's median CPU per
+/// request in that round over the reference's in that round; `x_ref` is
+/// the median of those ratios, with their range and interquartile range.
+pub(crate) fn set_round_ratios(cells: &mut [Cell]) {
+    let round_cpu = |c: &Cell, round: usize| -> Option<f64> {
+        let v: Vec<f64> = c
+            .runs
+            .iter()
+            .filter(|r| r.round == round)
+            .map(|r| r.server_cpu_us_per_request)
+            .collect();
+        (!v.is_empty()).then(|| quantile(v, 0.5))
+    };
+    let ratios: Vec<Vec<f64>> = cells
+        .iter()
+        .map(|cell| {
+            let Some(reference) = cells.iter().find(|c| {
+                c.server == super::servers::REFERENCE
+                    && c.conns == cell.conns
+                    && c.size == cell.size
+                    && c.work == cell.work
+            }) else {
+                return Vec::new();
+            };
+            let mut rounds: Vec<usize> = cell.runs.iter().map(|r| r.round).collect();
+            rounds.dedup();
+            rounds
+                .into_iter()
+                .filter_map(|round| {
+                    let r = round_cpu(reference, round).filter(|&r| r > 0.0)?;
+                    Some(round_cpu(cell, round)? / r)
+                })
+                .collect()
+        })
+        .collect();
+    for (cell, ratios) in cells.iter_mut().zip(ratios) {
+        if ratios.is_empty() || cell.median.is_none() {
+            continue;
+        }
+        cell.x_ref = Some(quantile(ratios.clone(), 0.5));
+        cell.x_ref_spread = Some(spread(ratios.iter().copied()));
+        cell.x_ref_iqr = Some((
+            quantile(ratios.clone(), 0.25),
+            quantile(ratios.clone(), 0.75),
+        ));
+        cell.x_ref_rounds = ratios;
+    }
+}
+
+/// The q-quantile of some figures, interpolating between the two nearest
+/// (so the median of an even count is the mean of the middle two).
+pub(crate) fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// One run's figures on one line (`--rounds` progress).
+pub(crate) fn run_line(c: &Cell, r: &RunFigures) -> String {
+    format!(
+        "{} conns={} size={} work={}: {:.0} req/s, p99 {}, server {:.1} µs/req, {} errors",
+        c.label,
+        c.conns,
+        c.size,
+        c.work,
+        r.requests_per_sec,
+        us(r.p99_us),
+        r.server_cpu_us_per_request,
+        r.errors
+    )
 }
 
 /// `×1.15`, or `–` without a reference figure.

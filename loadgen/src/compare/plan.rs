@@ -10,7 +10,7 @@ use common::Framing;
 use common::cli::{parse_duration, parse_size};
 use serde::Serialize;
 
-use super::servers::{SERVERS, ServerSpec};
+use super::servers::{SERVERS, ServerSpec, extra_spec};
 
 /// One row of the comparison: a server, over TCP or (`--unix`) over a
 /// Unix domain socket.
@@ -119,6 +119,32 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub repeat: usize,
 
+    /// Interleaved rounds: every row runs once per round, the rows of
+    /// each load in a fresh shuffled order, the reference in every round;
+    /// each row's `x ref` is the median over rounds of its ratio to that
+    /// round's reference, shown with its spread (min–max, interquartile
+    /// range). Drift of the machine over time then hits every row alike
+    /// [default: 1; with --publish: 5, the least it accepts].
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<usize>,
+
+    /// The seed of the rounds' shuffled order (printed at the start of
+    /// every run with --rounds; give it back to repeat an order).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Add a row started by COMMAND (words split at spaces, no shell),
+    /// say a "before" build beside the current one:
+    /// `--extra 'before=/tmp/old/async-server server --model event-loop'`.
+    /// Without `{addr}` in COMMAND it is treated like a workspace server:
+    /// `--addr 127.0.0.1:0` and the common flags (framing, limits,
+    /// `--work`) are appended. With `{addr}` (`--extra
+    /// 'old-ref=/tmp/epoll-ref --addr {addr}'`) it gets nothing else, like
+    /// the reference rows, and runs raw framing without work. Either way
+    /// it must print `listening on ADDR` on stdout. Repeatable.
+    #[arg(long, value_name = "NAME=COMMAND")]
+    pub extra: Vec<String>,
+
     /// Frames in flight per connection.
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub pipeline: usize,
@@ -154,9 +180,11 @@ pub struct CompareArgs {
     pub out: Option<PathBuf>,
 
     /// Refresh the published results (the repository's `results/`, which
-    /// the README links). Always the whole matrix: refused with --quick,
-    /// --servers, --conns, --sizes or --work, so a class demo can never
-    /// overwrite the full table with a part of it.
+    /// the README links). Always the whole published matrix (every row;
+    /// 1, 100, 1,000 and 10,000 connections; 64 B and 16 KiB; work 0 and
+    /// heavy; 1 s per run) over at least 5 interleaved rounds: refused
+    /// with --quick, --servers, --conns, --sizes, --work or --extra, so a
+    /// class demo can never overwrite the full table with a part of it.
     #[arg(long)]
     pub publish: bool,
 
@@ -194,6 +222,10 @@ pub(crate) struct Plan {
     pub(crate) duration: Duration,
     pub(crate) warmup: Duration,
     pub(crate) repeat: usize,
+    /// Interleaved rounds (1: every row's matrix in turn, as listed).
+    pub(crate) rounds: usize,
+    /// The seed of the rounds' shuffle.
+    pub(crate) seed: u64,
     pub(crate) pipeline: usize,
     pub(crate) timeout: Duration,
     pub(crate) server_cpus: Option<Vec<usize>>,
@@ -215,6 +247,7 @@ impl CompareArgs {
                 (!self.work.is_empty(), "--work"),
                 (self.no_reference, "--no-reference"),
                 (self.unix, "--unix"),
+                (!self.extra.is_empty(), "--extra"),
             ]
             .into_iter()
             .filter_map(|(given, flag)| given.then_some(flag))
@@ -224,6 +257,11 @@ impl CompareArgs {
                     "--publish writes the whole matrix results/ describes; drop {} (or leave out --publish: the run then goes to {})",
                     subsets.join(", "),
                     scratch_dir().display()
+                );
+            }
+            if let Some(n) = self.rounds.filter(|&n| n < MIN_PUBLISHED_ROUNDS) {
+                bail!(
+                    "--publish writes medians over at least {MIN_PUBLISHED_ROUNDS} rounds (a single pass moves a ratio by 10-15 %); --rounds {n} is too few"
                 );
             }
         }
@@ -265,6 +303,13 @@ impl CompareArgs {
                 ordered.push(s);
             }
         }
+        for e in &self.extra {
+            let spec = extra_spec(e).map_err(anyhow::Error::msg)?;
+            if ordered.iter().any(|o| o.name == spec.name) {
+                bail!("--extra: the name `{}` is given twice", spec.name);
+            }
+            ordered.push(spec);
+        }
         let mut servers = Vec::new();
         for spec in ordered {
             servers.push(Row { spec, unix: false });
@@ -291,7 +336,11 @@ impl CompareArgs {
             };
         Ok(Plan {
             servers,
-            conns: or(&self.conns, &[1, 100, 1000], &[1, 10, 100, 1000, 10_000]),
+            conns: if self.publish {
+                PUBLISHED_CONNS.to_vec()
+            } else {
+                or(&self.conns, &[1, 100, 1000], &[1, 10, 100, 1000, 10_000])
+            },
             sizes: or(&self.sizes, &[64], &[64, 16 * 1024]),
             work: if !self.work.is_empty() {
                 self.work.clone()
@@ -302,17 +351,31 @@ impl CompareArgs {
             },
             framing: self.framing,
             // Quick: 0.75 s + 0.2 s per cell keeps ~35 cells under a minute.
+            // Published: 1 s per run, since each cell runs once per round.
             duration: self.duration.unwrap_or(if self.quick {
                 Duration::from_millis(750)
+            } else if self.publish {
+                Duration::from_secs(1)
             } else {
                 Duration::from_secs(2)
             }),
             warmup: self.warmup.unwrap_or(if self.quick {
                 Duration::from_millis(200)
+            } else if self.publish {
+                Duration::from_millis(300)
             } else {
                 Duration::from_millis(500)
             }),
             repeat: self.repeat.max(1),
+            rounds: self
+                .rounds
+                .unwrap_or(if self.publish {
+                    MIN_PUBLISHED_ROUNDS
+                } else {
+                    1
+                })
+                .max(1),
+            seed: self.seed.unwrap_or_else(time_seed),
             over_limit: self.over_limit,
             pipeline: self.pipeline.max(1),
             timeout: self.timeout,
@@ -327,6 +390,22 @@ impl CompareArgs {
             },
         })
     }
+}
+
+/// The published results are medians over at least this many rounds.
+pub(crate) const MIN_PUBLISHED_ROUNDS: usize = 5;
+
+/// The connection counts of the published matrix: the full matrix's
+/// without 10 (between 1 and 100 it says little), so that five rounds of
+/// it fit in about half an hour on 2 cores.
+pub(crate) const PUBLISHED_CONNS: [usize; 4] = [1, 100, 1000, 10_000];
+
+/// A seed for the rounds' shuffle when none is given: the clock's
+/// nanoseconds (printed, so any order can be repeated with --seed).
+fn time_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 /// Where an unpublished comparison goes: `compare/` in the target
@@ -403,16 +482,51 @@ mod tests {
         let named = args(&["--servers", "event-loop,epoll-ref"]).plan().unwrap();
         let names: Vec<String> = named.servers.iter().map(Row::name).collect();
         assert_eq!(names, ["epoll-ref", "event-loop"]);
-        assert_eq!(full.conns, [1, 10, 100, 1000, 10_000]);
+        assert_eq!(full.conns, PUBLISHED_CONNS);
+        assert_eq!(full.rounds, MIN_PUBLISHED_ROUNDS);
+        let default = args(&[]).plan().unwrap();
+        assert_eq!(default.conns, [1, 10, 100, 1000, 10_000]);
+        assert_eq!(
+            (default.rounds, default.duration),
+            (1, Duration::from_secs(2))
+        );
+        let err = args(&["--publish", "--rounds", "3"])
+            .plan()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 5 rounds"), "{err}");
         for subset in [
             &["--publish", "--quick"][..],
             &["--publish", "--servers", "tcp-echo"],
             &["--publish", "--conns", "1"],
+            &["--publish", "--extra", "x=/bin/true"],
         ] {
             let err = args(subset).plan().unwrap_err().to_string();
             assert!(err.contains("--publish writes the whole matrix"), "{err}");
             assert!(err.contains(subset[1]), "{err}");
         }
+        // Extra rows come after the asked-for ones, with their own names.
+        let extra = args(&[
+            "--servers",
+            "event-loop",
+            "--extra",
+            "before=/tmp/old/async-server server --model event-loop",
+            "--extra",
+            "old-ref=/tmp/old/epoll-ref --addr {addr}",
+        ])
+        .plan()
+        .unwrap();
+        let names: Vec<String> = extra.servers.iter().map(Row::name).collect();
+        assert_eq!(names, ["epoll-ref", "event-loop", "before", "old-ref"]);
+        assert!(extra.servers[2].spec.program.takes_common_flags());
+        assert!(extra.servers[3].spec.program.names_its_addr());
+        assert!(!extra.servers[3].spec.work);
+        for bad in ["noequals", "=cmd", "epoll-ref=/bin/x", "a b=/bin/x", "x="] {
+            let err = args(&["--extra", bad]).plan().unwrap_err().to_string();
+            assert!(err.contains("--extra"), "{bad}: {err}");
+        }
+        let twice = args(&["--extra", "a=/bin/x", "--extra", "a=/bin/y"]).plan();
+        assert!(twice.unwrap_err().to_string().contains("given twice"));
         let mine = args(&["--quick", "--out", "/tmp/x"]).plan().unwrap();
         assert_eq!(mine.out, PathBuf::from("/tmp/x"));
     }

@@ -20,6 +20,10 @@ pub struct Comparison {
     pub duration_secs: f64,
     pub warmup_secs: f64,
     pub repeat: usize,
+    /// Interleaved rounds (`--rounds`; 1 without).
+    pub rounds: usize,
+    /// The seed of the rounds' shuffled order (None with one round).
+    pub seed: Option<u64>,
     pub pipeline: usize,
     pub servers: Vec<ServerRow>,
     pub cells: Vec<Cell>,
@@ -147,20 +151,43 @@ fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
         if e.loadgen_threads == 1 { "" } else { "s" },
         e.python
     );
+    let runs = if c.rounds > 1 {
+        format!(
+            "{} interleaved rounds: every row ran once per round, the rows of each load in a fresh shuffled order (seed {}: `--rounds {} --seed {}` repeats the order), the reference in every round; figures are medians over the rounds{}",
+            c.rounds,
+            c.seed.unwrap_or_default(),
+            c.rounds,
+            c.seed.unwrap_or_default(),
+            if c.repeat > 1 {
+                format!(" ({} runs per cell per round)", c.repeat)
+            } else {
+                String::new()
+            }
+        )
+    } else {
+        format!(
+            "{} run{} per cell (fresh server each run; figures are medians)",
+            c.repeat,
+            if c.repeat == 1 { "" } else { "s" },
+        )
+    };
     let _ = writeln!(
         md,
-        "Load: `{}` framing, closed loop, {} frame{} in flight per connection, {:.1} s measured after {:.2} s of warm-up, {} run{} per cell (fresh server each run; figures are medians). `work` is `--work` rounds per frame; `heavy` ≈ 128,000 hash steps per request (rounds = 128000 / (64 + size)).\n",
+        "Load: `{}` framing, closed loop, {} frame{} in flight per connection, {:.1} s measured after {:.2} s of warm-up, {runs}. `work` is `--work` rounds per frame; `heavy` ≈ 128,000 hash steps per request (rounds = 128000 / (64 + size)).\n",
         c.framing,
         c.pipeline,
         if c.pipeline == 1 { "" } else { "s" },
         c.duration_secs,
         c.warmup_secs,
-        c.repeat,
-        if c.repeat == 1 { "" } else { "s" },
     );
     let _ = writeln!(
         md,
-        "**Server CPU µs/req** (user + system time of the server process from /proc, over the whole cell, divided by verified echoes) is the headline: on a shared 2-core machine requests/s mostly measures the client. **x ref** divides it by the *practical limit* row's figure for the same load in this same run: `epoll-ref`, the smallest correct epoll echo (level-triggered, raw, no limits; `epoll_wait` + `read` + `write` per echo). ×1.20 means the design spends 20 % more CPU per echo than the bare syscalls do; the reference has no `--work`, so rows with work have no ratio.\n"
+        "**Server CPU µs/req** (user + system time of the server process from /proc, over the whole cell, divided by verified echoes) is the headline: on a shared 2-core machine requests/s mostly measures the client. **x ref** divides it by the *practical limit* row's figure for the same load in this same run: `epoll-ref`, the smallest correct epoll echo (level-triggered, raw, no limits; `epoll_wait` + `read` + `write` per echo). ×1.20 means the design spends 20 % more CPU per echo than the bare syscalls do; the reference has no `--work`, so rows with work have no ratio.{}\n",
+        if c.rounds > 1 {
+            " With rounds, each round's ratio is taken against that round's reference, and **x ref** is the median of those ratios, followed by their interquartile range (the middle half of the rounds) and their whole range: a difference between two rows smaller than their ranges is noise."
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         md,
@@ -178,18 +205,29 @@ fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
         match &cell.median {
             Some(m) => {
                 let rps = match cell.rps_spread {
-                    Some((lo, hi)) if c.repeat > 1 => {
+                    Some((lo, hi)) if c.repeat > 1 || c.rounds > 1 => {
                         format!("{:.0} ({:.0}–{:.0})", m.requests_per_sec, lo, hi)
                     }
                     _ => format!("{:.0}", m.requests_per_sec),
                 };
+                let cpu = match cell.cpu_spread {
+                    Some((lo, hi)) if c.rounds > 1 || c.repeat > 1 => {
+                        format!("**{:.1}** ({lo:.1}–{hi:.1})", m.server_cpu_us_per_request)
+                    }
+                    _ => format!("**{:.1}**", m.server_cpu_us_per_request),
+                };
+                let x_ref = match (cell.x_ref_iqr, cell.x_ref_spread) {
+                    (Some((q1, q3)), Some((lo, hi))) if c.rounds > 1 => format!(
+                        "{} (IQR {q1:.2}–{q3:.2}, range {lo:.2}–{hi:.2})",
+                        ratio(cell.x_ref)
+                    ),
+                    _ => ratio(cell.x_ref),
+                };
                 let _ = writeln!(
                     md,
-                    "{head}| {rps} | {} | {} | **{:.1}** | {} | {:.1} | {} | {} | {} | {} | {} |",
+                    "{head}| {rps} | {} | {} | {cpu} | {x_ref} | {:.1} | {} | {} | {} | {} | {} |",
                     us(m.p50_us),
                     us(m.p99_us),
-                    m.server_cpu_us_per_request,
-                    ratio(cell.x_ref),
                     m.loadgen_cpu_us_per_request,
                     mib(m.peak_rss_bytes),
                     m.peak_threads,
@@ -297,7 +335,7 @@ fn unix_table(md: &mut String, c: &Comparison) {
 /// The rules every comparison keeps; printed with every result.
 pub const FAIRNESS: &[&str] = &[
     "Every server runs the same framing, the same limits and the same `--work`, started the same way (a child process on 127.0.0.1:0), fresh for every cell. The reference (`epoll-ref`) takes only `--addr`: it has no limits or framing to set, which is the point of it.",
-    "The reference row runs first in every comparison and `x ref` is always computed against the reference of the same run, never against a published figure.",
+    "The reference row runs in every comparison (first, with one round; in every round, at a shuffled place, with `--rounds`) and `x ref` is always computed against the reference of the same run (of the same round, with `--rounds`), never against a published figure.",
     "Every server writes with write_all semantics (short writes are retried, never dropped); every echo is verified byte for byte by the load generator, and a cell with any wrong or missing echo is marked as such.",
     "The same client for everyone: one event-driven load generator (tokio, one task per connection), TCP_NODELAY on, the same payloads, the same warm-up.",
     "Thread counts are stated (table of servers and the `threads` column); a design that cannot serve a cell is shown as skipped with the reason, never dropped.",

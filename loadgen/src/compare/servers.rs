@@ -1,5 +1,6 @@
 //! The server table of `loadgen compare`: every server of the workspace
-//! (and the Python baseline, and the `epoll-ref` reference), how to start
+//! (and the Python baseline, the `epoll-ref` reference and its `poll-ref`
+//! and `select-ref` siblings), how to start
 //! it, what it speaks, what it needs from this machine and where its design
 //! stops. The only place that knows the servers; add yours here.
 
@@ -20,10 +21,86 @@ pub enum Program {
     /// and the common flags appended.
     Bin(&'static str),
     /// A binary that takes `--addr` and nothing else (no `server`
-    /// subcommand, no common flags): the reference, `epoll-ref`.
+    /// subcommand, no common flags): `epoll-ref`, `poll-ref`, `select-ref`.
     Plain(&'static str),
     /// `python3 <script>`, the script looked up under `scripts/`.
     Python(&'static str),
+    /// A row added with `--extra NAME=COMMAND` (say, a "before" build of a
+    /// server beside the "after" one): the command's words, run as given.
+    /// With `plain`, the command held an `{addr}` placeholder (now
+    /// `127.0.0.1:0`) and gets nothing else, like `epoll-ref`; without,
+    /// it is treated like a workspace binary: `--addr` and the common
+    /// flags are appended.
+    Extra {
+        argv: &'static [&'static str],
+        plain: bool,
+    },
+}
+
+/// The placeholder of `--extra NAME=COMMAND` for the listening address.
+pub const ADDR: &str = "{addr}";
+
+impl Program {
+    /// Does it take the common flags (framing, limits, `--work`)?
+    pub(crate) fn takes_common_flags(self) -> bool {
+        matches!(self, Program::Bin(_) | Program::Extra { plain: false, .. })
+    }
+
+    /// Does its command already name the address (`{addr}`)?
+    pub(crate) fn names_its_addr(self) -> bool {
+        matches!(self, Program::Extra { plain: true, .. })
+    }
+}
+
+/// Parse `--extra NAME=COMMAND` into a row. The row's strings are leaked:
+/// a comparison runs once per process and its rows live to the end of
+/// it, and this keeps [`ServerSpec`] a `Copy` entry like the built-in
+/// table's.
+pub fn extra_spec(arg: &str) -> Result<ServerSpec, String> {
+    let (name, command) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("--extra `{arg}`: expected NAME=COMMAND"))?;
+    let name = name.trim();
+    let valid = |c: char| c.is_ascii_alphanumeric() || "-_.+".contains(c);
+    if name.is_empty() || !name.chars().all(valid) {
+        return Err(format!(
+            "--extra `{arg}`: the name must be letters, digits, `-`, `_`, `.` or `+`"
+        ));
+    }
+    if SERVERS.iter().any(|s| s.name == name) {
+        return Err(format!(
+            "--extra `{arg}`: `{name}` is a built-in row; pick another name"
+        ));
+    }
+    let words: Vec<&'static str> = command
+        .split_whitespace()
+        .map(|w| &*Box::leak(w.to_string().into_boxed_str()))
+        .collect();
+    if words.is_empty() {
+        return Err(format!("--extra `{arg}`: the command is empty"));
+    }
+    let plain = words.iter().any(|w| w.contains(ADDR));
+    Ok(ServerSpec {
+        name: Box::leak(name.to_string().into_boxed_str()),
+        program: Program::Extra {
+            argv: Box::leak(words.into_boxed_slice()),
+            plain,
+        },
+        args: &[],
+        framings: if plain { &[Framing::Raw] } else { ALL_FRAMINGS },
+        max_conns: 100_000,
+        limit_reason: "",
+        work: !plain,
+        tls: false,
+        threads: if plain {
+            "extra row (`--extra`, its own flags only)"
+        } else {
+            "extra row (`--extra`, with the common flags)"
+        },
+        needs: Needs::Nothing,
+        unix: false,
+        reference: false,
+    })
 }
 
 /// What a row needs beyond its binary; checked once per comparison, and
@@ -97,6 +174,36 @@ pub const SERVERS: &[ServerSpec] = &[
         needs: Needs::Nothing,
         unix: false,
         reference: true,
+    },
+    ServerSpec {
+        name: "poll-ref",
+        program: Program::Plain("poll-ref"),
+        args: &[],
+        framings: &[Framing::Raw],
+        max_conns: 100_000,
+        limit_reason: "",
+        work: false,
+        tls: false,
+        threads: "1 (level-triggered poll(2), raw echo, no limits: the whole pollfd array passed on every call)",
+        needs: Needs::Nothing,
+        unix: false,
+        reference: false,
+    },
+    ServerSpec {
+        name: "select-ref",
+        program: Program::Plain("select-ref"),
+        args: &[],
+        framings: &[Framing::Raw],
+        // Descriptors 0-2, the listener and the signalfd come first; a
+        // little room for the accept backlog's churn.
+        max_conns: 1_000,
+        limit_reason: "cannot run: FD_SETSIZE=1024 limits descriptor numbers, and select(2) cannot watch a socket numbered 1024 or above (select-ref refuses those connections; raising ulimit -n does not help)",
+        work: false,
+        tls: false,
+        threads: "1 (level-triggered select(2), raw echo, no limits: two fd_set bitmaps rebuilt on every call)",
+        needs: Needs::Nothing,
+        unix: false,
+        reference: false,
     },
     ServerSpec {
         name: "tcp-echo",
@@ -328,6 +435,20 @@ impl ServerSpec {
                 );
                 Ok((cmd, shown.trim_end().to_string()))
             }
+            Program::Extra { argv, .. } => {
+                let program = argv.first().copied().unwrap_or_default();
+                if program.contains('/') && !Path::new(program).is_file() {
+                    return Err(format!("`{program}` not found"));
+                }
+                let args: Vec<String> = argv
+                    .iter()
+                    .skip(1)
+                    .map(|a| a.replace(ADDR, "127.0.0.1:0"))
+                    .collect();
+                let mut cmd = Command::new(program);
+                cmd.args(&args);
+                Ok((cmd, argv.join(" ")))
+            }
             Program::Python(script) => {
                 let path =
                     find_script(script).ok_or_else(|| format!("scripts/{script} not found"))?;
@@ -377,6 +498,7 @@ impl ServerSpec {
         let bin = match self.program {
             Program::Bin(b) | Program::Plain(b) => b,
             Program::Python(_) => "python3",
+            Program::Extra { argv, .. } => argv.first().copied().unwrap_or_default(),
         };
         let help = || {
             let path = PathBuf::from(found.0.get_program());
