@@ -15,14 +15,19 @@ use std::ffi::CStr;
 use std::fs;
 use std::io;
 
-/// Why a namespace could not be made: a sentence naming what to check.
+/// Why a namespace could not be made.
 #[derive(Debug)]
-pub struct Refused(pub String);
+pub enum Error {
+    /// The kernel does not allow it here: a sentence naming what to check.
+    Refused(String),
+    /// It was made but could not be set up: a bug or a broken system.
+    Failed(String),
+}
 
 /// Enter a fresh network namespace. As root, only the network namespace is
 /// new (root may create one directly); otherwise a user namespace too, in
 /// which the caller is mapped to root, the way `unshare -r` does it.
-pub fn enter() -> Result<(), Refused> {
+pub fn enter() -> Result<(), Error> {
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     if uid == 0 {
@@ -35,7 +40,7 @@ pub fn enter() -> Result<(), Refused> {
     // SAFETY: as above.
     if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) } != 0 {
         let err = io::Error::last_os_error();
-        return Err(Refused(format!(
+        return Err(Error::Refused(format!(
             "the kernel refused a new user namespace ({err}): {}",
             which_setting()
         )));
@@ -44,7 +49,7 @@ pub fn enter() -> Result<(), Refused> {
     // until a uid is mapped. "deny" on setgroups is required before an
     // unprivileged process may write gid_map (since Linux 3.19).
     let write = |path: &str, text: String| {
-        fs::write(path, text).map_err(|e| Refused(format!("cannot write {path}: {e}")))
+        fs::write(path, text).map_err(|e| Error::Failed(format!("cannot write {path}: {e}")))
     };
     write("/proc/self/setgroups", "deny".into())?;
     write("/proc/self/uid_map", format!("0 {uid} 1"))?;
