@@ -193,7 +193,9 @@ pub fn summarize(conv: &Conversation, packets: &[Packet]) -> Summary {
     for &(i, dir) in &conv.packets {
         let Some(p) = packets.get(i) else { continue };
         let d = dir.index();
-        s.segments[d] += 1;
+        if !matches!(p.proto, Proto::Icmp(_)) {
+            s.segments[d] += 1;
+        }
         if s.largest.is_none_or(|(len, _)| p.ip_len > len) {
             s.largest = Some((p.ip_len, p.number));
         }
@@ -280,6 +282,7 @@ mod tests {
                 wscale: None,
                 len,
                 preview: Vec::new(),
+                tls: None,
             }),
         }
     }

@@ -41,8 +41,12 @@ pub fn label(p: &Packet, rel: Option<(&Conversation, Dir)>) -> String {
             }
             if t.len > 0 {
                 let _ = write!(s, " len={}", t.len);
-                let more = if t.len > t.preview.len() { ".." } else { "" };
-                let _ = write!(s, " \"{}{more}\"", printable(&t.preview));
+                if let Some(tls) = &t.tls {
+                    let _ = write!(s, " {tls}");
+                } else {
+                    let more = if t.len > t.preview.len() { ".." } else { "" };
+                    let _ = write!(s, " \"{}{more}\"", printable(&t.preview));
+                }
             }
             s
         }

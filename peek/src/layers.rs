@@ -241,7 +241,10 @@ fn tcp(d: &mut Dump<'_>) {
         format!("header {hl} bytes; flags {}", on.join(" "))
     });
     d.field(2, "window", |b| {
-        format!("{} (scaled by the factor agreed in the SYNs)", be16(b))
+        format!(
+            "{} (in a SYN as is; later x the scale the SYNs agreed)",
+            be16(b)
+        )
     });
     d.field(2, "checksum", |b| format!("{:#06x}", be16(b)));
     d.field(2, "urgent pointer", |b| format!("{}", be16(b)));

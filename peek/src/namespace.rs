@@ -128,8 +128,36 @@ pub fn loopback_up(mtu: Option<u32>) -> io::Result<u32> {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "MTU too large"))?;
         ioctl(&fd, libc::SIOCSIFMTU, &mut req)?;
     }
+    if mtu.is_some() {
+        segmentation_offload_off(&fd)?;
+    }
     let mut req = ifreq_lo();
     ioctl(&fd, libc::SIOCGIFMTU, &mut req)?;
     // SAFETY: SIOCGIFMTU filled the mtu member of the union.
     Ok(u32::try_from(unsafe { req.ifr_ifru.ifru_mtu }).unwrap_or(0))
+}
+
+/// Turn off TCP segmentation offload and generic segmentation offload on
+/// `lo` (what `ethtool -K lo tso off gso off` does, through the legacy
+/// `SIOCETHTOOL` commands). With them on, TCP hands the device one "super
+/// segment" of many MSS, to be cut to size by the network card (TSO) or
+/// just before the driver (GSO); loopback never cuts it, so a capture
+/// shows 7 KiB "segments" on a 1500-byte MTU. Off, every segment on the
+/// wire is at most one MSS, as on a real link.
+fn segmentation_offload_off(fd: &std::os::fd::OwnedFd) -> io::Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_STSO: u32 = 0x1f;
+    const ETHTOOL_SGSO: u32 = 0x24;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    for cmd in [ETHTOOL_STSO, ETHTOOL_SGSO] {
+        let mut value = EthtoolValue { cmd, data: 0 };
+        let mut req = ifreq_lo();
+        req.ifr_ifru.ifru_data = (&raw mut value).cast();
+        ioctl(fd, SIOCETHTOOL, &mut req)?;
+    }
+    Ok(())
 }

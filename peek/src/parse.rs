@@ -64,6 +64,8 @@ pub struct Tcp {
     /// Payload length from the IP header (not from the captured bytes).
     pub len: usize,
     pub preview: Vec<u8>,
+    /// The TLS records this segment starts with, if it looks like TLS.
+    pub tls: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -220,6 +222,7 @@ pub fn parse(number: usize, ts: Duration, wire_len: usize, frame: &[u8]) -> Pack
                 wscale,
                 len: ip_payload_len.saturating_sub(t.header_slice().len()),
                 preview: payload[..payload.len().min(PREVIEW)].to_vec(),
+                tls: tls_records(payload),
             })
         }
         Some(TransportSlice::Udp(u)) => {
@@ -299,6 +302,44 @@ fn quoted(b: &[u8]) -> Option<Quoted> {
         sport: u16::from_be_bytes([ports[0], ports[1]]),
         dport: u16::from_be_bytes([ports[2], ports[3]]),
     })
+}
+
+/// Name the TLS records a segment starts with: each record is a 5-byte
+/// header (content type, version 3.x, length) and its body. In TLS 1.3
+/// everything after the ServerHello, certificates included, travels as
+/// encrypted `app-data` records: only the hellos are readable on the wire.
+/// A heuristic (a segment may start mid-record): `None` unless the first
+/// header is plausible.
+pub fn tls_records(payload: &[u8]) -> Option<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut at = 0;
+    while let Some(h) = payload.get(at..at + 5) {
+        let kind = match h[0] {
+            20 => "change-cipher-spec",
+            21 => "alert",
+            22 => "handshake",
+            23 => "app-data",
+            _ => break,
+        };
+        if h[1] != 3 || h[2] > 4 {
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        let msg = match (h[0], payload.get(at + 5)) {
+            (22, Some(1)) => " ClientHello",
+            (22, Some(2)) => " ServerHello",
+            _ => "",
+        };
+        names.push(format!("{kind}{msg} {len}"));
+        at += 5 + len;
+    }
+    if names.is_empty() {
+        return None;
+    }
+    if at < payload.len() {
+        names.push("..".into());
+    }
+    Some(format!("TLS[{}]", names.join(", ")))
 }
 
 /// Printable ASCII as is, everything else as `.`: enough to recognise

@@ -45,14 +45,14 @@ pub fn draw(path: &Path, convs: &[Conversation], packets: &[Packet], t0: Duratio
             &BLACK,
         ))
         .map_err(|e| err(&e))?;
-        root.draw(&text("ms", 150, y + 26, 12, &grey))
+        root.draw(&text("#  ms", 10, y + 26, 12, &grey))
             .map_err(|e| err(&e))?;
         root.draw(&text(&c.a.to_string(), LEFT - 60, y + 26, 13, &BLACK))
             .map_err(|e| err(&e))?;
         root.draw(&text(&c.b.to_string(), RIGHT - 60, y + 26, 13, &BLACK))
             .map_err(|e| err(&e))?;
         let top = y + HEAD - 10;
-        let bottom = y + HEAD + c.packets.len() as i32 * ROW;
+        let bottom = y + HEAD + c.packets.len() as i32 * ROW + 8;
         for x in [LEFT, RIGHT] {
             root.draw(&PathElement::new(
                 vec![(x, top), (x, bottom)],
@@ -62,7 +62,8 @@ pub fn draw(path: &Path, convs: &[Conversation], packets: &[Packet], t0: Duratio
         }
         for (k, &(i, dir)) in c.packets.iter().enumerate() {
             let Some(p) = packets.get(i) else { continue };
-            let y0 = y + HEAD + k as i32 * ROW;
+            // The label sits on top, the arrow slopes down under it.
+            let y0 = y + HEAD + k as i32 * ROW + 11;
             let (x0, x1) = match dir {
                 Dir::Out => (LEFT, RIGHT),
                 Dir::Back => (RIGHT, LEFT),
@@ -85,10 +86,10 @@ pub fn draw(path: &Path, convs: &[Conversation], packets: &[Packet], t0: Duratio
             ))
             .map_err(|e| err(&e))?;
             let t = format!("#{} {:.3}", p.number, millis(p.ts, t0));
-            root.draw(&text(&t, 10, y0 + 4, 11, &grey))
+            root.draw(&text(&t, 10, y0 - 6, 11, &grey))
                 .map_err(|e| err(&e))?;
             let l = label(p, Some((c, dir)));
-            root.draw(&text(&l, LEFT + 20, y0 - 2, 11, &BLACK))
+            root.draw(&text(&l, LEFT + 24, y0 - 15, 11, &BLACK))
                 .map_err(|e| err(&e))?;
         }
         y = bottom + 20;
