@@ -4,10 +4,14 @@
 //! `socket(AF_PACKET, SOCK_RAW, ETH_P_ALL)` receives a copy of every frame
 //! on the interfaces it is bound to, link header included; it needs
 //! `CAP_NET_RAW`, which the namespace's root has over the namespace's own
-//! interfaces only. Bound to `lo`, it sees each packet twice, once leaving
-//! (`PACKET_OUTGOING`) and once arriving: `PACKET_IGNORE_OUTGOING` (Linux
-//! 4.20) asks the kernel to skip the first copy, and the packet type that
-//! `recvfrom` reports filters them on kernels without it.
+//! interfaces only. Bound to `lo`, it sees each packet twice: once leaving
+//! (`PACKET_OUTGOING`) and once arriving (`PACKET_HOST`). We keep the
+//! leaving copy. Its timestamp is taken at one place, as the packet is
+//! handed to the device; the arriving copy's is taken either when it is
+//! queued or when it is delivered (TCP's departure-time stamps are swapped
+//! for the clock there), so on arriving copies a data segment can appear
+//! *after* the ACK that answers it. The frames are then put in timestamp
+//! order, which on the leaving copies is the order of transmission.
 //!
 //! The capture is bounded: at most `max_packets` frames and `max_bytes`
 //! bytes are kept (the rest are counted, not stored), each frame cut to the
@@ -93,10 +97,12 @@ pub fn open() -> io::Result<OwnedFd> {
             size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     })?;
-    // Best effort: older kernels lack it, and recvfrom's packet type covers them.
-    let _ = setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, 1);
-    // A larger buffer for bursts (a 16 KiB echo at MTU 1500 is a dozen frames
-    // at once); the kernel caps it at net.core.rmem_max.
+    // Ask for timestamps now, before the command starts: the kernel stamps
+    // packets only while some socket wants stamps, and until then
+    // SIOCGSTAMPNS answers with the time of the ioctl itself.
+    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    // A larger buffer for bursts (a 16 KiB echo at MTU 1500 is a dozen frames,
+    // each queued twice); the kernel caps it at net.core.rmem_max.
     let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
     Ok(fd)
 }
@@ -170,7 +176,7 @@ fn read_ready(
                 _ => Err(e),
             };
         }
-        if sll.sll_pkttype == libc::PACKET_OUTGOING {
+        if sll.sll_pkttype != libc::PACKET_OUTGOING {
             continue;
         }
         got += 1;
@@ -225,6 +231,8 @@ pub fn run(fd: &OwnedFd, child: &mut Child, limits: Limits) -> io::Result<(Captu
             Some((status, at)) => {
                 if last_packet.elapsed() >= DRAIN_QUIET || at.elapsed() >= DRAIN_MAX {
                     cap.kernel_drops = drops(fd);
+                    // Stable: frames with equal stamps keep their arrival order.
+                    cap.frames.sort_by_key(|f| f.ts);
                     return Ok((cap, status));
                 }
             }

@@ -113,17 +113,16 @@ pub fn summary_text(conv: &Conversation, s: &Summary, mtu: Option<u32>) -> Strin
             h.as_secs_f64() * 1e3
         );
     }
-    let unit = if conv.tcp { "segments" } else { "datagrams" };
-    let _ = writeln!(
-        out,
-        "  {} -> {}: {} {unit}, {} bytes of payload",
-        conv.a, conv.b, s.segments[0], s.bytes[0]
-    );
-    let _ = writeln!(
-        out,
-        "  {} -> {}: {} {unit}, {} bytes of payload",
-        conv.b, conv.a, s.segments[1], s.bytes[1]
-    );
+    let unit = if conv.tcp { "segment" } else { "datagram" };
+    for (k, (from, to)) in [(conv.a, conv.b), (conv.b, conv.a)].iter().enumerate() {
+        let n = s.segments[k];
+        let plural = if n == 1 { "" } else { "s" };
+        let _ = writeln!(
+            out,
+            "  {from} -> {to}: {n} {unit}{plural}, {} bytes of payload",
+            s.bytes[k]
+        );
+    }
     if conv.tcp {
         let end = match (s.first_rst, s.first_fin) {
             (Some((d, n)), _) => format!("reset: RST from {} (#{n})", who(conv, d)),

@@ -122,6 +122,7 @@ fn tcp_steps(pcap: &Path) -> Vec<String> {
         .enumerate()
         .map(|(i, f)| parse(i + 1, f.ts, f.wire_len, &f.data))
         .collect();
+    assert_causal(&packets);
     let client = packets.iter().find_map(|p| match &p.proto {
         Proto::Tcp(t) if t.flags.syn && !t.flags.ack => Some(t.sport),
         _ => None,
@@ -141,6 +142,33 @@ fn tcp_steps(pcap: &Path) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// Packets must come out in the order they were sent: no ACK may
+/// acknowledge a byte (or SYN/FIN) its sender has not yet been shown
+/// receiving. Catches timestamps taken at inconsistent points.
+fn assert_causal(packets: &[peek::parse::Packet]) {
+    // Highest sequence end sent so far, per source port.
+    let mut sent: std::collections::HashMap<u16, u32> = Default::default();
+    for p in packets {
+        let Proto::Tcp(t) = &p.proto else { continue };
+        if t.flags.ack && !t.flags.rst {
+            let peer = sent.get(&t.dport).copied();
+            assert!(
+                peer.is_some_and(|end| (t.ack.wrapping_sub(end) as i32) <= 0),
+                "packet {} acknowledges {} before the peer sent it (peer's end {peer:?})",
+                p.number,
+                t.ack
+            );
+        }
+        let end = t
+            .seq
+            .wrapping_add(t.len as u32 + u32::from(t.flags.syn) + u32::from(t.flags.fin));
+        let e = sent.entry(t.sport).or_insert(end);
+        if (end.wrapping_sub(*e) as i32) > 0 {
+            *e = end;
+        }
+    }
 }
 
 /// Keep the handshake whole, then drop pure ACKs except the very last
