@@ -325,10 +325,12 @@ pub fn tls_records(payload: &[u8]) -> Option<String> {
             break;
         }
         let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
-        let msg = match (h[0], payload.get(at + 5)) {
-            (22, Some(1)) => " ClientHello",
-            (22, Some(2)) => " ServerHello",
-            _ => "",
+        let msg = if h[0] == 22 {
+            payload
+                .get(at + 5..at + 5 + len)
+                .map_or(String::new(), handshake_messages)
+        } else {
+            String::new()
         };
         names.push(format!("{kind}{msg} {len}"));
         at += 5 + len;
@@ -340,6 +342,36 @@ pub fn tls_records(payload: &[u8]) -> Option<String> {
         names.push("..".into());
     }
     Some(format!("TLS[{}]", names.join(", ")))
+}
+
+/// The handshake messages in one whole, unencrypted handshake record
+/// (" ServerHello+Certificate+..."), or "" when the lengths do not add up
+/// to the record exactly, as with an encrypted Finished in TLS 1.2.
+fn handshake_messages(body: &[u8]) -> String {
+    let mut names = Vec::new();
+    let mut at = 0;
+    while let Some(h) = body.get(at..at + 4) {
+        names.push(match h[0] {
+            1 => "ClientHello",
+            2 => "ServerHello",
+            4 => "NewSessionTicket",
+            8 => "EncryptedExtensions",
+            11 => "Certificate",
+            12 => "ServerKeyExchange",
+            13 => "CertificateRequest",
+            14 => "ServerHelloDone",
+            15 => "CertificateVerify",
+            16 => "ClientKeyExchange",
+            20 => "Finished",
+            _ => return String::new(),
+        });
+        at += 4 + (usize::from(h[1]) << 16 | usize::from(h[2]) << 8 | usize::from(h[3]));
+    }
+    if at == body.len() && !names.is_empty() {
+        format!(" {}", names.join("+"))
+    } else {
+        String::new()
+    }
 }
 
 /// Printable ASCII as is, everything else as `.`: enough to recognise
@@ -426,6 +458,24 @@ pub(crate) mod tests {
             panic!("not ICMP: {p:?}")
         };
         assert_eq!(i.describe(), "ICMP port unreachable (quotes udp 5000 -> 9)");
+    }
+
+    #[test]
+    fn names_tls_records_and_handshake_messages() {
+        // A handshake record holding ServerHello (2 bytes of body) and
+        // ServerHelloDone (empty), then an app-data record cut short.
+        let mut b = vec![22, 3, 3, 0, 10, 2, 0, 0, 2, 0xaa, 0xbb, 14, 0, 0, 0];
+        b.extend_from_slice(&[23, 3, 3, 0, 40, 1, 2]);
+        assert_eq!(
+            tls_records(&b).as_deref(),
+            Some("TLS[handshake ServerHello+ServerHelloDone 10, app-data 40]")
+        );
+        // Encrypted handshake bytes whose lengths do not add up: no names.
+        assert_eq!(
+            tls_records(&[22, 3, 3, 0, 4, 0x99, 1, 2, 3]).as_deref(),
+            Some("TLS[handshake 4]")
+        );
+        assert_eq!(tls_records(b"GET / HTTP/1.1"), None);
     }
 
     proptest! {
