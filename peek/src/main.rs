@@ -44,8 +44,9 @@ struct Cli {
     /// Also write the capture to FILE (pcap, opens in tcpdump and Wireshark).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
-    /// Bytes kept of each frame (the rest is counted, not stored).
-    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(64..=262_144))]
+    /// Bytes kept of each frame (the rest is counted, not stored); at least
+    /// 256, so that every header fits.
+    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(256..=262_144))]
     snaplen: u32,
     /// The command to run, and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]

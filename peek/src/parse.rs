@@ -12,6 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use etherparse::err::{Layer, packet::SliceError};
 use etherparse::{LaxNetSlice, LaxSlicedPacket, TcpOptionElement, TransportSlice};
 
 /// How many payload bytes a packet keeps for the preview and the ladder.
@@ -187,7 +188,7 @@ pub fn parse(number: usize, ts: Duration, wire_len: usize, frame: &[u8]) -> Pack
         Some(LaxNetSlice::Arp(_)) => return unknown("ARP".into()),
         None => {
             let why = match &sliced.stop_err {
-                Some((e, layer)) => format!("{layer}: {e}"),
+                Some((e, layer)) => stopped(e, *layer),
                 None => "not IP".into(),
             };
             return unknown(why);
@@ -238,7 +239,7 @@ pub fn parse(number: usize, ts: Duration, wire_len: usize, frame: &[u8]) -> Pack
         Some(TransportSlice::Icmpv6(i)) => Proto::Icmp(icmp(true, i.slice(), i.payload())),
         Some(_) => Proto::Other("IGMP".into()),
         None => Proto::Other(match &sliced.stop_err {
-            Some((e, layer)) => format!("{layer}: {e}"),
+            Some((e, layer)) => stopped(e, *layer),
             None => "IP payload of another protocol".into(),
         }),
     };
@@ -250,6 +251,20 @@ pub fn parse(number: usize, ts: Duration, wire_len: usize, frame: &[u8]) -> Pack
         src,
         dst,
         proto,
+    }
+}
+
+/// Why the slicer stopped, in one short line (its own messages are long).
+fn stopped(e: &SliceError, layer: Layer) -> String {
+    match e {
+        SliceError::Len(l) => format!(
+            "{layer} cut short: {} of {} bytes (snap length?)",
+            l.len, l.required_len
+        ),
+        SliceError::Tcp(etherparse::err::tcp::HeaderError::DataOffsetTooSmall { data_offset }) => {
+            format!("{layer} malformed: data offset {data_offset}")
+        }
+        _ => format!("{layer} malformed"),
     }
 }
 
