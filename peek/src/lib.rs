@@ -31,7 +31,7 @@ pub mod svg;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use capture::Frame;
 use parse::Packet;
@@ -66,7 +66,11 @@ pub fn report(frames: &[Frame], view: &View, out: &mut dyn std::io::Write) -> Re
             packets.get(n.wrapping_sub(1)),
         ) {
             (Some(f), Some(p)) => writeln!(out, "\n{}", layers::dump(p, &f.data))?,
-            _ => bail!("--layers {n}: the capture has {} packets", frames.len()),
+            _ => writeln!(
+                out,
+                "note: --layers {n}: the capture has {} packets",
+                frames.len()
+            )?,
         }
     }
     if let Some(path) = &view.svg {

@@ -29,6 +29,7 @@ use peek::{View, capture, namespace, pcap};
     about = "See every packet a program sends, without root: runs COMMAND in its own \
              network namespace, captures its loopback, draws a ladder per connection.",
     args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true,
     subcommand_negates_reqs = true
 )]
 struct Cli {

@@ -417,8 +417,6 @@ pub(crate) mod tests {
             .psh()
             .ack(2000);
         let mut out = Vec::new();
-        // Writing into a Vec cannot fail (io::Write for Vec is infallible).
-        #[allow(clippy::unwrap_used)]
         builder.write(&mut out, payload).unwrap();
         out
     }
@@ -428,7 +426,6 @@ pub(crate) mod tests {
             .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
             .udp(5000, 9);
         let mut out = Vec::new();
-        #[allow(clippy::unwrap_used)]
         builder.write(&mut out, payload).unwrap();
         out
     }
@@ -466,7 +463,6 @@ pub(crate) mod tests {
                 etherparse::icmpv4::DestUnreachableHeader::Port,
             ));
         let mut f = Vec::new();
-        #[allow(clippy::unwrap_used)]
         builder.write(&mut f, quote).unwrap();
         let p = parse(1, Duration::ZERO, f.len(), &f);
         let Proto::Icmp(i) = p.proto else {

@@ -120,28 +120,25 @@ mod tests {
 
     #[test]
     fn writes_the_standard_header_and_reads_it_back() {
-        let dir = std::env::temp_dir().join(format!("peek-pcap-{}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("peek-pcap-{}", std::process::id()));
         let frames = vec![Frame {
             ts: Duration::new(5, 250_000_000),
             wire_len: 100,
             data: vec![7; 60],
         }];
-        #[allow(clippy::unwrap_used)] // a temp file in a test: a failure is the test's failure
-        {
-            write(&dir, &frames, 262_144).unwrap();
-            let bytes = std::fs::read(&dir).unwrap();
-            assert_eq!(&bytes[..4], &0xa1b2c3d4u32.to_ne_bytes());
-            assert_eq!(&bytes[20..24], &1u32.to_ne_bytes(), "LINKTYPE_ETHERNET");
-            assert_eq!(bytes.len(), 24 + 16 + 60);
-            let back = read(&dir, 1 << 20, 10).unwrap();
-            std::fs::remove_file(&dir).unwrap();
-            assert_eq!(back.frames.len(), 1);
-            assert_eq!(back.frames[0].ts, Duration::new(5, 250_000_000));
-            assert_eq!(
-                (back.frames[0].wire_len, back.frames[0].data.len()),
-                (100, 60)
-            );
-        }
+        write(&path, &frames, 262_144).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..4], &0xa1b2c3d4u32.to_ne_bytes());
+        assert_eq!(&bytes[20..24], &1u32.to_ne_bytes(), "LINKTYPE_ETHERNET");
+        assert_eq!(bytes.len(), 24 + 16 + 60);
+        let back = read(&path, 1 << 20, 10).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(back.frames.len(), 1);
+        assert_eq!(back.frames[0].ts, Duration::new(5, 250_000_000));
+        assert_eq!(
+            (back.frames[0].wire_len, back.frames[0].data.len()),
+            (100, 60)
+        );
     }
 
     proptest! {
