@@ -22,6 +22,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// One captured frame.
@@ -51,6 +52,9 @@ pub struct Capture {
     /// Frames the kernel dropped because we did not read fast enough.
     pub kernel_drops: u32,
 }
+
+/// Set by `peek`'s SIGINT handler; the capture loop forwards it once.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// How long to keep reading after the command exits: packets still in
 /// flight (the last ACK, a FIN sent at exit by the kernel) arrive within
@@ -226,6 +230,13 @@ pub fn run(fd: &OwnedFd, child: &mut Child, limits: Limits) -> io::Result<(Captu
             None => {
                 if let Some(status) = child.try_wait()? {
                     exited = Some((status, Instant::now()));
+                } else if INTERRUPTED.swap(false, Ordering::Relaxed) {
+                    let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
+                    if pid > 0 {
+                        // SAFETY: a signal to our own child, which has not
+                        // been reaped (try_wait just said it still runs).
+                        unsafe { libc::kill(pid, libc::SIGINT) };
+                    }
                 }
             }
             Some((status, at)) => {

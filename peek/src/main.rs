@@ -150,7 +150,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let mtu = namespace::loopback_up(cli.mtu).context("cannot bring up lo in the namespace")?;
     let fd = capture::open().context("cannot open an AF_PACKET socket on lo")?;
-    ignore_sigint();
+    catch_sigint();
     let (program, args) = cli.command.split_first().context("no command given")?;
     let mut child = Command::new(program)
         .args(args)
@@ -208,10 +208,14 @@ fn describe(status: &std::process::ExitStatus) -> String {
 /// Ctrl-C goes to the whole foreground process group: let it end the
 /// command but not `peek`, which still has the ladder to print. A handler
 /// (not SIG_IGN, which `exec` would pass on) is reset in the child by exec.
-fn ignore_sigint() {
-    extern "C" fn nothing(_: libc::c_int) {}
-    // SAFETY: installing an async-signal-safe handler that does nothing.
+/// The capture loop passes a SIGINT on to the command, for the case where
+/// only `peek` got it (`kill -INT`, `timeout -s INT`).
+fn catch_sigint() {
+    extern "C" fn note(_: libc::c_int) {
+        capture::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, nothing as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, note as *const () as libc::sighandler_t);
     }
 }
