@@ -17,6 +17,8 @@
 //! bytes are kept (the rest are counted, not stored), each frame cut to the
 //! snap length; the kernel's own drops (its socket buffer full) are read
 //! back with `PACKET_STATISTICS` and reported.
+//!
+//! Try: `target/debug/peek --max-packets 5 -- target/debug/tcp-echo` (the limit note at the end)
 
 use std::io;
 use std::mem::{size_of, zeroed};

@@ -7,6 +7,8 @@
 //! first sequence number becomes 0, so the SYN is `seq=0` and the first
 //! data byte is 1), comparisons modulo 2^32 (sequence numbers wrap), and an
 //! ICMP error filed under the flow whose packet it quotes.
+//!
+//! Try: `target/debug/peek -- python3 peek/lessons/wire.py close --unread` (the summary names who sent the RST)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -8,6 +8,8 @@
 //!   1    0.000  |--- SYN seq=0 win=65495 ----------------------------->|
 //!   2    0.011  |<-- SYN ACK seq=0 ack=1 win=65483 --------------------|
 //! ```
+//!
+//! Try: `target/debug/peek -- target/debug/tcp-echo`
 
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -6,6 +6,8 @@
 //! Offsets come from the header-length fields in the packet itself (IPv4's
 //! IHL, TCP's data offset), read with bounds checks: a truncated or lying
 //! packet ends the dump early with a note, never a panic.
+//!
+//! Try: `target/debug/peek --layers 1 -- target/debug/tcp-echo` (the SYN and its options)
 
 use std::fmt::Write as _;
 

@@ -10,6 +10,8 @@
 //! Order matters: `unshare(CLONE_NEWUSER)` fails with `EINVAL` in a process
 //! that has more than one thread, so [`enter`] must run first thing in
 //! `main`, before anything could start a thread.
+//!
+//! Try: `target/debug/peek -- ip addr` (only `lo`, and it is up), as an ordinary user too
 
 use std::ffi::CStr;
 use std::fs;

@@ -8,6 +8,8 @@
 //! with saturating arithmetic, and anything that cannot be read becomes
 //! [`Proto::Other`] with a reason instead of a panic. The property tests at
 //! the bottom feed it arbitrary bytes and every truncation of real packets.
+//!
+//! Try: `cargo test -p peek --lib parse` (the property tests)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;

@@ -9,6 +9,8 @@
 //! the raw records, checked here: a file is input like any other, so it is
 //! read whole only up to a size bound, and a record may not claim more
 //! bytes than the file holds (`pcap-file`'s own slice parser checks that).
+//!
+//! Try: `target/debug/peek --pcap /tmp/e.pcap -- target/debug/tcp-echo; tcpdump -nn -r /tmp/e.pcap`
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};

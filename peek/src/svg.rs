@@ -2,6 +2,8 @@
 //! (lines, triangles, text; no chart, no fonts needed: the SVG names
 //! `sans-serif` and the viewer picks one). Each conversation gets its two
 //! columns and one sloped arrow per packet, labelled as in the text ladder.
+//!
+//! Try: `target/debug/peek --svg /tmp/e.svg -- target/debug/tcp-echo`, open the file in a browser
 
 use std::path::Path;
 use std::time::Duration;
