@@ -128,6 +128,17 @@ fn temp(name: &str) -> PathBuf {
 /// the side that sent the first SYN, S for the other.
 fn tcp_steps(pcap: &Path) -> Vec<String> {
     let loaded = peek::pcap::read(pcap, 1 << 24, 10_000).expect("read pcap");
+    // Each packet once: loopback delivers every frame to a packet socket
+    // twice, byte for byte (leaving and arriving). Even a retransmission
+    // differs from its original (IP identification, TCP timestamp).
+    let mut frames = std::collections::HashSet::new();
+    for (i, f) in loaded.frames.iter().enumerate() {
+        assert!(
+            frames.insert(&f.data),
+            "packet {} is a copy of an earlier one",
+            i + 1
+        );
+    }
     let packets: Vec<_> = loaded
         .frames
         .iter()
@@ -139,17 +150,21 @@ fn tcp_steps(pcap: &Path) -> Vec<String> {
         Proto::Tcp(t) if t.flags.syn && !t.flags.ack => Some(t.sport),
         _ => None,
     });
+    // A retransmission (same side, sequence number, flags and bytes: a
+    // loaded machine can delay an ACK past the tail-loss probe) is the same
+    // step of the exchange, listed once.
+    let mut seen = std::collections::HashSet::new();
     packets
         .iter()
         .filter_map(|p| match &p.proto {
             Proto::Tcp(t) => {
                 let side = if Some(t.sport) == client { "C" } else { "S" };
                 let data = String::from_utf8_lossy(&t.preview);
-                Some(
-                    format!("{side} {} {data}", t.flags.names())
-                        .trim()
-                        .to_string(),
-                )
+                let step = format!("{side} {} {data}", t.flags.names())
+                    .trim()
+                    .to_string();
+                let carries = t.len > 0 || t.flags.syn || t.flags.fin;
+                (!carries || seen.insert((step.clone(), t.seq))).then_some(step)
             }
             _ => None,
         })
