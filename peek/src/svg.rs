@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::flow::{Conversation, Dir};
 use crate::ladder::{label, millis};
@@ -24,7 +25,7 @@ const HEAD: i32 = 56;
 /// Draw every conversation, one under the other.
 pub fn draw(path: &Path, convs: &[Conversation], packets: &[Packet], t0: Duration) -> Result<()> {
     let rows: usize = convs.iter().map(|c| c.packets.len()).sum();
-    let h = 20 + convs.len() as i32 * (HEAD + 20) + rows as i32 * ROW;
+    let h = 20 + convs.len() as i32 * (HEAD + 28) + rows as i32 * ROW;
     let root = SVGBackend::new(path, (W as u32, h.max(60) as u32)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -90,8 +91,14 @@ pub fn draw(path: &Path, convs: &[Conversation], packets: &[Packet], t0: Duratio
             let t = format!("#{} {:.3}", p.number, millis(p.ts, t0));
             root.draw(&text(&t, 10, y0 - 6, 11, &grey))
                 .map_err(|e| err(&e))?;
+            // Each label starts where its arrow starts, so it reads with it.
             let l = label(p, Some((c, dir)));
-            root.draw(&text(&l, LEFT + 24, y0 - 15, 11, &BLACK))
+            let style = ("sans-serif", 11).into_font().color(&BLACK);
+            let (style, x) = match dir {
+                Dir::Out => (style, LEFT + 24),
+                Dir::Back => (style.pos(Pos::new(HPos::Right, VPos::Top)), RIGHT - 24),
+            };
+            root.draw(&Text::new(l, (x, y0 - 15), style))
                 .map_err(|e| err(&e))?;
         }
         y = bottom + 20;
