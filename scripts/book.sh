@@ -104,9 +104,11 @@ free_port() {
 
 prepare() {
     mkdir -p "$GEN"
-    cp results/*.svg "$GEN/"
-    # The zh-CN edition's copies, with titles and axes in Chinese.
-    python3 book/tools/svg_zh.py results "$GEN/zh-CN"
+    # The charts of results/, with their legend moved below the plot (it
+    # covers data where loadgen draws it), and the zh-CN edition's copies with
+    # titles and axes in Chinese.
+    python3 book/tools/charts.py results "$GEN"
+    python3 book/tools/charts.py results "$GEN/zh-CN" --zh
     say "building the chapter binaries (debug) to record transcripts"
     cargo build --quiet -p tcp-echo -p udp-echo -p threaded-server -p async-server -p tls-echo -p lab
     local bin=target/debug
