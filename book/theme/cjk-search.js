@@ -2,15 +2,14 @@
 //
 // mdBook's search (elasticlunr) cuts text into words at spaces and hyphens.
 // Chinese is written without spaces, so a whole sentence became one "word"
-// and no query could match it (rust-lang/mdBook#1081). scripts/book.sh
-// rewrites each edition's search index with book/tools/cjk_index.py, which
-// adds every Han character and every pair of adjacent Han characters of each
-// page as words. This file cuts a query the same way, so 三次握手 is looked
-// up as 三次, 次握, 握手, and mdBook's "all words must match" rule finds
-// the pages where the four characters appear together (or, rarely, apart).
-//
-// book/tools/check.py runs this very file, elasticlunr and the built index
-// under node, so the check and the browser share one implementation.
+// and no query could match it (rust-lang/mdBook#1081). This file makes the
+// tokenizer cut every run of Han characters into its pairs of adjacent
+// characters (a lone character stays itself), so 三次握手 is looked up as
+// 三次, 次握, 握手, and the "all words must match" setting of book.toml finds
+// the sections where the four characters appear together (or, rarely,
+// apart). The pages are cut the same way: scripts/book.sh rebuilds each
+// edition's search index with book/tools/cjk_index.js, which loads this very
+// file under node, and book/tools/check.py searches with it there too.
 (function () {
     "use strict";
     if (typeof elasticlunr === "undefined") {

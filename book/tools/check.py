@@ -7,10 +7,11 @@
     check.py links OUT_ROOT DIR...    every relative link, image and fragment in the
                                       rendered HTML resolves (no network: external
                                       links are counted, not fetched)
-    check.py search DIR TERM...       each TERM finds at least one page in the built
-                                      edition DIR, searched by the browser's own code
-                                      (mdBook's elasticlunr, book/theme/cjk-search.js,
-                                      DIR's searchindex) run under node
+    check.py search DIR TERM...       each TERM finds every section of the built edition
+                                      DIR whose text contains it, and shows at least one,
+                                      searched by the browser's own code (mdBook's
+                                      elasticlunr, book/theme/cjk-search.js, DIR's
+                                      searchindex) run under node
 
 Why: mdBook logs a missing include file and carries on, and renders a missing
 anchor as an empty listing without a word; its HTML renderer does not check
@@ -179,15 +180,23 @@ const config = window.search;
 const index = elasticlunr.Index.load(config.index);
 const out = {};
 for (const term of terms) {
-    // What the reader is shown (doSearch), and of that, the sections whose
-    // text really contains the term: a hit that only shares a character
-    // pair with the term does not count.
-    const shown = index.search(term, config.search_options).slice(0, config.results_options.limit_results);
+    // What the reader is shown (doSearch keeps the first limit_results),
+    // which of those sections really contain the term (a hit that only
+    // shares a pair of characters with it does not count), and every section
+    // whose text contains the term, all of which the search must find.
+    const contains = (ref) => {
+        const d = index.documentStore.getDoc(ref);
+        return (d.title + " " + d.body).toLowerCase().includes(term.toLowerCase());
+    };
+    const all = index.search(term, config.search_options);
+    const shown = all.slice(0, config.results_options.limit_results);
+    const found = new Set(all.map((r) => r.ref));
+    const refs = Object.keys(index.documentStore.docs);
     out[term] = {
         shown: shown.map((r) => config.doc_urls[r.ref]),
-        containing: shown
-            .filter((r) => { const d = index.documentStore.getDoc(r.ref); return (d.title + " " + d.body).toLowerCase().includes(term.toLowerCase()); })
-            .map((r) => config.doc_urls[r.ref]),
+        containing: shown.filter((r) => contains(r.ref)).map((r) => config.doc_urls[r.ref]),
+        missed: refs.filter((ref) => contains(ref) && !found.has(ref)).map((ref) => config.doc_urls[ref]),
+        sections: refs.filter(contains).length,
     };
 }
 console.log(JSON.stringify(out));
@@ -211,11 +220,16 @@ def check_search(book_dir, terms):
     if run.returncode != 0:
         return {}, [f"search under node failed: {run.stderr.strip()[-2000:]}"]
     found = json.loads(run.stdout)
-    problems = [
-        f"{book_dir}: searching `{t}` shows no section that contains it"
-        for t in terms
-        if not found.get(t, {}).get("containing")
-    ]
+    problems = []
+    for t in terms:
+        hits = found.get(t, {})
+        if not hits.get("containing"):
+            problems.append(f"{book_dir}: searching `{t}` shows no section that contains it")
+        if hits.get("missed"):
+            problems.append(
+                f"{book_dir}: searching `{t}` misses {len(hits['missed'])} of the {hits['sections']} "
+                f"sections that contain it, e.g. {', '.join(hits['missed'][:3])}"
+            )
     return found, problems
 
 
@@ -226,7 +240,9 @@ def main(argv):
             pages = sorted({u.split("#")[0] for u in hits["containing"]})
             print(
                 f"search {term}: {len(hits['shown'])} result(s) shown, {len(hits['containing'])} "
-                f"containing the term, on {len(pages)} page(s): {', '.join(pages)}"
+                f"containing the term, on {len(pages)} page(s): {', '.join(pages)}; "
+                f"{hits['sections'] - len(hits['missed'])} of the {hits['sections']} sections "
+                f"that contain it found"
             )
         for p in problems:
             print(f"book: {p}")
