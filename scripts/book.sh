@@ -6,7 +6,8 @@
 #                                   on http://127.0.0.1:3000, rebuilt on every save
 #   scripts/book.sh --check         what CI runs: build both editions and fail on a missing
 #                                   include or anchor, a pasted listing, a broken internal
-#                                   link, or a zh-CN message that is untranslated or stale
+#                                   link, a zh-CN message that is untranslated or stale, or
+#                                   a Chinese search term ($ZH_SEARCH_TERMS) that finds no page
 #   scripts/book.sh --update-po     after editing the English: extract book/po/messages.pot
 #                                   and merge it into book/po/zh-CN.po (changed paragraphs
 #                                   become fuzzy: translate them, then remove the flag)
@@ -14,8 +15,15 @@
 #
 # The tools are pinned and installed on first use into target/tools (nothing
 # global): mdbook and mdbook-i18n-helpers with `cargo install --locked`, and
-# gettext (msgmerge, msgfmt) from Debian when it is missing. The only network
-# this needs is the package registries.
+# gettext (msgmerge, msgfmt) and node (for the search check) from Debian when
+# they are missing. The only network this needs is the package registries.
+#
+# Search: mdBook's search cuts words at spaces, which Chinese does not have.
+# book/theme/cjk-search.js teaches the browser's search to cut Han text into
+# pairs of characters, and after each build book/tools/cjk_index.js rebuilds
+# the search index under node with that same script, so pages and queries are
+# cut alike. --check searches the result under node, with the same scripts,
+# and fails if a term of ZH_SEARCH_TERMS finds nothing.
 #
 # Every listing in the book is an {{#include}} of a workspace file through a
 # named anchor; every transcript is recorded here, by running the programs
@@ -32,6 +40,7 @@ TOOLS=$PWD/target/tools
 OUT=$PWD/target/book
 GEN=book/src/generated
 ZH_TITLE="Rust 网络编程：一章一个程序"
+ZH_SEARCH_TERMS=(粘包 套接字 三次握手)
 
 export PATH="$TOOLS/bin:$PATH"
 export CARGO_TERM_COLOR=never
@@ -56,6 +65,12 @@ install_tools() {
         [[ $(id -u) == 0 ]] || die "gettext is missing: apt-get install gettext"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gettext >/dev/null
+    fi
+    if ! command -v node >/dev/null; then
+        say "installing node (the search index is rebuilt with the browser's search code)"
+        [[ $(id -u) == 0 ]] || die "node is missing: apt-get install nodejs"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs >/dev/null
     fi
     command -v python3 >/dev/null || die "python3 is needed for the include and link checks"
 }
@@ -90,7 +105,11 @@ free_port() {
 
 prepare() {
     mkdir -p "$GEN"
-    cp results/*.svg "$GEN/"
+    # The charts of results/, with their legend moved below the plot (it
+    # covers data where loadgen draws it), and the zh-CN edition's copies with
+    # titles and axes in Chinese.
+    python3 book/tools/charts.py results "$GEN"
+    python3 book/tools/charts.py results "$GEN/zh-CN" --zh
     say "building the chapter binaries (debug) to record transcripts"
     cargo build --quiet -p tcp-echo -p udp-echo -p threaded-server -p async-server -p tls-echo -p lab
     local bin=target/debug
@@ -123,6 +142,7 @@ build_one() {
         die "mdbook reported problems building the $lang edition (above)"
     fi
     rm -f "$log"
+    node book/tools/cjk_index.js "$dest" || die "rewriting the $lang search index failed"
     printf '%s: %s pages in %s\n' "$lang" "$(find "$dest" -maxdepth 1 -name '*.html' ! -name print.html ! -name 404.html ! -name toc.html | wc -l)" "${dest#"$PWD"/}"
 }
 
@@ -173,6 +193,10 @@ case ${1:-} in
     build_all
     say "checking links"
     python3 book/tools/check.py links "$OUT" "$OUT/en" "$OUT/zh-CN"
+    say "checking that Chinese words are found by the zh-CN edition's search"
+    python3 book/tools/check.py search "$OUT/zh-CN" "${ZH_SEARCH_TERMS[@]}" epoll
+    # The rewritten index must still find English words (stemmed: sockets).
+    python3 book/tools/check.py search "$OUT/en" sockets framing 粘包
     say "checking the translation"
     check_translation
     say "book: both editions built and checked in $((SECONDS - start)) s"

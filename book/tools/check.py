@@ -7,6 +7,11 @@
     check.py links OUT_ROOT DIR...    every relative link, image and fragment in the
                                       rendered HTML resolves (no network: external
                                       links are counted, not fetched)
+    check.py search DIR TERM...       each TERM finds every section of the built edition
+                                      DIR whose text contains it, and shows at least one,
+                                      searched by the browser's own code (mdBook's
+                                      elasticlunr, book/theme/cjk-search.js, DIR's
+                                      searchindex) run under node
 
 Why: mdBook logs a missing include file and carries on, and renders a missing
 anchor as an empty listing without a word; its HTML renderer does not check
@@ -154,7 +159,94 @@ def check_links(root, dirs):
     return checked, external, problems
 
 
+# What searcher.js does in the browser (init, then doSearch), with the
+# scripts the page loads, in the page's order: elasticlunr, then the
+# additional JS (cjk-search.js registers its tokenizer and trimmer), then the
+# index, loaded lazily when the search bar opens.
+SEARCH_JS = r"""
+const fs = require("fs"), vm = require("vm"), path = require("path");
+const [dir, ...terms] = process.argv.slice(2);
+const pick = (sub, re) => {
+    const hits = fs.readdirSync(path.join(dir, sub)).filter((f) => re.test(f));
+    if (hits.length !== 1) { throw new Error(`${dir}/${sub}: expected one file matching ${re}, found [${hits}]`); }
+    return path.join(dir, sub, hits[0]);
+};
+globalThis.window = globalThis;
+globalThis.search = {};
+vm.runInThisContext(fs.readFileSync(pick(".", /^elasticlunr.*\.js$/), "utf8"));
+vm.runInThisContext(fs.readFileSync(pick("theme", /^cjk-search.*\.js$/), "utf8"));
+vm.runInThisContext(fs.readFileSync(pick(".", /^searchindex.*\.js$/), "utf8"));
+const config = window.search;
+const index = elasticlunr.Index.load(config.index);
+const out = {};
+for (const term of terms) {
+    // What the reader is shown (doSearch keeps the first limit_results),
+    // which of those sections really contain the term (a hit that only
+    // shares a pair of characters with it does not count), and every section
+    // whose text contains the term, all of which the search must find.
+    const contains = (ref) => {
+        const d = index.documentStore.getDoc(ref);
+        return (d.title + " " + d.body).toLowerCase().includes(term.toLowerCase());
+    };
+    const all = index.search(term, config.search_options);
+    const shown = all.slice(0, config.results_options.limit_results);
+    const found = new Set(all.map((r) => r.ref));
+    const refs = Object.keys(index.documentStore.docs);
+    out[term] = {
+        shown: shown.map((r) => config.doc_urls[r.ref]),
+        containing: shown.filter((r) => contains(r.ref)).map((r) => config.doc_urls[r.ref]),
+        missed: refs.filter((ref) => contains(ref) && !found.has(ref)).map((ref) => config.doc_urls[ref]),
+        sections: refs.filter(contains).length,
+    };
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def check_search(book_dir, terms):
+    import json
+    import subprocess
+    import tempfile
+    import shutil
+
+    if not shutil.which("node"):
+        return {}, ["node is needed to run the search check (apt-get install nodejs)"]
+    with tempfile.NamedTemporaryFile("w", suffix=".js", delete=False) as f:
+        f.write(SEARCH_JS)
+    try:
+        run = subprocess.run(["node", f.name, book_dir, *terms], capture_output=True, text=True, timeout=120)
+    finally:
+        os.unlink(f.name)
+    if run.returncode != 0:
+        return {}, [f"search under node failed: {run.stderr.strip()[-2000:]}"]
+    found = json.loads(run.stdout)
+    problems = []
+    for t in terms:
+        hits = found.get(t, {})
+        if not hits.get("containing"):
+            problems.append(f"{book_dir}: searching `{t}` shows no section that contains it")
+        if hits.get("missed"):
+            problems.append(
+                f"{book_dir}: searching `{t}` misses {len(hits['missed'])} of the {hits['sections']} "
+                f"sections that contain it, e.g. {', '.join(hits['missed'][:3])}"
+            )
+    return found, problems
+
+
 def main(argv):
+    if len(argv) >= 3 and argv[0] == "search":
+        found, problems = check_search(argv[1], argv[2:])
+        for term, hits in found.items():
+            pages = sorted({u.split("#")[0] for u in hits["containing"]})
+            print(
+                f"search {term}: {len(hits['shown'])} result(s) shown, {len(hits['containing'])} "
+                f"containing the term, on {len(pages)} page(s): {', '.join(pages)}; "
+                f"{hits['sections'] - len(hits['missed'])} of the {hits['sections']} sections "
+                f"that contain it found"
+            )
+        for p in problems:
+            print(f"book: {p}")
+        return 1 if problems else 0
     if len(argv) >= 2 and argv[0] == "includes":
         count, problems = check_includes(argv[1])
         for p in problems:
