@@ -487,7 +487,7 @@ enum Io {
 /// the same echo as every other chapter's (`common::Decoder` and
 /// `common::encode`), only over an encrypted stream.
 ///
-/// It does not use `common::framing::AsyncFramed`: that adapter reads *or*
+/// It does not use `common::framing::tokio_io::AsyncFramed`: that adapter reads *or*
 /// writes (each an `async fn` borrowing the whole stream), and this server
 /// must do both at once, so a client that writes a batch before reading
 /// any of it is still read while its echoes wait.
