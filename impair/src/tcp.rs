@@ -41,8 +41,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::cli::Direction;
-use crate::fate::{self, Dir};
+use crate::fate::{self, Dir, Direction};
 use crate::stats::Stats;
 
 /// The most one `read()` takes (and so the most one chunk holds).
