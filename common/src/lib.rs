@@ -27,6 +27,8 @@ pub mod net;
 pub mod rng;
 pub mod shutdown;
 pub mod stats;
+#[cfg(feature = "tokio")]
+pub mod tokio_accept;
 pub mod work;
 
 pub use config::ServerConfig;

@@ -131,6 +131,7 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(config.max_conns));
     let mut conns = JoinSet::new();
     let mut backoff = Backoff::new();
+    let mut fatal = None;
     let mut next_id = 0u64;
     let mut report = config
         .report
@@ -179,7 +180,10 @@ pub async fn run(
                             _ = shutdown.triggered() => break,
                         }
                     }
-                    AcceptAction::Fatal => return Err(e),
+                    AcceptAction::Fatal => {
+                        fatal = Some(common::net::fatal_accept(e, &shutdown));
+                        break;
+                    }
                 },
             }
         }
@@ -192,7 +196,7 @@ pub async fn run(
         "impair tcp stopped ({live} connections cut): {}",
         stats.tcp()
     );
-    Ok(())
+    fatal.map_or(Ok(()), Err)
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {
