@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+#[allow(unused_imports)] // each test binary uses its own subset
 pub use test_support::{LIMIT as T, ServerProcess as Running};
 
 pub fn bin() -> Command {
