@@ -14,8 +14,8 @@ use std::thread;
 use support::{T, bin};
 
 /// Run to the end with a deadline.
-fn output(cmd: Command) -> Output {
-    test_support::run_bounded(cmd, b"", T)
+fn output(mut cmd: Command) -> Output {
+    test_support::run_bounded(&mut cmd, b"", T)
 }
 
 #[test]

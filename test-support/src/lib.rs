@@ -8,6 +8,7 @@
 //! | [`LIMIT`], [`wait_until`] | every wait is bounded and decided on an event, never a lone sleep |
 //! | [`connect`], [`read_n`], [`read_to_end`], [`read_until_error`] | every socket has read and write timeouts |
 //! | [`assert_closed`], [`assert_silent`], [`is_timeout`] | what "closed" and "not served" look like on a socket |
+//! | [`unacked`], [`wait_until_acked`] | what the kernel still holds of what a test sent (`SIOCOUTQ`) |
 //! | [`tcp_echo`], [`udp_echo`], [`udp_socket_like`] | peers on 127.0.0.1:0, each on its own thread |
 //! | [`ServerProcess`] | a chapter binary as a child on 127.0.0.1:0: its announced address, its log lines as they come, its exit within a bound, killed on drop |
 //! | [`run_bounded`], [`exits_within`] | a command run to completion, killed if it outlives its bound |
@@ -124,6 +125,26 @@ pub fn assert_silent(s: &mut TcpStream, window: Duration) {
     s.set_read_timeout(Some(LIMIT)).unwrap();
 }
 
+/// Bytes written on `s` that the peer's kernel has not acknowledged yet
+/// (`SIOCOUTQ`, alias `TIOCOUTQ`): 0 once everything sent sits in the
+/// peer's receive queue.
+pub fn unacked(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ for TCP) writes one c_int we own, for a
+    // descriptor `s` keeps open through the call.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    assert_eq!(r, 0, "ioctl(SIOCOUTQ): {}", io::Error::last_os_error());
+    usize::try_from(queued).unwrap_or(0)
+}
+
+/// Wait (bounded) until the peer's kernel has acknowledged every byte sent
+/// on `s`: everything is in the server's receive queue. A condition checked
+/// in a loop, not a guess with `sleep`.
+pub fn wait_until_acked(s: &TcpStream) {
+    wait_until("every byte sent is acknowledged", || unacked(s) == 0);
+}
+
 /// `len` reproducible pseudo-random bytes.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
@@ -185,7 +206,7 @@ pub fn udp_socket_like(addr: SocketAddr, timeout: Duration) -> UdpSocket {
 
 /// Run `cmd` to completion with `stdin` as its input and its output
 /// captured; kill it and fail if it takes longer than `limit`.
-pub fn run_bounded(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
+pub fn run_bounded(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -248,7 +269,7 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Spawn `cmd` (which must make the server listen on an ephemeral
     /// port) and wait at most [`LIMIT`] for its announce line.
-    pub fn spawn(mut cmd: Command) -> ServerProcess {
+    pub fn spawn(cmd: &mut Command) -> ServerProcess {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -421,12 +442,14 @@ mod tests {
     #[test]
     fn a_command_that_outlives_its_bound_fails() {
         let r = std::panic::catch_unwind(|| {
-            let mut sleep = Command::new("sleep");
-            sleep.arg("5");
-            run_bounded(sleep, b"", Duration::from_millis(200))
+            run_bounded(
+                Command::new("sleep").arg("5"),
+                b"",
+                Duration::from_millis(200),
+            )
         });
         assert!(r.is_err());
-        let out = run_bounded(Command::new("cat"), b"abc", LIMIT);
+        let out = run_bounded(&mut Command::new("cat"), b"abc", LIMIT);
         assert_eq!(out.stdout, b"abc");
     }
 }

@@ -13,8 +13,8 @@ use support::*;
 use tls_echo::pki::Ca;
 
 /// Run a command to completion, giving up (and killing it) after TIMEOUT.
-fn run_bounded(cmd: Command) -> Output {
-    test_support::run_bounded(cmd, b"", TIMEOUT)
+fn run_bounded(mut cmd: Command) -> Output {
+    test_support::run_bounded(&mut cmd, b"", TIMEOUT)
 }
 
 fn client(addr: &str, args: &[&str]) -> Output {

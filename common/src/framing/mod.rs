@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | `codec.rs` | [`Framing`], [`Decoder`], [`encode`], [`FrameError`]: pure functions over buffers | no |
 //! | `blocking_io.rs` | [`FramedStream`]: the codec over any blocking `Read + Write` | yes |
-//! | `tokio_io.rs` | [`tokio_io::AsyncFramed`] (feature `tokio`): the codec over `AsyncRead + AsyncWrite` | yes |
+//! | `tokio_io.rs` | `tokio_io::AsyncFramed` (feature `tokio`): the codec over `AsyncRead + AsyncWrite` | yes |
 //!
 //! The codec is "sans-I/O", as in mini-redis's `frame.rs`: the blocking,
 //! mio, io_uring and tokio servers, the fuzz target and the property tests

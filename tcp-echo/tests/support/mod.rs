@@ -18,5 +18,5 @@ pub fn spawn_server(args: &[&str]) -> Running {
     cmd.args(["server", "--addr", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info");
-    Running::spawn(cmd)
+    Running::spawn(&mut cmd)
 }

@@ -179,7 +179,7 @@ impl ServerChild {
     pub fn start(args: &[&str]) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args(["server", "--addr", "127.0.0.1:0"]).args(args);
-        let process = ServerProcess::spawn(cmd);
+        let process = ServerProcess::spawn(&mut cmd);
         ServerChild {
             addr: process.addr,
             process,

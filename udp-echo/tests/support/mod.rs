@@ -75,7 +75,17 @@ pub fn connected(addr: SocketAddr) -> UdpSocket {
 }
 
 #[allow(unused_imports)] // each test binary uses its own subset
-pub use test_support::{bytes, is_timeout, run_bounded as run_with_timeout};
+pub use test_support::{bytes, is_timeout};
+
+/// Run `cmd` to completion with `stdin` as input; kill it and panic if it
+/// takes longer than `limit`.
+pub fn run_with_timeout(
+    mut cmd: std::process::Command,
+    stdin: &[u8],
+    limit: Duration,
+) -> std::process::Output {
+    test_support::run_bounded(&mut cmd, stdin, limit)
+}
 
 /// The `udp-echo` binary cargo built for these tests.
 pub fn bin() -> std::process::Command {
