@@ -199,3 +199,98 @@ fn reap(done: Result<(), tokio::task::JoinError>) {
         log::error!("connection task failed: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    /// A listener that plays a script of accept results, then waits forever.
+    struct Script(VecDeque<io::Result<(u32, &'static str)>>);
+
+    impl Listener for Script {
+        type Stream = u32;
+        type Peer = &'static str;
+        async fn accept(&mut self) -> io::Result<(u32, &'static str)> {
+            match self.0.pop_front() {
+                Some(next) => next,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn config(max_conns: usize) -> ServerConfig {
+        ServerConfig {
+            max_conns,
+            grace: Duration::from_secs(5),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// A broken listener ends the loop the way a shutdown does: the open
+    /// connection is drained (its task runs to its end), the client over
+    /// `--max-conns` was refused, and the error is what the loop returns.
+    #[tokio::test]
+    async fn a_fatal_accept_error_drains_then_returns_the_error() {
+        let script = Script(VecDeque::from([
+            Ok((1, "first")),
+            Ok((2, "second")),
+            Err(io::Error::from_raw_os_error(libc::EBADF)),
+        ]));
+        let (stats, shutdown) = (Stats::new(), Shutdown::new());
+        let drained = Arc::new(AtomicBool::new(false));
+        let served = timeout(
+            Duration::from_secs(10),
+            serve(script, &config(1), &stats, &shutdown, |_conn, _peer| {
+                let (shutdown, drained) = (shutdown.clone(), drained.clone());
+                async move {
+                    // Stands for a connection that finishes its echoes
+                    // after the shutdown signal, within the grace period.
+                    shutdown.triggered().await;
+                    tokio::task::yield_now().await;
+                    drained.store(true, SeqCst);
+                }
+            }),
+        )
+        .await
+        .expect("the loop must end within the grace period");
+        assert_eq!(served.unwrap_err().raw_os_error(), Some(libc::EBADF));
+        assert!(
+            shutdown.is_triggered(),
+            "the fatal error triggers the shutdown"
+        );
+        assert!(drained.load(SeqCst), "the open connection was not drained");
+        assert_eq!(Stats::get(&stats.accepted), 1);
+        assert_eq!(Stats::get(&stats.refused), 1);
+    }
+
+    /// A lost connection (`ECONNABORTED`) is retried at once; the loop ends
+    /// cleanly on the shutdown signal.
+    #[tokio::test]
+    async fn a_lost_connection_is_retried_and_shutdown_ends_the_loop() {
+        let script = Script(VecDeque::from([
+            Err(io::Error::from_raw_os_error(libc::ECONNABORTED)),
+            Ok((1, "one")),
+        ]));
+        let (stats, shutdown) = (Stats::new(), Shutdown::new());
+        let trigger = shutdown.clone();
+        let served = timeout(
+            Duration::from_secs(10),
+            serve(
+                script,
+                &config(4),
+                &stats,
+                &shutdown,
+                move |_conn, _peer| {
+                    trigger.trigger();
+                    async {}
+                },
+            ),
+        )
+        .await
+        .expect("the loop must end once shutdown is triggered");
+        assert!(served.is_ok(), "{served:?}");
+        assert_eq!(Stats::get(&stats.accepted), 1);
+    }
+}
