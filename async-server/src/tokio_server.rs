@@ -26,8 +26,9 @@
 //! - backpressure for free: a task that is awaiting a write does not read,
 //!   so a client that never reads costs at most `--max-pending` plus one
 //!   read of echoes;
-//! - accept errors through `common::net::accept_policy` (retry, back off
-//!   with a sleep that shutdown interrupts, or stop);
+//! - the accept loop itself, shared with tls-echo (`common::tokio_accept`):
+//!   accept errors through `common::net::accept_policy` (retry, back off
+//!   with a sleep that shutdown interrupts, or stop and drain);
 //! - graceful shutdown within `--grace` of the signal: stop accepting; each
 //!   task echoes every frame already received (its buffer and the kernel's
 //!   receive queue), sends FIN, and reads and discards until the client's
@@ -53,7 +54,8 @@
 //! have fired (`StopSignal`, `IdleTimer::poll_fired`), activity is noted by
 //! the coarse clock (`coarse_now`), and without `--work` a frame goes from
 //! the read buffer to the write queue without being handed out
-//! (`AsyncFramed::echo_buffered_frame`). Each says why where it is done.
+//! (`AsyncFramed::echo_buffered_frame`). Each says why where it is done;
+//! the waits are in `tokio_server/waits.rs`.
 //!
 //! What to watch: every `.await` below is a point where this task gives its
 //! thread back to the runtime, which then runs whichever other task the
@@ -67,23 +69,24 @@ use std::os::fd::AsRawFd;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::task::Poll;
 
 use bytes::Bytes;
 use common::conn::{End, log_close};
 use common::framing::tokio_io::AsyncFramed;
-use common::net::{AcceptAction, Backoff, accept_policy};
+use common::tokio_accept;
 use common::{Shutdown, Stats};
-use log::{debug, error, info, warn};
+use log::{debug, info};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{Semaphore, oneshot};
-use tokio::task::JoinSet;
-use tokio::time::{Instant, Sleep, sleep, sleep_until, timeout, timeout_at};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::listen::SocketFile;
+
+mod waits;
 use crate::{Config, Listener, Offload, Peer};
+use waits::{IdleTimer, StopSignal, poll_once};
 
 /// Build the runtime `config.threads` asks for and serve `listener` on it
 /// until `shutdown`. Blocks the calling thread.
@@ -147,21 +150,31 @@ enum AnyStream {
     Unix(UnixStream),
 }
 
-impl AnyListener {
-    /// Await the next connection. Cancel-safe (tokio's `accept` is): a
-    /// `select!` branch that loses loses no connection.
-    async fn accept(&self, unix_peers: &mut u64) -> io::Result<(AnyStream, Peer)> {
-        match self {
+/// [`AnyListener`] as the shared accept loop takes it, with the count that
+/// names Unix peers (they have no address to tell them apart).
+struct Accepting {
+    listener: AnyListener,
+    unix_peers: u64,
+}
+
+impl tokio_accept::Listener for Accepting {
+    type Stream = AnyStream;
+    type Peer = Peer;
+
+    /// Cancel-safe (tokio's `accept` is): a `select!` branch that loses
+    /// loses no connection.
+    async fn accept(&mut self) -> io::Result<(AnyStream, Peer)> {
+        match &self.listener {
             AnyListener::Tcp(l) => {
                 let (s, a) = l.accept().await?;
                 Ok((AnyStream::Tcp(s), Peer::Tcp(a)))
             }
             AnyListener::Unix(l, _) => {
                 let (s, a) = l.accept().await?;
-                *unix_peers += 1;
+                self.unix_peers += 1;
                 let peer = Peer::Unix {
                     path: a.as_pathname().map(std::path::Path::to_path_buf),
-                    n: *unix_peers,
+                    n: self.unix_peers,
                 };
                 Ok((AnyStream::Unix(s), peer))
             }
@@ -169,7 +182,9 @@ impl AnyListener {
     }
 }
 
-/// The accept loop, for callers that already have a runtime.
+/// The accept loop, for callers that already have a runtime: the shared
+/// one of `common::tokio_accept` (`--max-conns`, accept errors, the drain
+/// at shutdown), with this model's [`connection`] as what each task does.
 pub async fn serve(
     listener: AnyListener,
     config: Config,
@@ -181,126 +196,41 @@ pub async fn serve(
         stats: stats.clone(),
         shutdown: shutdown.clone(),
     });
-    // One permit per connection slot. `try_acquire` never waits: over the
-    // limit we refuse at once (see the README for the trade-off). tokio
-    // panics above `MAX_PERMITS` (usize::MAX >> 3), far above anything
-    // `--max-conns` accepts; `min` keeps a library caller safe too.
-    let max_conns = ctx.config.common.max_conns.min(Semaphore::MAX_PERMITS);
-    let slots = Arc::new(Semaphore::new(max_conns));
-    // Every connection task, so shutdown can wait for (or abort) them. Tasks
-    // that finished are reaped in the loop below, or their results pile up.
-    let mut tasks = JoinSet::new();
-    let mut backoff = Backoff::new();
-    let mut unix_peers = 0;
-    let stop = shutdown.triggered();
-    tokio::pin!(stop);
-
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                reap(done);
-                continue;
-            }
-            // Await point: the task sleeps until epoll reports the listening
-            // socket readable, i.e. a finished handshake waits in the backlog.
-            accepted = listener.accept(&mut unix_peers) => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => match accept_policy(&e, &mut backoff) {
-                AcceptAction::Retry => continue,
-                // EMFILE, ENOBUFS...: the connection stays in the backlog and
-                // the listener stays readable, so accepting again at once
-                // would spin. Sleep, unless shutdown comes first.
-                AcceptAction::Wait(delay) => {
-                    tokio::select! {
-                        biased;
-                        () = &mut stop => break,
-                        () = sleep(delay) => continue,
-                    }
-                }
-                AcceptAction::Fatal => return Err(e),
-            },
-        };
-        backoff.reset();
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            Stats::inc(&stats.refused);
-            warn!("{peer}: refused: {max_conns} connections already open (--max-conns)");
-            // Dropping the socket closes it: the client reads EOF (or a
-            // reset, if it had already sent something).
-            drop(stream);
-            continue;
-        };
-        Stats::inc(&stats.accepted);
-        info!(
-            "{peer}: connected ({} open)",
-            max_conns - slots.available_permits()
-        );
-        let ctx = ctx.clone();
-        tasks.spawn(async move {
-            // One generic `connection` compiled for each kind of socket.
-            match stream {
-                AnyStream::Tcp(s) => {
-                    // Echoes are small writes the client waits for: send
-                    // each at once instead of letting Nagle's algorithm
-                    // hold it for a possible next one.
-                    if let Err(e) = s.set_nodelay(true) {
-                        debug!("{peer}: TCP_NODELAY: {e}");
-                    }
-                    connection(s, peer, &ctx).await;
-                }
-                AnyStream::Unix(s) => connection(s, peer, &ctx).await,
-            }
-            // The slot frees when the task ends, however it ends.
-            drop(permit);
-        });
-    }
-
-    // Closing the listening socket: the kernel refuses new clients, and
-    // resets the ones still in the backlog (never accepted, never served).
-    // A Unix socket's file is removed with it.
-    drop(listener);
-    let grace = ctx.config.common.grace;
-    let deadline = deadline(&ctx);
-    info!(
-        "shutting down: up to {grace:?} for {} connection(s) to finish their echoes",
-        tasks.len()
-    );
-    // Each task bounds itself by the deadline (it cuts its own connection
-    // there, and logs it); the margin only lets the last ones say so.
-    let all_done = async {
-        while let Some(done) = tasks.join_next().await {
-            reap(done);
-        }
+    let listener = Accepting {
+        listener,
+        unix_peers: 0,
     };
-    if timeout_at(deadline + Duration::from_millis(500), all_done)
-        .await
-        .is_err()
-    {
-        error!("{} connection task(s) outlived the deadline", tasks.len());
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-    }
+    tokio_accept::serve(
+        listener,
+        &ctx.config.common,
+        &stats,
+        &shutdown,
+        |stream, peer| {
+            let ctx = ctx.clone();
+            async move {
+                // One generic `connection` compiled for each kind of socket.
+                match stream {
+                    AnyStream::Tcp(s) => {
+                        // Echoes are small writes the client waits for: send
+                        // each at once instead of letting Nagle's algorithm
+                        // hold it for a possible next one.
+                        if let Err(e) = s.set_nodelay(true) {
+                            debug!("{peer}: TCP_NODELAY: {e}");
+                        }
+                        connection(s, peer, &ctx).await;
+                    }
+                    AnyStream::Unix(s) => connection(s, peer, &ctx).await,
+                }
+            }
+        },
+    )
+    .await?;
     Ok(stats)
-}
-
-fn reap(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done
-        && !e.is_cancelled()
-    {
-        // Only a bug can get here (a panic in a task); the server carries on.
-        error!("connection task failed: {e}");
-    }
 }
 
 /// The end of the grace period: `--grace` after the signal.
 fn deadline(ctx: &Ctx) -> Instant {
-    let grace = ctx.config.common.grace;
-    ctx.shutdown
-        .deadline(grace)
-        .map_or_else(|| Instant::now() + grace, Instant::from_std)
+    tokio_accept::deadline(&ctx.shutdown, ctx.config.common.grace)
 }
 
 /// What every connection task shares.
@@ -314,8 +244,7 @@ struct Ctx {
 impl Ctx {
     /// Resolves at the shutdown deadline (never, while nobody asked to stop).
     async fn cut(&self) {
-        self.shutdown.triggered().await;
-        sleep_until(deadline(self)).await;
+        tokio_accept::cut_at_deadline(&self.shutdown, self.config.common.grace).await;
     }
 
     /// `--work N` on one frame; the echo is the frame itself.
@@ -572,13 +501,6 @@ impl<S: AsyncRead + AsyncWrite + AsRawFd + Unpin> Conn<S> {
     }
 }
 
-/// Poll `fut` once: `Ready(output)` if it finished, `Pending` if it would
-/// wait. After `Pending` the task's waker is registered, as after any poll,
-/// so awaiting the same future next is correct.
-async fn poll_once<F: Future + Unpin>(mut fut: F) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await
-}
-
 /// Bytes in the kernel's receive queue for this socket (`FIONREAD`, alias
 /// `SIOCINQ`). tokio's own readiness flag cannot answer "is anything left?"
 /// here: it is set by the epoll event, which the runtime may not have
@@ -593,174 +515,4 @@ fn unread_bytes(stream: &impl AsRawFd) -> usize {
         return 0;
     }
     usize::try_from(n).unwrap_or(0)
-}
-
-/// The shutdown signal as a connection awaits it: beside every read, so
-/// polled once per echo. Polling tokio's `Notified` again locks the one
-/// `Notify` that every connection waits on (on the multi-thread runtime,
-/// every worker contends for it), only to learn what the flag already
-/// says. So: the flag first (one atomic load), and the future polled only
-/// to register this task's waker with the `Notify`, the first time or
-/// if the waker changed. `Shutdown::trigger` sets the flag before it wakes
-/// the registered wakers, so a woken task always sees it set.
-struct StopSignal<'a> {
-    shutdown: &'a Shutdown,
-    triggered: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
-    /// The waker the `Notify` holds, once it holds one.
-    registered: Option<Waker>,
-}
-
-impl<'a> StopSignal<'a> {
-    fn new(shutdown: &'a Shutdown) -> Self {
-        StopSignal {
-            shutdown,
-            triggered: Box::pin(shutdown.triggered()),
-            registered: None,
-        }
-    }
-}
-
-impl Future for StopSignal<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shutdown.is_triggered() {
-            return Poll::Ready(());
-        }
-        let this = &mut *self;
-        if let Some(waker) = &this.registered
-            && waker.will_wake(cx.waker())
-        {
-            return Poll::Pending;
-        }
-        let polled = this.triggered.as_mut().poll(cx);
-        if polled.is_pending() {
-            this.registered = Some(cx.waker().clone());
-        }
-        polled
-    }
-}
-
-/// `--idle-timeout`: one timer per connection, moved lazily. A read only
-/// notes the time (`heard`); the timer is looked at when it fires, so a busy
-/// connection does not touch the runtime's timer wheel on every echo.
-///
-/// The time noted is the coarse clock's ([`coarse_now`]), read once per
-/// echo: a fifth of the cost of `Instant::now()`. Each coarse reading may
-/// be up to one tick behind, so the timer waits one tick longer than
-/// `--idle-timeout`: a client is never closed early, and at most two ticks
-/// (8 ms at the usual 250 Hz) late.
-struct IdleTimer {
-    idle: Option<Duration>,
-    sleep: Pin<Box<Sleep>>,
-    /// The waker the timer entry holds (see `poll_fired`), once it holds one.
-    registered: Option<Waker>,
-    /// When the client last sent something (any byte, a whole frame or
-    /// not), by [`coarse_now`].
-    last_heard: Duration,
-    /// The coarse clock's resolution ([`coarse_tick`]).
-    tick: Duration,
-}
-
-impl IdleTimer {
-    fn new(idle: Option<Duration>) -> Self {
-        let tick = coarse_tick();
-        // A disabled timer is never polled (`on`); a year keeps `Instant`
-        // arithmetic from overflowing.
-        let wait = idle.map_or(Duration::from_secs(365 * 24 * 3600), |idle| idle + tick);
-        IdleTimer {
-            idle,
-            sleep: Box::pin(sleep_until(Instant::now() + wait)),
-            registered: None,
-            last_heard: coarse_now(),
-            tick,
-        }
-    }
-
-    fn on(&self) -> bool {
-        self.idle.is_some()
-    }
-
-    /// Resolves when the timer fires. It waits beside every read, so this
-    /// is polled once per echo; polling a waiting `Sleep` swaps the waker
-    /// stored in its timer entry (atomic operations) only to hand it the
-    /// same waker again. So it polls the `Sleep` only when that can say
-    /// something new: it has fired (`is_elapsed`, one load), or it holds no
-    /// waker or another one (the first poll; after it fired, since firing
-    /// hands the waker over, and `fired` moves it).
-    fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.sleep.is_elapsed()
-            && let Some(waker) = &self.registered
-            && waker.will_wake(cx.waker())
-        {
-            return Poll::Pending;
-        }
-        let polled = self.sleep.as_mut().poll(cx);
-        self.registered = polled.is_pending().then(|| cx.waker().clone());
-        polled
-    }
-
-    fn heard(&mut self) {
-        self.last_heard = coarse_now();
-    }
-
-    /// The timer fired: idle for real, or move it to the new due time.
-    fn fired(&mut self) -> Flow<()> {
-        let Some(idle) = self.idle else {
-            return Ok(());
-        };
-        // Both readings may lag the real time by up to a tick: silent for
-        // `idle + tick` by the coarse clock is silent for `idle` for sure.
-        let wait = idle + self.tick;
-        let silent = coarse_now().saturating_sub(self.last_heard);
-        if silent >= wait {
-            return Err(End::Idle(idle));
-        }
-        self.sleep.as_mut().reset(Instant::now() + (wait - silent));
-        Ok(())
-    }
-}
-
-/// `CLOCK_MONOTONIC_COARSE`: the monotonic clock as of the kernel's last
-/// tick, read from the vDSO page without reading the CPU's time-stamp
-/// counter. About 5 ns against 24 ns for `Instant::now()` (precise
-/// `CLOCK_MONOTONIC`) on the machine this was measured on; noting when a
-/// client last talked, once per echo, needs no better than a tick.
-fn coarse_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec, which we own. It cannot
-    // fail for this clock (Linux has it since 2.6.32); if it did, `ts`
-    // would stay 0, every reading would be equal, and the idle timer would
-    // close nobody: it fails open.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    )
-}
-
-/// The coarse clock's resolution, one kernel tick (`clock_getres`: 4 ms at
-/// 250 Hz); 10 ms, the longest tick Linux has (100 Hz), if it cannot say.
-fn coarse_tick() -> Duration {
-    static TICK: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *TICK.get_or_init(|| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_getres writes one timespec, which we own.
-        let r = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        let tick = Duration::new(
-            u64::try_from(ts.tv_sec).unwrap_or(0),
-            u32::try_from(ts.tv_nsec).unwrap_or(0),
-        );
-        if r == 0 && !tick.is_zero() {
-            tick
-        } else {
-            Duration::from_millis(10)
-        }
-    })
 }

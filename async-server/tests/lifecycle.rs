@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::Framing;
 use support::{
     Counts, READ_TIMEOUT, Server, config, connect, counts, payload, read_to_eof, stream_chunk,
-    wait_until_acked, wire, write_until_blocked,
+    unacked, wait_until_acked, wire, write_until_blocked,
 };
 
 fn echo(s: &mut TcpStream, framing: Framing, msg: &[u8]) {
@@ -94,13 +94,7 @@ fn shutdown_while_backpressured_echoes_everything_received() {
             s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
             // Every buffer on the way full, the server's reading paused.
             let sent = write_until_blocked(&mut s, framing, 64 << 20);
-            let mut unacked: libc::c_int = 0;
-            // SAFETY: TIOCOUTQ writes one c_int we own.
-            assert_eq!(
-                unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) },
-                0
-            );
-            let received = sent - unacked as usize;
+            let received = sent - unacked(&s);
             server.shutdown.trigger();
             let got = read_to_eof(&mut s);
             // Every whole frame received; at most one is unfinished (40

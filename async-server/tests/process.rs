@@ -11,16 +11,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::Framing;
 use support::{READ_TIMEOUT, connect, payload, read_to_eof, wait_until_acked, wire};
+use test_support::ServerProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_async-server");
 /// The longest any child may take to print a line or to exit.
@@ -28,113 +28,40 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Run a command to completion; kill it and fail after CHILD_TIMEOUT.
 fn run_bounded(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    match rx.recv_timeout(CHILD_TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: kill(2) on a pid we spawned and have not reaped.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {CHILD_TIMEOUT:?}");
-        }
-    }
+    test_support::run_bounded(cmd, b"", CHILD_TIMEOUT)
 }
 
-/// The child's stdout, line by line, through a channel, so that every read
-/// can have a timeout.
-fn lines_of(out: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// A server child process.
+/// A server child process (`test_support::ServerProcess`), and when it was
+/// sent SIGTERM.
 struct Proc {
-    child: Child,
+    process: ServerProcess,
     addr: SocketAddr,
-    stderr: Arc<Mutex<Vec<String>>>,
-    stderr_thread: std::thread::JoinHandle<()>,
     terminated_at: Option<Instant>,
 }
 
 fn start(cmd: &mut Command) -> Proc {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Collect stderr on a thread so the child never blocks on a full pipe.
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let err = BufReader::new(child.stderr.take().unwrap());
-    let lines = stderr.clone();
-    let stderr_thread = std::thread::spawn(move || {
-        for line in err.lines().map_while(Result::ok) {
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let stdout = lines_of(child.stdout.take().unwrap());
-    let Ok(first) = stdout.recv_timeout(CHILD_TIMEOUT) else {
-        let _ = child.kill();
-        panic!(
-            "no `listening on` line within {CHILD_TIMEOUT:?}; stderr: {:?}",
-            stderr.lock().unwrap()
-        );
-    };
-    let addr = common::net::parse_announce(&first)
-        .unwrap_or_else(|| panic!("first stdout line was {first:?}"));
+    let process = ServerProcess::spawn(cmd);
     Proc {
-        child,
-        addr,
-        stderr,
-        stderr_thread,
+        addr: process.addr,
+        process,
         terminated_at: None,
     }
 }
 
 impl Proc {
     fn sigterm(&mut self) {
-        // SAFETY: kill(2) with a pid we spawned and still own.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.process.signal(test_support::SIGTERM);
         self.terminated_at = Some(Instant::now());
     }
 
     /// Wait for the exit (bounded); the status, the whole log, and how long
     /// it took from the SIGTERM.
-    fn wait(self) -> (ExitStatus, Vec<String>, Duration) {
-        let Proc {
-            mut child,
-            stderr,
-            stderr_thread,
-            terminated_at,
-            ..
-        } = self;
-        let pid = child.id() as libc::pid_t;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || tx.send(child.wait()));
-        let Ok(status) = rx.recv_timeout(CHILD_TIMEOUT) else {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+    fn wait(mut self) -> (ExitStatus, Vec<String>, Duration) {
+        let Ok((status, lines)) = self.process.exit_receiver().recv_timeout(CHILD_TIMEOUT) else {
             panic!("server did not exit within {CHILD_TIMEOUT:?}");
         };
-        let took = terminated_at.map_or(Duration::ZERO, |t| t.elapsed());
-        // The child has exited, so its stderr pipe is at EOF.
-        stderr_thread.join().unwrap();
-        let lines = stderr.lock().unwrap().clone();
-        (status.unwrap(), lines, took)
+        let took = self.terminated_at.map_or(Duration::ZERO, |t| t.elapsed());
+        (status, lines, took)
     }
 
     /// SIGTERM, then [`wait`](Self::wait).
@@ -647,7 +574,7 @@ fn emfile_backs_off_and_recovers() {
         // The last one is stuck in the backlog. While it waits, the server
         // must not burn CPU retrying accept().
         last.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-        let cpu_before = cpu_seconds(proc.child.id());
+        let cpu_before = cpu_seconds(proc.process.pid());
         let err = last
             .read_exact(&mut [0u8; 5])
             .expect_err("served while out of fds?");
@@ -658,7 +585,7 @@ fn emfile_backs_off_and_recovers() {
             ),
             "{err}"
         );
-        let cpu = cpu_seconds(proc.child.id()) - cpu_before;
+        let cpu = cpu_seconds(proc.process.pid()) - cpu_before;
         assert!(
             cpu < 0.5,
             "{model}: {cpu:.2} s of CPU in a 1 s wait: spinning on accept"

@@ -36,13 +36,37 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-pub use crate::config::{
-    DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_PENDING,
-    DEFAULT_STALL_TIMEOUT, ServerConfig,
+use crate::config::{
+    DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, DEFAULT_MAX_FRAME, DEFAULT_MAX_PENDING,
+    DEFAULT_STALL_TIMEOUT, DEFAULT_WORK, ServerConfig,
 };
-use crate::framing::{DEFAULT_MAX_FRAME, Framing};
+use crate::framing::Framing;
+
+mod values;
+pub use values::{
+    count_in, duration_text, number_and_unit, parse_duration, parse_grace, parse_idle,
+    parse_max_conns, parse_max_frame, parse_max_pending, parse_size, parse_stall, parse_timeout,
+    parse_work, size_text,
+};
+
+/// Default client `--timeout`: on connecting and on each echo.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The defaults as `--help` shows them ("1MiB", "30s"), made from the
+/// constants of [`crate::config`] so that no default is written twice. clap
+/// wants a `&'static str`; each string is built once, on first use.
+mod shown {
+    use super::*;
+    pub static MAX_FRAME: LazyLock<String> = LazyLock::new(|| size_text(DEFAULT_MAX_FRAME));
+    pub static MAX_PENDING: LazyLock<String> = LazyLock::new(|| size_text(DEFAULT_MAX_PENDING));
+    pub static IDLE: LazyLock<String> = LazyLock::new(|| duration_text(DEFAULT_IDLE_TIMEOUT));
+    pub static STALL: LazyLock<String> = LazyLock::new(|| duration_text(DEFAULT_STALL_TIMEOUT));
+    pub static GRACE: LazyLock<String> = LazyLock::new(|| duration_text(DEFAULT_GRACE));
+    pub static TIMEOUT: LazyLock<String> = LazyLock::new(|| duration_text(DEFAULT_CLIENT_TIMEOUT));
+}
 
 /// Default ports, one per chapter, so all servers can run at once.
 pub mod ports {
@@ -68,7 +92,8 @@ pub mod limits {
     pub const WORK: (u32, u32) = (0, 1_000_000);
 }
 
-/// Flags shared by every TCP server. Defaults live in [`crate::config`].
+/// Flags shared by every TCP server. Their defaults are the constants of
+/// [`crate::config`].
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerArgs {
     /// Address to listen on: IPV4:PORT, [IPV6]:PORT or HOSTNAME:PORT. Port 0
@@ -78,12 +103,12 @@ pub struct ServerArgs {
 
     /// How frames are delimited: `line` (up to \n), `length` (4-byte
     /// big-endian length prefix) or `raw` (no framing, echo as received).
-    #[arg(long, value_enum, default_value_t = Framing::Line)]
+    #[arg(long, value_enum, default_value_t = Framing::default())]
     pub framing: Framing,
 
     /// Largest frame accepted (suffixes K, M, KiB, MiB). A bigger frame is
     /// logged and its connection closed; nothing is allocated for it.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
+    #[arg(long, value_name = "BYTES", default_value = shown::MAX_FRAME.as_str(), value_parser = parse_max_frame)]
     pub max_frame: usize,
 
     /// Most clients served at once. Over the limit a client is refused (or
@@ -93,42 +118,59 @@ pub struct ServerArgs {
 
     /// Unsent echo bytes one connection may hold; at the limit the server
     /// stops reading that client until it reads its echoes (backpressure).
-    #[arg(long, value_name = "BYTES", default_value = "256KiB", value_parser = parse_max_pending)]
+    #[arg(long, value_name = "BYTES", default_value = shown::MAX_PENDING.as_str(), value_parser = parse_max_pending)]
     pub max_pending: usize,
 
     /// Close a connection that sends nothing for this long (`30s`, `500ms`,
     /// `2m`; `0` turns it off).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_idle)]
+    #[arg(long, value_name = "DURATION", default_value = shown::IDLE.as_str(), value_parser = parse_idle)]
     pub idle_timeout: Duration,
 
     /// Close a connection whose echoes have waited this long without the
     /// client taking a byte of them (it stopped reading).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_stall)]
+    #[arg(long, value_name = "DURATION", default_value = shown::STALL.as_str(), value_parser = parse_stall)]
     pub stall_timeout: Duration,
 
     /// Shutdown deadline after Ctrl-C/SIGTERM: owed echoes are sent within
     /// it, and connections still open when it passes are cut.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_grace)]
+    #[arg(long, value_name = "DURATION", default_value = shown::GRACE.as_str(), value_parser = parse_grace)]
     pub grace: Duration,
 
     /// CPU work per frame: N rounds of a hash over the payload before the
     /// echo (a stand-in for parsing or crypto). 0 = pure I/O.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_work)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_WORK, value_parser = parse_work)]
     pub work: u32,
 }
 
+/// The flags' defaults are [`ServerConfig::default`]'s, with no address.
 impl Default for ServerArgs {
     fn default() -> Self {
+        let c = ServerConfig::default();
         ServerArgs {
             addr: None,
-            framing: Framing::Line,
-            max_frame: DEFAULT_MAX_FRAME,
-            max_conns: DEFAULT_MAX_CONNS,
-            max_pending: DEFAULT_MAX_PENDING,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            stall_timeout: DEFAULT_STALL_TIMEOUT,
-            grace: DEFAULT_GRACE,
-            work: 0,
+            framing: c.framing,
+            max_frame: c.max_frame,
+            max_conns: c.max_conns,
+            max_pending: c.max_pending,
+            idle_timeout: c.idle_timeout.unwrap_or(Duration::ZERO),
+            stall_timeout: c.stall_timeout,
+            grace: c.grace,
+            work: c.work,
+        }
+    }
+}
+
+impl From<&ServerArgs> for ServerConfig {
+    fn from(args: &ServerArgs) -> Self {
+        ServerConfig {
+            framing: args.framing,
+            max_frame: args.max_frame,
+            max_conns: args.max_conns,
+            max_pending: args.max_pending,
+            idle_timeout: args.idle(),
+            stall_timeout: args.stall_timeout,
+            grace: args.grace,
+            work: args.work,
         }
     }
 }
@@ -162,15 +204,15 @@ pub struct ClientArgs {
     pub addr: Option<HostPort>,
 
     /// `line`, `length` or `raw`: must match the server's `--framing`.
-    #[arg(long, value_enum, default_value_t = Framing::Line)]
+    #[arg(long, value_enum, default_value_t = Framing::default())]
     pub framing: Framing,
 
     /// Largest echo accepted (suffixes K, M, KiB, MiB).
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_max_frame)]
+    #[arg(long, value_name = "BYTES", default_value = shown::MAX_FRAME.as_str(), value_parser = parse_max_frame)]
     pub max_frame: usize,
 
     /// Bound on connecting and on waiting for each echo (1ms to 1h).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = shown::TIMEOUT.as_str(), value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Messages to send, one frame each; without any, each stdin line is one.
@@ -503,155 +545,6 @@ macro_rules! outln {
     }};
 }
 
-fn size_name(n: usize) -> String {
-    match n {
-        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
-        1 => "1 byte".to_owned(),
-        n => format!("{n} bytes"),
-    }
-}
-
-fn size_in(s: &str, (lo, hi): (usize, usize)) -> Result<usize, String> {
-    let v = parse_size(s)?;
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!(
-            "must be between {} and {}",
-            size_name(lo),
-            size_name(hi)
-        ))
-    }
-}
-
-fn duration_in(s: &str, (lo, hi): (Duration, Duration)) -> Result<Duration, String> {
-    let v = parse_duration(s)?;
-    if (lo..=hi).contains(&v) {
-        Ok(v)
-    } else if lo.is_zero() {
-        Err(format!("must be 0 (off) or at most {hi:?}"))
-    } else {
-        Err(format!("must be between {lo:?} and {hi:?}"))
-    }
-}
-
-/// `--max-frame`: a size in [`limits::MAX_FRAME`]. 0 would refuse every frame.
-pub fn parse_max_frame(s: &str) -> Result<usize, String> {
-    size_in(s, limits::MAX_FRAME)
-}
-
-/// `--max-pending`: a size in [`limits::MAX_PENDING`].
-pub fn parse_max_pending(s: &str) -> Result<usize, String> {
-    size_in(s, limits::MAX_PENDING)
-}
-
-/// A whole number in `lo..=hi`, with clap's kind of message: the value
-/// parser behind every count flag (`--max-conns`, `--work`, a chapter's
-/// `--workers` or `--loops`).
-pub fn count_in<T>(s: &str, lo: T, hi: T) -> Result<T, String>
-where
-    T: FromStr + PartialOrd + fmt::Display,
-{
-    match s.trim().parse::<T>() {
-        Ok(n) if lo <= n && n <= hi => Ok(n),
-        Ok(_) => Err(format!("must be between {lo} and {hi}")),
-        Err(_) => Err(format!("`{s}` is not a whole number")),
-    }
-}
-
-/// `--max-conns`: a count in [`limits::MAX_CONNS`]. 0 would refuse every client.
-pub fn parse_max_conns(s: &str) -> Result<usize, String> {
-    count_in(s, limits::MAX_CONNS.0, limits::MAX_CONNS.1)
-}
-
-/// `--work`: rounds in [`limits::WORK`].
-pub fn parse_work(s: &str) -> Result<u32, String> {
-    count_in(s, limits::WORK.0, limits::WORK.1)
-}
-
-/// A client's `--timeout`: 1 ms to an hour. Zero would mean "no timeout"
-/// to a socket option, and `connect_timeout` refuses it.
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    duration_in(s, (Duration::from_millis(1), Duration::from_secs(3600)))
-}
-
-/// `--idle-timeout`: 0 (off) up to a day.
-pub fn parse_idle(s: &str) -> Result<Duration, String> {
-    duration_in(s, limits::IDLE)
-}
-
-/// `--stall-timeout`: 1 ms to an hour.
-pub fn parse_stall(s: &str) -> Result<Duration, String> {
-    duration_in(s, limits::STALL)
-}
-
-/// `--grace`: 1 ms to ten minutes. Zero would cut every owed echo.
-pub fn parse_grace(s: &str) -> Result<Duration, String> {
-    duration_in(s, limits::GRACE)
-}
-/// Split `1.5ms` into `(1.5, "ms")`: the leading decimal number and the
-/// unit after it (trimmed). `None` when there is no number in front.
-pub fn number_and_unit(s: &str) -> Option<(f64, &str)> {
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    Some((num.parse().ok()?, unit.trim()))
-}
-
-/// Parse `30s`, `500ms`, `2m`, `1.5s`, `100us`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.starts_with('-') {
-        return Err(format!("`{s}`: a duration cannot be negative"));
-    }
-    let (value, unit) = number_and_unit(s)
-        .ok_or_else(|| format!("`{s}` is not a duration (try 30s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "" | "s" | "sec" | "secs" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{s}` (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("`{s}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Parse a byte count: `1024`, `64K`, `16KiB`, `1M`, `1MiB` (K and M are
-/// binary here: 1K = 1024 bytes, as socket buffer sizes usually are).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: usize = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (try 65536, 64KiB, 1MiB)"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{s}` (use K, KiB, M, MiB)"
-            ));
-        }
-    };
-    value
-        .checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,6 +554,50 @@ mod tests {
     struct T {
         #[command(flatten)]
         a: ServerArgs,
+    }
+
+    /// The `--help` strings are made from the constants; they must read back
+    /// as the same values, and read the way a person would type them.
+    #[test]
+    fn defaults_are_shown_as_typed_and_read_back() {
+        for n in [DEFAULT_MAX_FRAME, DEFAULT_MAX_PENDING, 1, 1536, 3 << 10, 0] {
+            assert_eq!(parse_size(&size_text(n)), Ok(n), "{}", size_text(n));
+        }
+        for d in [
+            DEFAULT_IDLE_TIMEOUT,
+            DEFAULT_STALL_TIMEOUT,
+            DEFAULT_GRACE,
+            DEFAULT_CLIENT_TIMEOUT,
+            Duration::from_millis(1500),
+            Duration::from_micros(250),
+            Duration::ZERO,
+        ] {
+            assert_eq!(
+                parse_duration(&duration_text(d)),
+                Ok(d),
+                "{}",
+                duration_text(d)
+            );
+        }
+        let help = <T as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        for shown in [
+            "[default: 1MiB]",
+            "[default: 256KiB]",
+            "[default: 30s]",
+            "[default: 10s]",
+        ] {
+            assert!(help.contains(shown), "{shown} missing from:\n{help}");
+        }
+        #[derive(Parser, Debug)]
+        struct C {
+            #[command(flatten)]
+            a: ClientArgs,
+        }
+        let c = C::try_parse_from(["x"]).unwrap();
+        assert_eq!(c.a.timeout, DEFAULT_CLIENT_TIMEOUT);
+        assert_eq!(c.a.max_frame, DEFAULT_MAX_FRAME);
     }
 
     #[test]

@@ -35,8 +35,15 @@
 
 use std::time::Duration;
 
-use crate::cli::ServerArgs;
-use crate::framing::{DEFAULT_MAX_FRAME, Framing};
+pub use crate::framing::DEFAULT_MAX_FRAME;
+use crate::framing::Framing;
+
+// Each default is written once, here (and `DEFAULT_MAX_FRAME` beside the
+// codec it limits). `ServerConfig::default()` is built from these, the flags
+// of `crate::cli` show them in `--help` through `cli::size_text` and
+// `cli::duration_text`, and a test parses an empty command line and compares.
+// This module imports nothing from `cli`: the flags depend on the
+// configuration, never the other way round.
 
 /// Default `--max-conns`.
 pub const DEFAULT_MAX_CONNS: usize = 1024;
@@ -49,6 +56,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `--grace`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// Default `--work`: pure I/O.
+pub const DEFAULT_WORK: u32 = 0;
 
 // ANCHOR: config
 /// What every server needs to know besides its listener and its shutdown
@@ -77,29 +86,14 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            framing: Framing::Line,
+            framing: Framing::default(),
             max_frame: DEFAULT_MAX_FRAME,
             max_conns: DEFAULT_MAX_CONNS,
             max_pending: DEFAULT_MAX_PENDING,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             grace: DEFAULT_GRACE,
-            work: 0,
-        }
-    }
-}
-
-impl From<&ServerArgs> for ServerConfig {
-    fn from(args: &ServerArgs) -> Self {
-        ServerConfig {
-            framing: args.framing,
-            max_frame: args.max_frame,
-            max_conns: args.max_conns,
-            max_pending: args.max_pending,
-            idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
-            stall_timeout: args.stall_timeout,
-            grace: args.grace,
-            work: args.work,
+            work: DEFAULT_WORK,
         }
     }
 }

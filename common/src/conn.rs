@@ -1,10 +1,10 @@
 //! How a connection ends, said the same way by every server: one closing
 //! log line per connection, and the matching counter in [`Stats`].
 //!
-//! Levels follow STYLE.md: a client that closes, goes quiet or vanishes is
-//! normal life on a network (`info`); a client that breaks the protocol or
-//! stops reading, and a connection cut at the shutdown deadline, are worth a
-//! `warn`.
+//! Levels (ARCHITECTURE.md, "Logging"): a client that closes, goes quiet
+//! or vanishes is normal life on a network (`info`); a client that breaks
+//! the protocol or stops reading, and a connection cut at the shutdown
+//! deadline, are worth a `warn`.
 
 use std::fmt;
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! One way to start logging for every binary in the workspace.
 //!
 //! `RUST_LOG` picks the level as usual (`RUST_LOG=debug cargo run -p tcp-echo
-//! -- server`); without it the level is `info`. The levels follow STYLE.md:
+//! -- server`); without it the level is `info`. The levels are the ones
+//! ARCHITECTURE.md ("Logging") sets for every binary:
 //! `info` per connection opened and closed (with the peer address), `debug`
 //! per frame, `trace` per syscall-level event.
 

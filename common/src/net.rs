@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::Shutdown;
+
 /// The listen backlog we ask for: how many connections the kernel completes
 /// (three-way handshake done) and queues before the program calls `accept()`.
 /// Linux silently caps it at `net.core.somaxconn` (4096 on recent kernels).
@@ -166,12 +168,31 @@ pub fn accept_policy(e: &io::Error, backoff: &mut Backoff) -> AcceptAction {
             log::warn!("accept failed: {e}{why}; pausing accepts for {delay:?}");
             AcceptAction::Wait(delay)
         }
-        AcceptClass::Fatal => {
-            log::error!("accept failed: {e}: the listening socket is unusable");
-            AcceptAction::Fatal
-        }
+        // Logged by `fatal_accept`, which every loop calls next.
+        AcceptClass::Fatal => AcceptAction::Fatal,
     }
 }
+
+// ANCHOR: fatal
+/// The one rule for [`AcceptAction::Fatal`], in every accept loop: the
+/// listening socket is unusable, so the server stops the way a Ctrl-C
+/// stops it. This logs the error once, triggers `shutdown` (the loop stops
+/// accepting, the connections already open get their echoes and their
+/// `--grace`, the summary line is written), and returns the error the loop
+/// ends with once that is done, so the process exits with status 1.
+///
+/// ```ignore
+/// AcceptAction::Fatal => {
+///     fatal = Some(common::net::fatal_accept(e, &shutdown));
+///     break; // then drain as in any shutdown, and return Err(fatal)
+/// }
+/// ```
+pub fn fatal_accept(e: io::Error, shutdown: &Shutdown) -> io::Error {
+    log::error!("accept failed: {e}: the listening socket is unusable; shutting down");
+    shutdown.trigger();
+    e
+}
+// ANCHOR_END: fatal
 
 /// Out of file descriptors (`EMFILE` for the process, `ENFILE` for the
 /// system).
@@ -229,6 +250,19 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fatal accept error stops the server the way a signal does, and is
+    /// what the loop returns.
+    #[test]
+    fn fatal_accept_triggers_the_shutdown_and_hands_the_error_back() {
+        let shutdown = Shutdown::new();
+        let e = io::Error::from_raw_os_error(libc::EBADF);
+        assert_eq!(accept_policy(&e, &mut Backoff::new()), AcceptAction::Fatal);
+        assert!(!shutdown.is_triggered());
+        let back = fatal_accept(e, &shutdown);
+        assert!(shutdown.is_triggered());
+        assert_eq!(back.raw_os_error(), Some(libc::EBADF));
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

@@ -13,10 +13,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use common::cli::{parse_duration, parse_size};
 
-use crate::fate::{Dir, UdpToxics};
+// `Direction` is a flag, but tcp.rs and udp.rs need it too, and this file
+// needs their config types: it lives in fate.rs (which imports neither), so
+// no two modules import each other.
+pub use crate::fate::Direction;
+use crate::fate::UdpToxics;
 use crate::tcp::{TcpConfig, TcpToxics};
 use crate::udp::UdpConfig;
 
@@ -38,26 +42,6 @@ pub enum Command {
     Udp(UdpArgs),
     /// Relay TCP connections: each direction of each connection is its own pump.
     Tcp(TcpArgs),
-}
-
-/// Which directions the toxics apply to (the other one is relayed untouched).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Direction {
-    /// Client to upstream only (requests).
-    Up,
-    /// Upstream to client only (replies).
-    Down,
-    /// Both.
-    Both,
-}
-
-impl Direction {
-    pub fn includes(self, dir: Dir) -> bool {
-        matches!(
-            (self, dir),
-            (Direction::Both, _) | (Direction::Up, Dir::Up) | (Direction::Down, Dir::Down)
-        )
-    }
 }
 
 /// Flags shared by `udp` and `tcp`.

@@ -33,6 +33,26 @@ impl Dir {
     }
 }
 
+/// Which directions the toxics apply to (the other one is relayed untouched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    /// Client to upstream only (requests).
+    Up,
+    /// Upstream to client only (replies).
+    Down,
+    /// Both.
+    Both,
+}
+
+impl Direction {
+    pub fn includes(self, dir: Dir) -> bool {
+        matches!(
+            (self, dir),
+            (Direction::Both, _) | (Direction::Up, Dir::Up) | (Direction::Down, Dir::Down)
+        )
+    }
+}
+
 impl std::fmt::Display for Dir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

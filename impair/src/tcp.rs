@@ -41,8 +41,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::cli::Direction;
-use crate::fate::{self, Dir};
+use crate::fate::{self, Dir, Direction};
 use crate::stats::Stats;
 
 /// The most one `read()` takes (and so the most one chunk holds).
@@ -132,6 +131,7 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(config.max_conns));
     let mut conns = JoinSet::new();
     let mut backoff = Backoff::new();
+    let mut fatal = None;
     let mut next_id = 0u64;
     let mut report = config
         .report
@@ -180,7 +180,10 @@ pub async fn run(
                             _ = shutdown.triggered() => break,
                         }
                     }
-                    AcceptAction::Fatal => return Err(e),
+                    AcceptAction::Fatal => {
+                        fatal = Some(common::net::fatal_accept(e, &shutdown));
+                        break;
+                    }
                 },
             }
         }
@@ -193,7 +196,7 @@ pub async fn run(
         "impair tcp stopped ({live} connections cut): {}",
         stats.tcp()
     );
-    Ok(())
+    fatal.map_or(Ok(()), Err)
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {

@@ -41,8 +41,7 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::cli::Direction;
-use crate::fate::{self, Dir, Fate, UdpToxics};
+use crate::fate::{self, Dir, Direction, Fate, UdpToxics};
 use crate::stats::{DirStats, Stats};
 
 /// Bigger than any datagram IPv4 or IPv6 can carry: `recv` into a smaller

@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use common::blocking::EchoConn;
 use common::conn::{End, log_close};
-use common::net::{AcceptAction, Backoff, accept_policy};
+use common::net::{AcceptAction, Backoff, accept_policy, fatal_accept};
 use common::{ServerConfig, Shutdown, Stats};
 
 /// How often a blocked `read()` wakes up to check for Ctrl-C and idleness.
@@ -90,6 +90,7 @@ pub fn run(
 
     // ANCHOR: accept-loop
     let mut backoff = Backoff::new();
+    let mut fatal = None;
     while !shutdown.is_triggered() {
         // accept(): take the oldest completed connection off the backlog,
         // blocking until there is one. Returns a *new* socket for that client;
@@ -110,7 +111,11 @@ pub fn run(
                     shutdown.wait_timeout(delay);
                     continue;
                 }
-                AcceptAction::Fatal => return Err(e),
+                // The listener is broken: stop as on Ctrl-C, then say so.
+                AcceptAction::Fatal => {
+                    fatal = Some(fatal_accept(e, shutdown));
+                    break;
+                }
             },
         };
         if shutdown.is_triggered() {
@@ -125,7 +130,7 @@ pub fn run(
     // never accepted, and the kernel answers them with a reset.
     drop(listener);
     log::info!("tcp-echo stopped: {stats}");
-    Ok(stats)
+    fatal.map_or(Ok(stats), Err)
 }
 
 /// Where to connect to wake our own `accept()`.

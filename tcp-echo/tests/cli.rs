@@ -15,17 +15,7 @@ use support::{T, bin};
 
 /// Run to the end with a deadline.
 fn output(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(T).expect("did not finish in time").unwrap()
+    test_support::run_bounded(&mut cmd, b"", T)
 }
 
 #[test]

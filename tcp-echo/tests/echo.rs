@@ -19,7 +19,7 @@ use common::framing::{Framing, encode};
 use common::{Shutdown, Stats};
 use tcp_echo::server;
 
-const T: Duration = Duration::from_secs(10);
+use support::T;
 
 struct Server {
     addr: SocketAddr,
@@ -50,10 +50,7 @@ impl Server {
     }
 
     fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect_timeout(&self.addr, T).unwrap();
-        s.set_read_timeout(Some(T)).unwrap();
-        s.set_write_timeout(Some(T)).unwrap();
-        s
+        test_support::connect(self.addr)
     }
 
     fn stop(mut self) -> Arc<Stats> {

@@ -43,7 +43,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 
 use common::Shutdown;
 use common::framing::is_timeout;
-use common::net::{AcceptAction, Backoff, accept_policy};
+use common::net::{AcceptAction, Backoff, accept_policy, fatal_accept};
 use log::trace;
 
 use crate::TICK;
@@ -136,8 +136,7 @@ impl Acceptor {
                         // Stop the whole server the normal way, so every
                         // thread is joined and the summary is logged, then
                         // report it.
-                        self.fatal = Some(e);
-                        self.shutdown.trigger();
+                        self.fatal = Some(fatal_accept(e, &self.shutdown));
                         return None;
                     }
                 },

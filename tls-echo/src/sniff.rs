@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use common::Shutdown;
-use common::net::{AcceptAction, Backoff, accept_policy};
+use common::net::{AcceptAction, Backoff, accept_policy, fatal_accept};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -81,6 +81,7 @@ pub async fn serve(
     let mut tasks = JoinSet::new();
     let mut next_id = 0u64;
     let mut backoff = Backoff::new();
+    let mut fatal = None;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -99,7 +100,10 @@ pub async fn serve(
                     () = tokio::time::sleep(delay) => continue,
                     () = shutdown.triggered() => break,
                 },
-                AcceptAction::Fatal => return Err(e),
+                AcceptAction::Fatal => {
+                    fatal = Some(fatal_accept(e, &shutdown));
+                    break;
+                }
             },
         };
         while tasks.try_join_next().is_some() {}
@@ -113,7 +117,7 @@ pub async fn serve(
         "sniff: relayed {next_id} connection(s), {} still open were cut",
         tasks.len()
     );
-    Ok(())
+    fatal.map_or(Ok(()), Err)
 }
 
 fn emit(out: &Output, text: &str) {

@@ -14,24 +14,7 @@ use tls_echo::pki::Ca;
 
 /// Run a command to completion, giving up (and killing it) after TIMEOUT.
 fn run_bounded(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            panic!("command did not finish within {TIMEOUT:?}");
-        }
-    }
+    test_support::run_bounded(&mut cmd, b"", TIMEOUT)
 }
 
 fn client(addr: &str, args: &[&str]) -> Output {
@@ -142,7 +125,7 @@ fn client_rejects_a_server_signed_by_an_unknown_ca() {
 fn client_names_a_plaintext_server() {
     let ca = TempFile::with("ca.pem", &Ca::new("any").unwrap().cert_pem());
     let out = client(
-        &plain_echo(1).to_string(),
+        &tcp_echo().to_string(),
         &["--ca", ca.path().to_str().unwrap(), "hi"],
     );
     assert_one_line_error(&out, "is it a plaintext server?");
@@ -396,7 +379,7 @@ fn client_against_a_silent_plaintext_server_says_so_after_the_handshake_timeout(
 /// head`), the next dump ends it quietly, status 0.
 #[test]
 fn sniff_ends_quietly_when_its_stdout_is_closed() {
-    let upstream = plain_echo(1);
+    let upstream = tcp_echo();
     let mut child = Command::new(BIN)
         .args(["sniff", "--listen", "127.0.0.1:0", "--to"])
         .arg(upstream.to_string())
@@ -462,14 +445,5 @@ fn first_line_then_close_stdout(child: &mut std::process::Child) -> String {
 /// Wait (bounded) for `child` to exit and return its output (stderr and
 /// status); kill it and fail if it keeps running, as `who`.
 fn exits_within_timeout(child: std::process::Child, who: &str) -> std::process::Output {
-    let pid = child.id().to_string();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let Ok(out) = rx.recv_timeout(TIMEOUT) else {
-        let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        panic!("{who} kept running with its stdout closed");
-    };
-    out.unwrap()
+    exits_within(child, TIMEOUT, &format!("{who}, with its stdout closed,"))
 }

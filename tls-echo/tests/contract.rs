@@ -150,7 +150,7 @@ fn sigterm_with_frames_in_flight_and_a_client_that_never_reads(framing: Framing)
     // connection's receive window, so all of it has *arrived* (more would
     // wait in the client's send queue, which the server has not received
     // and need not echo).
-    server.signal("STOP");
+    server.signal(SIGSTOP);
     let sent: Vec<Vec<u8>> = clients
         .iter_mut()
         .enumerate()
@@ -163,7 +163,7 @@ fn sigterm_with_frames_in_flight_and_a_client_that_never_reads(framing: Framing)
         .collect();
     let exited = server.sigterm();
     let signalled = Instant::now();
-    server.signal("CONT");
+    server.signal(SIGCONT);
     // Echoes of every frame sent before the signal, byte for byte, then a
     // clean end of the TLS session.
     for (i, (c, sent)) in clients.iter_mut().zip(&sent).enumerate() {

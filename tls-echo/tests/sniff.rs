@@ -70,7 +70,7 @@ fn ascii_column(text: &str) -> String {
 
 #[test]
 fn plaintext_echo_is_readable_on_the_wire() -> io::Result<()> {
-    let echo = plain_echo(1);
+    let echo = tcp_echo();
     let sniffer = Sniffer::start(echo);
     let mut c = TcpStream::connect(sniffer.addr)?;
     c.set_read_timeout(Some(TIMEOUT))?;

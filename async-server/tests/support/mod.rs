@@ -1,21 +1,28 @@
 //! Helpers shared by the integration tests: start a server in-process on
-//! 127.0.0.1:0, connect with a read timeout, build expected wire bytes.
+//! 127.0.0.1:0 in each model, build expected wire bytes, wait for the
+//! kernel to acknowledge. The helpers every chapter shares (sockets with
+//! timeouts, bounded waits, child processes) come from `test-support`,
+//! re-exported here so a test file needs only `mod support;`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use std::time::Instant;
 
 use async_server::{Balance, Config, Model};
 use bytes::BytesMut;
 use common::{Framing, ServerConfig, Shutdown, Stats};
 
 /// Every read in the tests gives up after this long.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const READ_TIMEOUT: Duration = test_support::LIMIT;
+
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use test_support::{
+    ServerProcess, assert_closed, connect, read_n, read_to_end as read_to_eof, unacked, wait_until,
+    wait_until_acked,
+};
 
 /// A model as the tests run it: one of [`models`], or the event loop with
 /// two loops in one of the two `--balance` modes.
@@ -161,12 +168,6 @@ pub fn config(framing: Framing) -> Config {
     }
 }
 
-pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    s
-}
-
 /// The wire bytes of `frames` in `framing`.
 pub fn wire(framing: Framing, frames: &[&[u8]]) -> Vec<u8> {
     let mut out = BytesMut::new();
@@ -174,13 +175,6 @@ pub fn wire(framing: Framing, frames: &[&[u8]]) -> Vec<u8> {
         common::encode(framing, f, &mut out).unwrap();
     }
     out.to_vec()
-}
-
-/// Read until EOF (or the timeout, which fails the test).
-pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).unwrap();
-    got
 }
 
 /// `Stats` counters as plain numbers.
@@ -214,27 +208,6 @@ pub fn payload(c: usize, i: usize) -> Vec<u8> {
     (0..len)
         .map(|k| b"abcdefghijklmnopqrstuvwxyz0123456789"[(c + i + k) % 36])
         .collect()
-}
-
-/// Wait until the kernel has no unacknowledged bytes for this socket
-/// (`SIOCOUTQ` == 0): everything we sent is in the server's receive queue.
-/// A condition checked in a bounded loop, not a guess with `sleep`.
-pub fn wait_until_acked(s: &TcpStream) {
-    let deadline = Instant::now() + READ_TIMEOUT;
-    loop {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ (SIOCOUTQ for TCP) writes one c_int we own.
-        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        assert_eq!(r, 0, "ioctl(SIOCOUTQ): {}", std::io::Error::last_os_error());
-        if queued == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{queued} bytes never acknowledged"
-        );
-        std::thread::yield_now();
-    }
 }
 
 /// About 64 KiB of valid frames in `framing`; [`write_until_blocked`]

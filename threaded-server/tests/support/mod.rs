@@ -1,21 +1,22 @@
 //! Helpers shared by the integration tests: start a server in-process on
 //! 127.0.0.1:0, build wire bytes by hand (independently of `common`'s codec,
-//! so a codec bug cannot hide in both ends), read with a timeout.
+//! so a codec bug cannot hide in both ends), read with a timeout. The
+//! helpers every chapter shares come from the `test-support` crate.
 // Test helpers: a failed unwrap is a failed test, which is what we want.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Framing, ServerConfig, Shutdown, Stats};
 use crossbeam_channel::Receiver;
 use threaded_server::{Config, Report};
 
 /// Bound on every read a test makes, and on waiting for a server to stop.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = test_support::LIMIT;
 
 pub struct Running {
     pub addr: SocketAddr,
@@ -122,20 +123,13 @@ pub fn listen_backlog(addr: SocketAddr) -> u64 {
         .unwrap_or_else(|| panic!("no listening socket on {addr} in /proc/net/tcp"))
 }
 
-/// Poll `cond` until it holds, failing the test after [`TIMEOUT`]. For
-/// waiting on a server-side counter; not a sleep standing in for an event.
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use test_support::{assert_closed, assert_silent, wait_until};
 
+/// A connection with [`TIMEOUT`] on connect, read and write, and no
+/// Nagle delay (the tests time small echoes).
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(TIMEOUT)).unwrap();
+    let s = test_support::connect(addr);
     s.set_nodelay(true).unwrap();
     s
 }
@@ -160,10 +154,7 @@ pub fn wire(framing: Framing, payload: &[u8]) -> Vec<u8> {
 
 /// Read exactly `n` bytes (within the socket's read timeout).
 pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0; n];
-    s.read_exact(&mut buf)
-        .unwrap_or_else(|e| panic!("reading {n} bytes: {e}"));
-    buf
+    test_support::read_n(s, n).unwrap_or_else(|e| panic!("reading {n} bytes: {e}"))
 }
 
 /// Send one frame and assert its echo comes back byte for byte.
@@ -171,37 +162,6 @@ pub fn echo(s: &mut TcpStream, framing: Framing, payload: &[u8]) {
     let w = wire(framing, payload);
     s.write_all(&w).unwrap();
     assert_eq!(read_n(s, w.len()), w, "echo of {} bytes", payload.len());
-}
-
-/// The server closed this connection: the next read returns 0 (FIN) or a
-/// reset (closed with our bytes unread). Anything else fails the test.
-pub fn assert_closed(s: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-        Ok(n) => panic!(
-            "expected the server to close, got {n} bytes: {:?}",
-            &buf[..n]
-        ),
-        Err(e) => panic!("expected the server to close, got {e}"),
-    }
-}
-
-/// Nothing arrives within `window`: the read times out. Used only to show a
-/// client is *not* being served (a negative can only be observed over time).
-pub fn assert_silent(s: &mut TcpStream, window: Duration) {
-    s.set_read_timeout(Some(window)).unwrap();
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) => {}
-        other => panic!("expected no reply within {window:?}, got {other:?}"),
-    }
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
 }
 
 /// A deterministic payload; printable and newline-free for `line` framing.

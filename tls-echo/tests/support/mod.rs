@@ -1,18 +1,20 @@
 //! Helpers shared by the integration tests: an in-process TLS server on
 //! 127.0.0.1:0, a blocking rustls client written independently of the
-//! crate's own async client, a plain TCP echo, and self-deleting temp files.
+//! crate's own async client, the binary as a child process, and
+//! self-deleting temp files. The helpers every chapter shares (bounded
+//! waits, child processes, a plain TCP echo) come from `test-support`.
 #![allow(dead_code)]
 // each test binary uses a different subset
 // Helpers outside `#[test]` functions: clippy.toml's test allowance does
 // not reach them, and a panic here is a failed test, as intended.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,11 +22,15 @@ use std::time::Duration;
 use common::{Framing, ServerConfig, Shutdown, Stats};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, RootCertStore, StreamOwned};
+use test_support::ServerProcess;
 use tls_echo::pki::{Ca, Identity, SERVER_NAMES, TlsVersions, client_config, server_config};
 use tls_echo::server;
 
 /// Every read in the tests gives up after this long.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = test_support::LIMIT;
+
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use test_support::{SIGCONT, SIGSTOP, exits_within, read_n, tcp_echo};
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -110,13 +116,6 @@ pub fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
-/// Read exactly `n` bytes (each read bounded by the socket timeout).
-pub fn read_n(r: &mut impl Read, n: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; n];
-    r.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
 /// Send `bytes`, read back exactly as many, compare.
 pub fn round_trip(c: &mut TlsClient, bytes: &[u8]) -> io::Result<()> {
     c.write_all(bytes)?;
@@ -124,28 +123,6 @@ pub fn round_trip(c: &mut TlsClient, bytes: &[u8]) -> io::Result<()> {
     let back = read_n(c, bytes.len())?;
     assert_eq!(back, bytes, "echo must be byte-exact");
     Ok(())
-}
-
-/// A plain TCP echo (raw framing) on 127.0.0.1:0 for `conns` connections:
-/// the stand-in for tcp-echo, whose binary these tests cannot rely on.
-pub fn plain_echo(conns: usize) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(conns) {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(TIMEOUT)).ok();
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = s.read(&mut buf) {
-                    if s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 /// A file under the temp dir with a name unique to this process and call,
@@ -189,12 +166,10 @@ pub fn identity_files(id: &Identity) -> (TempFile, TempFile) {
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tls-echo");
 
-/// `tls-echo server` as a child process, killed on drop unless it was
-/// seen to exit.
+/// `tls-echo server` as a child process (`test_support::ServerProcess`),
+/// killed on drop unless it was seen to exit.
 pub struct ServerChild {
-    child: Option<Child>,
-    pid: u32,
-    exited: Arc<AtomicBool>,
+    process: ServerProcess,
     pub addr: SocketAddr,
 }
 
@@ -202,69 +177,32 @@ impl ServerChild {
     /// Start `tls-echo server --addr 127.0.0.1:0 ARGS`, read its first
     /// stdout line (which must be the announce line), within TIMEOUT.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["server", "--addr", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(TIMEOUT).expect("no announce line");
-        let addr = common::net::parse_announce(&line)
-            .unwrap_or_else(|| panic!("first stdout line is not the announce: {line:?}"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["server", "--addr", "127.0.0.1:0"]).args(args);
+        let process = ServerProcess::spawn(&mut cmd);
         ServerChild {
-            pid: child.id(),
-            child: Some(child),
-            exited: Arc::new(AtomicBool::new(false)),
-            addr,
+            addr: process.addr,
+            process,
         }
     }
 
     /// Send SIGTERM. The receiver gets (exit status, whole stderr) once the
     /// process has exited; the caller bounds the wait with `recv_timeout`.
     pub fn sigterm(&mut self) -> mpsc::Receiver<(ExitStatus, String)> {
-        let pid = self.pid.to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let mut child = self.child.take().expect("SIGTERM sent twice");
-        let exited = self.exited.clone();
+        self.process.signal(test_support::SIGTERM);
+        let exit = self.process.exit_receiver();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            // stderr reaches EOF when the process exits.
-            let mut text = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut text);
-            }
-            if let Ok(status) = child.wait() {
-                exited.store(true, Ordering::SeqCst);
-                let _ = tx.send((status, text));
+            if let Ok((status, lines)) = exit.recv() {
+                let _ = tx.send((status, lines.join("\n")));
             }
         });
         rx
     }
 
-    /// Send a signal by name (`STOP`, `CONT`) with kill(1).
-    pub fn signal(&self, name: &str) {
-        assert!(
-            Command::new("kill")
-                .args([&format!("-{name}"), &self.pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
+    /// Send a signal (`SIGSTOP`, `SIGCONT`).
+    pub fn signal(&self, sig: i32) {
+        self.process.signal(sig);
     }
 
     /// SIGTERM, then the exit status and stderr, within TIMEOUT.
@@ -274,24 +212,5 @@ impl ServerChild {
             .recv_timeout(TIMEOUT)
             .expect("server did not exit on SIGTERM");
         (status.code(), text)
-    }
-}
-
-impl Drop for ServerChild {
-    fn drop(&mut self) {
-        match self.child.as_mut() {
-            Some(child) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            // Signalled but not seen to exit (a failed test): kill it, so
-            // no server outlives the test run.
-            None if !self.exited.load(Ordering::SeqCst) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &self.pid.to_string()])
-                    .status();
-            }
-            None => {}
-        }
     }
 }

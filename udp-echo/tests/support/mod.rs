@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: an in-process server on an
-//! ephemeral port, and sockets whose every read has a timeout.
+//! ephemeral port, and sockets whose every read has a timeout. The helpers
+//! every chapter shares come from the `test-support` crate.
 // Test support: a failed unwrap here is a failed test, which is what we want.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -63,14 +64,7 @@ impl Drop for TestServer {
 
 /// A UDP socket on 127.0.0.1 (or ::1) with a read timeout.
 pub fn socket_like(addr: SocketAddr) -> UdpSocket {
-    let local: SocketAddr = if addr.is_ipv6() {
-        "[::1]:0".parse().unwrap()
-    } else {
-        "127.0.0.1:0".parse().unwrap()
-    };
-    let s = UdpSocket::bind(local).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    s
+    test_support::udp_socket_like(addr, READ_TIMEOUT)
 }
 
 /// A connected UDP socket with a read timeout.
@@ -80,20 +74,8 @@ pub fn connected(addr: SocketAddr) -> UdpSocket {
     s
 }
 
-/// Deterministic test bytes.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0; len];
-    common::rng::SplitMix64::new(seed).fill(&mut v);
-    v
-}
-
-/// Is this error "nothing arrived before the read timeout"?
-pub fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use test_support::{bytes, is_timeout};
 
 /// Run `cmd` to completion with `stdin` as input; kill it and panic if it
 /// takes longer than `limit`.
@@ -102,34 +84,7 @@ pub fn run_with_timeout(
     stdin: &[u8],
     limit: Duration,
 ) -> std::process::Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // A separate thread, so a child that does not read stdin cannot block us.
-    std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(output) => output.unwrap(),
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of a child we spawned and have not
-            // reaped (the waiting thread still holds it).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-    }
+    test_support::run_bounded(&mut cmd, stdin, limit)
 }
 
 /// The `udp-echo` binary cargo built for these tests.
