@@ -58,6 +58,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use loadgen::refs::{self, Accepted};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -221,44 +222,21 @@ fn serve(args: &Args) -> io::Result<()> {
             }
             if token == LISTENER {
                 loop {
-                    // SAFETY: null address pointers are allowed (we do not
-                    // want the peer's address); accept4 returns a new fd or -1.
-                    let fd = unsafe {
-                        libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if fd < 0 {
-                        let e = io::Error::last_os_error();
-                        match e.raw_os_error() {
-                            Some(libc::EAGAIN) => break,
-                            // The client left before we accepted: next one.
-                            Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => continue,
-                            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                                eprintln!("epoll-ref: accept: {e}; pausing accepts for 100 ms");
-                                ctl(epfd, libc::EPOLL_CTL_DEL, lfd, 0, LISTENER)?;
-                                paused_until = Some(Instant::now() + Duration::from_millis(100));
-                                break;
-                            }
-                            _ => return Err(e),
+                    // The same accept rule as the select and poll rows
+                    // (loadgen/src/refs.rs): EAGAIN ends the batch, a client
+                    // that left is skipped, EMFILE pauses the listener, any
+                    // other error ends the server (main prints it once).
+                    let fd = match refs::accept(lfd)? {
+                        Accepted::Empty => break,
+                        Accepted::Again => continue,
+                        Accepted::Pause(e) => {
+                            eprintln!("epoll-ref: accept: {e}; pausing accepts for 100 ms");
+                            ctl(epfd, libc::EPOLL_CTL_DEL, lfd, 0, LISTENER)?;
+                            paused_until = Some(Instant::now() + Duration::from_millis(100));
+                            break;
                         }
-                    }
-                    // Echoes must leave at once: Nagle's algorithm would
-                    // hold a small echo back waiting for an ACK.
-                    let one: libc::c_int = 1;
-                    // SAFETY: `one` outlives the call and its size is passed.
-                    unsafe {
-                        libc::setsockopt(
-                            fd,
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            (&one as *const libc::c_int).cast(),
-                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                        );
-                    }
+                        Accepted::Conn(fd) => fd,
+                    };
                     if let Err(e) = ctl(
                         epfd,
                         libc::EPOLL_CTL_ADD,
