@@ -133,6 +133,32 @@ fn indent(s: &str) -> String {
     s.replace('\n', "\n                ")
 }
 
+/// Undo the driver protocol's escaping of one field (`encode_field` in
+/// lab/exercises/grader_support.rs): `\\` `\t` `\n` `\r` become a backslash,
+/// a tab, a line break, a carriage return; any other escape is kept as it is.
+pub fn decode_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('\\') => out.push('\\'),
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 /// Show bytes the way a student can read them: quoted, escaped, cut short.
 pub fn show(bytes: &[u8]) -> String {
     const MAX: usize = 48;
@@ -674,6 +700,47 @@ error: could not compile `ex01-tcp-echo` (bin \"ex01-tcp-echo\") due to 2 previo
             first_error(log),
             "01-tcp-echo/src/main.rs:22:9: error[E0425]: cannot find value `m` in this scope\n(and 1 more)\n\
              error: could not compile `ex01-tcp-echo` (bin \"ex01-tcp-echo\") due to 2 previous errors"
+        );
+    }
+
+    use crate::driver_support as support;
+
+    /// Whatever a driver reports comes back as it was written: a shown
+    /// escape stays an escape, a real line break stays one, and a field
+    /// never spills into the next one or the next line.
+    #[test]
+    fn driver_fields_round_trip() {
+        let values = [
+            "Ok(Some(\"hello\\n\"))",
+            "two\nlines",
+            "a\r\nb",
+            "\"la\\rst\\x00\" | \"\\n\"",
+            "back\\slash at the end\\",
+            "\\\\n is not a line break",
+            "tab\there",
+            "\"quoted\" and 'single'",
+            "",
+        ];
+        for v in values {
+            let line = support::encode_field(v);
+            assert!(!line.contains(['\n', '\r', '\t']), "{line:?}");
+            assert_eq!(decode_field(&line), v, "through {line:?}");
+        }
+        // Three fields on one FAIL line split where the lab splits them.
+        let line = format!(
+            "{}\t{}\t{}",
+            support::encode_field("Ok(Some(\"hello\"))"),
+            support::encode_field("Ok(Some(\"hel\\n\"))\tx"),
+            support::encode_field("find the first \\n")
+        );
+        let parts: Vec<String> = line.splitn(3, '\t').map(decode_field).collect();
+        assert_eq!(
+            parts,
+            [
+                "Ok(Some(\"hello\"))",
+                "Ok(Some(\"hel\\n\"))\tx",
+                "find the first \\n"
+            ]
         );
     }
 
