@@ -130,6 +130,16 @@ impl Run {
         let _ = o.flush();
     }
 
+    /// A line that must be seen even when the run is not live (the
+    /// self-check's runs): that a long build started, and when it ended.
+    pub fn announce(&mut self, line: &str) {
+        if self.live {
+            self.progress(line);
+        } else {
+            println!("      {line}");
+        }
+    }
+
     /// Close the open step as passed, with `verdict` (e.g. "ok (52 s)").
     pub fn pass_step(&mut self, verdict: &str) {
         self.close_step(verdict);
@@ -967,6 +977,36 @@ error: could not compile `ex01-tcp-echo` (bin \"ex01-tcp-echo\") due to 2 previo
                 );
             }
         }
+    }
+
+    /// No silent minute: a build the lab starts hands each of cargo's
+    /// `Compiling ...` lines to the caller as it comes (who shows it under
+    /// the step), and they stay out of the run's record.
+    #[test]
+    fn a_build_shows_its_progress() {
+        let dir = std::env::temp_dir().join(format!("lab-progress-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[package]\nname = \"labprogress\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+        let mut seen = Vec::new();
+        let args = build_args(&dir, &dir.join("target"), "labprogress", false);
+        let (ok, _) = cargo_streaming(&args, &dir, &mut |l| seen.push(l.to_string())).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ok);
+        assert!(
+            seen.iter().any(|l| l.starts_with("Compiling labprogress")),
+            "{seen:?}"
+        );
+        let mut run = Run::new(PathBuf::new(), PathBuf::new(), false);
+        run.step("build");
+        run.progress("Compiling x");
+        run.pass_step("ok (3 s)");
+        assert_eq!(run.output(), "   1. build ... ok (3 s)\n");
     }
 
     /// The deadline really kills a program that never ends.

@@ -31,14 +31,14 @@ fn binary(run: &mut Run) -> Option<PathBuf> {
             let result = cargo_streaming(&args, &root, &mut |line| {
                 if !announced {
                     announced = true;
-                    run.progress(&tr("building loadgen (cargo build -p loadgen), once"));
+                    run.announce(&tr("building loadgen (cargo build -p loadgen), once"));
                 }
                 run.progress(line);
             });
             let ok = matches!(result, Ok((true, _)));
             if announced {
                 let secs = started.elapsed().as_secs_f64();
-                run.progress(&tr(&format!("loadgen built in {secs:.0} s")));
+                run.announce(&tr(&format!("loadgen built in {secs:.0} s")));
             }
             *BUILT.get_or_init(|| ok)
         }
