@@ -94,6 +94,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // `lab list | head` closes our stdout early: die quietly of SIGPIPE, as
+    // command-line tools do, instead of panicking in println!.
+    // SAFETY: restoring a signal's default disposition before any thread
+    // is started has no memory-safety conditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     i18n::init(cli.lang.as_deref());
     match run(cli) {
@@ -295,9 +302,21 @@ fn status(paths: &Paths) {
     }
 }
 
+/// `s` padded with spaces to `cols` terminal columns (a Chinese character
+/// takes two).
+fn pad(s: &str, cols: usize) -> String {
+    let width: usize = s.chars().map(|c| if c >= '\u{1100}' { 2 } else { 1 }).sum();
+    format!("{s}{}", " ".repeat(cols.saturating_sub(width)))
+}
+
 fn list(paths: &Paths) {
     let d = done(paths);
     let next = next(paths).map(|e| e.num);
+    let cols = if i18n::lang() == i18n::Lang::ZhCn {
+        6
+    } else {
+        4
+    };
     for e in EXERCISES {
         let mark = if d.contains(e.dir) {
             tr("done")
@@ -307,9 +326,9 @@ fn list(paths: &Paths) {
             String::new()
         };
         println!(
-            "{:>2}  {:<4}  {:<22} {:<16} {}",
+            "{:>2}  {}  {:<22} {:<16} {}",
             e.num,
-            mark,
+            pad(&mark, cols),
             e.dir,
             e.chapter,
             tr(e.title)
