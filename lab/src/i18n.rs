@@ -512,6 +512,9 @@ mod coverage {
         // payloads sent to the student's program, shown quoted as data
         "{seq} hello",
         "\"still there?\"",
+        // the self-check's layout around translated parts
+        "ok    {label:<44} {secs:>5.1} s  {}",
+        "FAIL  {label:<44} {secs:>5.1} s  {}",
         // clap's `about` (the --help text stays English)
         "Graded exercises: edit the starter, run `check`, read what the grader saw",
     ];
@@ -576,6 +579,7 @@ mod coverage {
             lab.join("src/harness.rs"),
             lab.join("src/loadgen.rs"),
             lab.join("src/starters.rs"),
+            lab.join("src/selfcheck.rs"),
             lab.join("exercises/grader_support.rs"),
         ];
         for dir in ["src/graders"] {

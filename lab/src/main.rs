@@ -31,6 +31,13 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+/// `println!` of an English line, shown in the user's language. Defined
+/// before the modules so that they can use it too.
+macro_rules! say {
+    () => { println!() };
+    ($($arg:tt)*) => { println!("{}", $crate::i18n::tr(&format!($($arg)*))) };
+}
+
 mod catalog;
 /// The grader drivers' report encoder, compiled into the tests so both
 /// halves of the driver protocol are tested together.
@@ -47,12 +54,6 @@ mod starters;
 use catalog::{EXERCISES, Exercise};
 use harness::{Paths, Run, fail};
 use i18n::tr;
-
-/// `println!` of an English line, shown in the user's language.
-macro_rules! say {
-    () => { println!() };
-    ($($arg:tt)*) => { println!("{}", $crate::i18n::tr(&format!($($arg)*))) };
-}
 
 #[derive(Parser, Debug)]
 #[command(

@@ -85,7 +85,7 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
         if let Ok((pristine, from)) = crate::starters::pristine(paths, ex)
             && pristine != mine
         {
-            println!(
+            say!(
                 "note: {} differs from the starter in {from}: checking the file as it is now",
                 crate::starters::rel_path(ex)
             );
@@ -93,7 +93,7 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
         starters.push(mine);
     }
 
-    println!("self-check: building every exercise and its dependencies once ...");
+    say!("self-check: building every exercise and its dependencies once ...");
     let args = [
         "build",
         "--offline",
@@ -109,11 +109,11 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
         crate::harness::cargo_streaming(&args, &paths.root, &mut |l| println!("      {l}"))
             .context("running cargo")?;
     if !ok {
-        println!(
+        say!(
             "self-check: the starters do not all build (the first error is shown below per exercise)"
         );
     }
-    println!(
+    say!(
         "self-check: dependencies built after {:.0} s",
         start.elapsed().as_secs_f64()
     );
@@ -171,11 +171,17 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
             match verdict {
                 Ok(what) => {
                     passed += 1;
-                    println!("ok    {label:<44} {secs:>5.1} s  {what}");
+                    println!(
+                        "ok    {label:<44} {secs:>5.1} s  {}",
+                        crate::i18n::tr(&what)
+                    );
                 }
                 Err(what) => {
                     failed += 1;
-                    println!("FAIL  {label:<44} {secs:>5.1} s  {what}");
+                    println!(
+                        "FAIL  {label:<44} {secs:>5.1} s  {}",
+                        crate::i18n::tr(&what)
+                    );
                 }
             }
         }
@@ -187,8 +193,11 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
         let misses = crate::i18n::misses();
         if !misses.is_empty() {
             println!(
-                "FAIL  {} messages have no Chinese template in lab/i18n/zh-CN.po:",
-                misses.len()
+                "FAIL  {}",
+                crate::i18n::tr(&format!(
+                    "{} messages have no Chinese template in lab/i18n/zh-CN.po:",
+                    misses.len()
+                ))
             );
             for m in &misses {
                 println!("      msgid {m:?}");
@@ -198,7 +207,7 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
     } else {
         0
     };
-    println!(
+    say!(
         "{passed} passed, {failed} failed ({} exercises, {:.0} s)",
         exercises.len(),
         start.elapsed().as_secs_f64()
