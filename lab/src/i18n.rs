@@ -412,6 +412,24 @@ mod tests {
         );
         // A number placeholder takes only a number.
         assert_eq!(translate("nothing within many s"), None);
+        // Composed messages: each known part in Chinese, data as it came.
+        assert_eq!(
+            translate("0 of 2000 lines, then the connection was reset (Connection reset by peer (os error 104))")
+                .as_deref(),
+            Some("2000 行中的 0 行，然后连接被复位（RST）（Connection reset by peer (os error 104)）")
+        );
+        assert_eq!(
+            translate("frame #3 of 14: expected 100 B, got 50 B, first difference at byte 7, then the server closed the connection")
+                .as_deref(),
+            Some("第 3 帧（共 14 帧）：应为 100 B，实际 50 B，第一个不同在字节 7，然后服务器关闭了连接")
+        );
+        assert_eq!(
+            translate("\"error: x\", exit status 1").as_deref(),
+            Some("\"error: x\"，退出状态 1")
+        );
+        // {@status} takes only a known message, so a sentence with a comma
+        // is not mistaken for "{line}, {status}".
+        assert_eq!(translate("connect, send the thing, read the echo"), None);
     }
 
     #[test]
