@@ -323,11 +323,38 @@ impl Paths {
     }
 }
 
+/// What `cargo run` sets for the program it runs (the lab), and must not
+/// reach the builds the lab starts: ring's build script declares
+/// `rerun-if-env-changed=CARGO_MANIFEST_DIR`, so a build started with the
+/// lab's value and one started from a shell mark each other stale, and
+/// every switch recompiled ring, rustls and all that depends on them (the
+/// silent minute of the first `loadgen check` step, every time).
+fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
+}
+
+/// `cargo`, with the environment a user's shell would give it: the outer
+/// build's target directory and what `cargo run` set for the lab removed,
+/// so that the lab's builds and the ones the user types are the same builds.
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // When we run under `cargo run`/`cargo test`, do not let the outer
-    // build's target directory leak into the exercise builds.
     c.env_remove("CARGO_TARGET_DIR");
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(set_by_cargo_run) {
+            c.env_remove(k);
+        }
+    }
     c
 }
 
@@ -1007,6 +1034,29 @@ error: could not compile `ex01-tcp-echo` (bin \"ex01-tcp-echo\") due to 2 previo
         run.progress("Compiling x");
         run.pass_step("ok (3 s)");
         assert_eq!(run.output(), "   1. build ... ok (3 s)\n");
+    }
+
+    /// The builds the lab starts do not inherit what `cargo run` (or `cargo
+    /// test`, here) set for the lab: with CARGO_MANIFEST_DIR passed on,
+    /// ring's build script would rerun, and ring and everything above it be
+    /// recompiled, each time the user's build and the lab's alternate.
+    #[test]
+    fn builds_do_not_inherit_cargo_runs_environment() {
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+            "cargo test sets it"
+        );
+        let c = cargo();
+        let removed: Vec<String> = c
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for must in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_TARGET_DIR"] {
+            assert!(removed.iter().any(|k| k == must), "{must} reaches cargo");
+        }
+        assert!(!set_by_cargo_run("CARGO_HOME"));
+        assert!(!set_by_cargo_run("CARGO_BUILD_JOBS"));
     }
 
     /// The deadline really kills a program that never ends.
