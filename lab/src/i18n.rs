@@ -531,8 +531,8 @@ mod coverage {
         "{seq} hello",
         "\"still there?\"",
         // the self-check's layout around translated parts
-        "ok    {label:<44} {secs:>5.1} s  {}",
-        "FAIL  {label:<44} {secs:>5.1} s  {}",
+        "ok    {label:<44} {secs:>5.1} s  {}{detail}",
+        "FAIL  {label:<44} {secs:>5.1} s  {}{detail}",
         // clap's `about` (the --help text stays English)
         "Graded exercises: edit the starter, run `check`, read what the grader saw",
     ];

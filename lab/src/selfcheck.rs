@@ -139,28 +139,30 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
                     .map(|_| ())
                     .map_err(|e| format!("cannot copy lab/solutions/{}/{file}: {e}", ex.dir))
             };
-            let verdict = match put {
-                Err(e) => Err(e),
+            // A verdict is (what it means, in English: translated when shown;
+            // what the grader printed: the English record, shown as it is).
+            let verdict: Result<(String, String), (String, String)> = match put {
+                Err(e) => Err((e, String::new())),
                 Ok(()) => {
                     let (ok, out) = crate::grade(paths, ex, &ws, &target, false, true);
                     let compiled = !out.contains("your code to compile");
+                    let step = || format!(": {}", failed_step(&out));
+                    let whole = || format!(":\n{out}");
                     match (should_pass, ok, must_say) {
-                        (true, true, _) => Ok("passes".to_string()),
-                        (true, false, _) => Err(format!("the reference should pass:\n{out}")),
+                        (true, true, _) => Ok(("passes".into(), String::new())),
+                        (true, false, _) => Err(("the reference should pass".into(), whole())),
                         (false, true, _) => {
-                            Err(format!("should fail, but the grader passed it:\n{out}"))
+                            Err(("should fail, but the grader passed it".into(), whole()))
                         }
-                        (false, false, _) if !compiled => Err(format!("does not compile:\n{out}")),
-                        (false, false, None) => Ok(format!("fails: {}", failed_step(&out))),
+                        (false, false, _) if !compiled => Err(("does not compile".into(), whole())),
+                        (false, false, None) => Ok(("fails".into(), step())),
                         (false, false, Some(words)) => {
                             if out.to_lowercase().contains(&words.to_lowercase()) {
-                                Ok(format!(
-                                    "rejected, naming it (\"{words}\"): {}",
-                                    failed_step(&out)
-                                ))
+                                Ok((format!("rejected, naming it (\"{words}\")"), step()))
                             } else {
-                                Err(format!(
-                                    "rejected, but the message does not say \"{words}\":\n{out}"
+                                Err((
+                                    format!("rejected, but the message does not say \"{words}\""),
+                                    whole(),
                                 ))
                             }
                         }
@@ -168,20 +170,15 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
                 }
             };
             let secs = t.elapsed().as_secs_f64();
+            let tr = crate::i18n::tr;
             match verdict {
-                Ok(what) => {
+                Ok((what, detail)) => {
                     passed += 1;
-                    println!(
-                        "ok    {label:<44} {secs:>5.1} s  {}",
-                        crate::i18n::tr(&what)
-                    );
+                    println!("ok    {label:<44} {secs:>5.1} s  {}{detail}", tr(&what));
                 }
-                Err(what) => {
+                Err((what, detail)) => {
                     failed += 1;
-                    println!(
-                        "FAIL  {label:<44} {secs:>5.1} s  {}",
-                        crate::i18n::tr(&what)
-                    );
+                    println!("FAIL  {label:<44} {secs:>5.1} s  {}{detail}", tr(&what));
                 }
             }
         }
