@@ -34,21 +34,41 @@ unsafe impl GlobalAlloc for Guarded {
     }
 }
 
-fn clean(s: &str) -> String {
-    s.replace('\t', " ").replace('\n', "\\n")
+/// One field of a report line. The lab splits a line at tabs and ends it
+/// at a newline, so those are escaped, and so is the backslash itself: a
+/// value already showing an escape (`"hello\n"`, as `show` writes it) then
+/// comes back as those same characters, never as a real line break. The lab
+/// undoes exactly this (`decode_field` in lab/src/harness.rs).
+pub fn encode_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub fn step(title: &str) {
-    println!("STEP {}", clean(title));
+    println!("STEP {}", encode_field(title));
 }
 
 pub fn note(text: &str) {
-    println!("NOTE {}", clean(text));
+    println!("NOTE {}", encode_field(text));
 }
 
 /// Report the current step as failed and stop.
 pub fn fail(expected: &str, got: &str, why: &str) -> ! {
-    println!("FAIL {}\t{}\t{}", clean(expected), clean(got), clean(why));
+    println!(
+        "FAIL {}\t{}\t{}",
+        encode_field(expected),
+        encode_field(got),
+        encode_field(why)
+    );
     std::process::exit(1);
 }
 

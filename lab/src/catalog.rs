@@ -4,9 +4,10 @@
 //!
 //! Per exercise NN-name:
 //! - `lab/exercises/NN-name/`: the package the student builds; `file` is the
-//!   one file they edit (a library exercise also has `grader/main.rs`, the
-//!   driver half of its grader, compiled with their code);
-//! - `lab/solutions/NN-name/starter.rs`: the pristine starter (`lab reset`);
+//!   one file they edit, and as committed it is the starter, its only copy
+//!   (`lab reset` takes it from git, see `starters.rs`); a library exercise
+//!   also has `grader/main.rs`, the driver half of its grader, compiled with
+//!   their code; `TASK.zh-CN.md` is the task in Chinese;
 //! - `lab/solutions/NN-name/reference.rs`: a correct solution;
 //! - `lab/solutions/NN-name/wrong-*.rs`: the typical mistakes.
 
@@ -477,9 +478,16 @@ mod tests {
                 ex.dir
             );
             let sol = p.solutions.join(ex.dir);
-            for f in ["starter.rs", "reference.rs"] {
-                assert!(sol.join(f).is_file(), "lab/solutions/{}/{f}", ex.dir);
-            }
+            assert!(
+                sol.join("reference.rs").is_file(),
+                "lab/solutions/{}/reference.rs",
+                ex.dir
+            );
+            assert!(
+                dir.join("TASK.zh-CN.md").is_file(),
+                "lab/exercises/{}/TASK.zh-CN.md: the task in Chinese",
+                ex.dir
+            );
             assert!(
                 !ex.wrongs.is_empty(),
                 "{} needs a typical wrong solution",

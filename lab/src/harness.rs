@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::i18n::tr;
+
 /// What a failed step found: a correct program would have done `expected`,
 /// this one did `got`; `why` names the likely mistake in the student's words.
 #[derive(Debug, Clone)]
@@ -38,6 +40,10 @@ pub fn fail(expected: impl Into<String>, got: impl Into<String>, why: impl Into<
 }
 
 /// One grading run: the steps so far and where the output goes.
+///
+/// Two records of the same run: `out`, always in English (the self-check
+/// matches a wrong solution's `must_say` words in it), and what is shown,
+/// in the language the user picked (`crate::i18n`).
 #[derive(Debug)]
 pub struct Run {
     /// The program (or, for library exercises, the grader driver) under test.
@@ -46,6 +52,9 @@ pub struct Run {
     pub root: PathBuf,
     steps: Vec<String>,
     open: bool,
+    /// Progress lines (a build's) were printed under the open step, so its
+    /// verdict goes on a line of its own.
+    broken: bool,
     live: bool,
     out: String,
 }
@@ -57,23 +66,31 @@ impl Run {
             root,
             steps: Vec::new(),
             open: false,
+            broken: false,
             live,
             out: String::new(),
         }
     }
 
-    /// Everything printed so far (the self-check reads it).
+    /// Everything printed so far, in English (the self-check reads it).
     pub fn output(&self) -> &str {
         &self.out
     }
 
-    pub fn emit(&mut self, s: &str) {
-        self.out.push_str(s);
+    /// Record `en` and show `shown`.
+    fn emit2(&mut self, en: &str, shown: &str) {
+        self.out.push_str(en);
         if self.live {
             let mut o = io::stdout().lock();
-            let _ = o.write_all(s.as_bytes());
+            let _ = o.write_all(shown.as_bytes());
             let _ = o.flush();
         }
+    }
+
+    /// A line of the runner's own: `s` is English, shown translated.
+    pub fn emit(&mut self, s: &str) {
+        let shown = tr(s);
+        self.emit2(s, &shown);
     }
 
     /// Start a numbered step; the previous one, if still open, passed.
@@ -82,19 +99,59 @@ impl Run {
         let title = title.into();
         self.steps.push(title.clone());
         let n = self.steps.len();
-        self.emit(&format!("  {n:>2}. {title} ... "));
+        let shown = tr(&title);
+        self.emit2(
+            &format!("  {n:>2}. {title} ... "),
+            &format!("  {n:>2}. {shown} ... "),
+        );
         self.open = true;
     }
 
     /// A remark under the current step (what was seen, why a step was skipped).
     pub fn note(&mut self, s: &str) {
         self.close_step("ok");
-        self.emit(&format!("      {s}\n"));
+        let shown = tr(s);
+        self.emit2(&format!("      {s}\n"), &format!("      {shown}\n"));
+    }
+
+    /// A line of a tool's progress under the open step (cargo's `Compiling
+    /// ...`), shown as the tool wrote it and only to a live user: it tells
+    /// them something is happening, it is not part of the verdict.
+    pub fn progress(&mut self, line: &str) {
+        if !self.live {
+            return;
+        }
+        let mut o = io::stdout().lock();
+        if self.open && !self.broken {
+            let _ = o.write_all(b"\n");
+            self.broken = true;
+        }
+        let _ = writeln!(o, "      {line}");
+        let _ = o.flush();
+    }
+
+    /// A line that must be seen even when the run is not live (the
+    /// self-check's runs): that a long build started, and when it ended.
+    pub fn announce(&mut self, line: &str) {
+        if self.live {
+            self.progress(line);
+        } else {
+            println!("      {line}");
+        }
+    }
+
+    /// Close the open step as passed, with `verdict` (e.g. "ok (52 s)").
+    pub fn pass_step(&mut self, verdict: &str) {
+        self.close_step(verdict);
     }
 
     fn close_step(&mut self, verdict: &str) {
         if self.open {
             self.open = false;
+            if std::mem::take(&mut self.broken) && self.live {
+                let mut o = io::stdout().lock();
+                let _ = o.write_all(b"      ");
+            }
             self.emit(&format!("{verdict}\n"));
         }
     }
@@ -111,26 +168,92 @@ impl Run {
                     // A failure outside any step: give it one so it is numbered.
                     self.steps.push("grading".into());
                     let n = self.steps.len();
-                    self.emit(&format!("  {n:>2}. grading ... "));
+                    let shown = tr("grading");
+                    self.emit2(
+                        &format!("  {n:>2}. grading ... "),
+                        &format!("  {n:>2}. {shown} ... "),
+                    );
                     self.open = true;
                 }
                 self.close_step("FAILED");
-                let mut s = String::new();
-                let _ = writeln!(s, "      expected: {}", indent(&f.expected));
-                let _ = writeln!(s, "      got:      {}", indent(&f.got));
-                if !f.why.is_empty() {
-                    let _ = writeln!(s, "      why:      {}", indent(&f.why));
-                }
-                let _ = writeln!(s, "  Stuck? {hint_cmd}");
-                self.emit(&s);
+                let lines = |e: &str, g: &str, w: &str, stuck: &str| {
+                    let mut s = String::new();
+                    let _ = writeln!(s, "      {} {}", label("expected:"), indent(e));
+                    let _ = writeln!(s, "      {} {}", label("got:     "), indent(g));
+                    if !w.is_empty() {
+                        let _ = writeln!(s, "      {} {}", label("why:     "), indent(w));
+                    }
+                    let _ = writeln!(s, "  {stuck}");
+                    s
+                };
+                let en = {
+                    let mut s = String::new();
+                    let _ = writeln!(s, "      expected: {}", indent(&f.expected));
+                    let _ = writeln!(s, "      got:      {}", indent(&f.got));
+                    if !f.why.is_empty() {
+                        let _ = writeln!(s, "      why:      {}", indent(&f.why));
+                    }
+                    let _ = writeln!(s, "  Stuck? {hint_cmd}");
+                    s
+                };
+                let shown = lines(
+                    &tr(&f.expected),
+                    &tr(&f.got),
+                    &if f.why.is_empty() {
+                        String::new()
+                    } else {
+                        tr(&f.why)
+                    },
+                    &tr(&format!("Stuck? {hint_cmd}")),
+                );
+                self.emit2(&en, &shown);
                 false
             }
         }
     }
 }
 
+/// "expected:", "got:     ", "why:     " in the user's language, padded to
+/// one width so the values line up (a Chinese character takes two columns).
+fn label(en: &str) -> String {
+    match crate::i18n::lang() {
+        crate::i18n::Lang::En => en.to_string(),
+        crate::i18n::Lang::ZhCn => match en.trim() {
+            "expected:" => "应当：   ".to_string(),
+            "got:" => "实际：   ".to_string(),
+            _ => "原因：   ".to_string(),
+        },
+    }
+}
+
 fn indent(s: &str) -> String {
     s.replace('\n', "\n                ")
+}
+
+/// Undo the driver protocol's escaping of one field (`encode_field` in
+/// lab/exercises/grader_support.rs): `\\` `\t` `\n` `\r` become a backslash,
+/// a tab, a line break, a carriage return; any other escape is kept as it is.
+pub fn decode_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('\\') => out.push('\\'),
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Show bytes the way a student can read them: quoted, escaped, cut short.
@@ -172,6 +295,12 @@ pub struct Paths {
     pub root: PathBuf,
     pub exercises: PathBuf,
     pub solutions: PathBuf,
+    /// `lab/exercises/target`: cargo's default for the exercises workspace,
+    /// so the command the exercises suggest (`cargo run --manifest-path
+    /// lab/exercises/Cargo.toml -p ...`, from any directory) and the lab's
+    /// own build are one build: same directory, same flags, every dependency
+    /// compiled once. (A `.cargo/config.toml` in lab/exercises would only
+    /// apply to cargo started inside that directory; there is none.)
     pub target: PathBuf,
     pub progress: PathBuf,
 }
@@ -187,50 +316,129 @@ impl Paths {
         Paths {
             exercises: lab.join("exercises"),
             solutions: lab.join("solutions"),
-            target: root.join("target").join("lab"),
+            target: lab.join("exercises").join("target"),
             progress: lab.join(".progress"),
             root,
         }
     }
 }
 
+/// What `cargo run` sets for the program it runs (the lab), and must not
+/// reach the builds the lab starts: ring's build script declares
+/// `rerun-if-env-changed=CARGO_MANIFEST_DIR`, so a build started with the
+/// lab's value and one started from a shell mark each other stale, and
+/// every switch recompiled ring, rustls and all that depends on them (the
+/// silent minute of the first `loadgen check` step, every time).
+fn set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
+}
+
+/// `cargo`, with the environment a user's shell would give it: the outer
+/// build's target directory and what `cargo run` set for the lab removed,
+/// so that the lab's builds and the ones the user types are the same builds.
 pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // When we run under `cargo run`/`cargo test`, do not let the outer
-    // build's target directory leak into the exercise builds.
     c.env_remove("CARGO_TARGET_DIR");
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(set_by_cargo_run) {
+            c.env_remove(k);
+        }
+    }
     c
 }
 
+/// The build the lab runs for one exercise, as its arguments after `cargo`.
+/// The exercises suggest the same command to students (`cargo build
+/// --manifest-path lab/exercises/Cargo.toml -p exNN-...`): without
+/// `--target-dir`, cargo builds that workspace into its own `target/`,
+/// which is where the lab passes it explicitly, so the two are one build.
+/// The other flags change what is printed, not what is built.
+pub fn build_args(workspace: &Path, target: &Path, package: &str, whole: bool) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "build".into(),
+        "--offline".into(),
+        "--manifest-path".into(),
+        workspace.join("Cargo.toml").display().to_string(),
+    ];
+    if whole {
+        a.push("--workspace".into());
+    } else {
+        a.extend(["-p".into(), package.into()]);
+    }
+    a.extend(
+        ["--bins", "--message-format", "short", "--color", "never"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    a.extend(["--target-dir".into(), target.display().to_string()]);
+    a
+}
+
+/// Run `cargo <args>`, passing each progress line cargo prints (`Compiling
+/// x`, `Blocking waiting for file lock`) to `progress` as it comes, so a
+/// first build that takes a minute is never a silent minute. Returns
+/// whether it succeeded and all it wrote on stderr.
+pub fn cargo_streaming(
+    args: &[String],
+    dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> io::Result<(bool, String)> {
+    let mut child = cargo()
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut all = String::new();
+    if let Some(err) = child.stderr.take() {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            let t = line.trim_start();
+            if t.starts_with("Compiling ") || t.starts_with("Blocking ") {
+                progress(t);
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+    }
+    Ok((child.wait()?.success(), all))
+}
+
 /// Build the binaries of one exercise package in `workspace` (the exercises
-/// workspace or a temporary copy of it). On failure, returns the compiler's
-/// first error in a line or two, not the whole log.
+/// workspace or a temporary copy of it), from the course's root directory.
+/// On failure, returns the compiler's first error in a line or two, not the
+/// whole log.
 ///
 /// `whole`: build every package of the workspace, as the self-check does, so
 /// that features are unified the same way for every build and each
 /// dependency is compiled once, not once per exercise's feature set.
-pub fn build(workspace: &Path, target: &Path, package: &str, whole: bool) -> Result<(), String> {
-    let mut cmd = cargo();
-    cmd.arg("build")
-        .arg("--offline")
-        .arg("--manifest-path")
-        .arg(workspace.join("Cargo.toml"));
-    if whole {
-        cmd.arg("--workspace");
-    } else {
-        cmd.args(["-p", package]);
-    }
-    let out = cmd
-        .args(["--bins", "--message-format", "short", "--color", "never"])
-        .arg("--target-dir")
-        .arg(target)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run cargo: {e}"))?;
-    if out.status.success() {
+pub fn build(
+    root: &Path,
+    workspace: &Path,
+    target: &Path,
+    package: &str,
+    whole: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    let args = build_args(workspace, target, package, whole);
+    let (ok, stderr) =
+        cargo_streaming(&args, root, progress).map_err(|e| format!("could not run cargo: {e}"))?;
+    if ok {
         return Ok(());
     }
-    Err(first_error(&String::from_utf8_lossy(&out.stderr)))
+    Err(first_error(&stderr))
 }
 
 /// The first `error` line of cargo's short-format output, plus how many
@@ -677,6 +885,47 @@ error: could not compile `ex01-tcp-echo` (bin \"ex01-tcp-echo\") due to 2 previo
         );
     }
 
+    use crate::driver_support as support;
+
+    /// Whatever a driver reports comes back as it was written: a shown
+    /// escape stays an escape, a real line break stays one, and a field
+    /// never spills into the next one or the next line.
+    #[test]
+    fn driver_fields_round_trip() {
+        let values = [
+            "Ok(Some(\"hello\\n\"))",
+            "two\nlines",
+            "a\r\nb",
+            "\"la\\rst\\x00\" | \"\\n\"",
+            "back\\slash at the end\\",
+            "\\\\n is not a line break",
+            "tab\there",
+            "\"quoted\" and 'single'",
+            "",
+        ];
+        for v in values {
+            let line = support::encode_field(v);
+            assert!(!line.contains(['\n', '\r', '\t']), "{line:?}");
+            assert_eq!(decode_field(&line), v, "through {line:?}");
+        }
+        // Three fields on one FAIL line split where the lab splits them.
+        let line = format!(
+            "{}\t{}\t{}",
+            support::encode_field("Ok(Some(\"hello\"))"),
+            support::encode_field("Ok(Some(\"hel\\n\"))\tx"),
+            support::encode_field("find the first \\n")
+        );
+        let parts: Vec<String> = line.splitn(3, '\t').map(decode_field).collect();
+        assert_eq!(
+            parts,
+            [
+                "Ok(Some(\"hello\"))",
+                "Ok(Some(\"hel\\n\"))\tx",
+                "find the first \\n"
+            ]
+        );
+    }
+
     #[test]
     fn show_escapes_and_summarises_zero_padding() {
         assert_eq!(show(b"hi\n"), "\"hi\\n\"");
@@ -700,6 +949,114 @@ error: could not compile `ex01-tcp-echo` (bin \"ex01-tcp-echo\") due to 2 previo
             "   1. first ... ok\n   2. second ... FAILED\n      expected: this\n      got:      that\n\
              \x20     why:      because\n  Stuck? cargo run -p lab -- hint 1\n"
         );
+    }
+
+    /// The build the exercises suggest (`cargo build --manifest-path
+    /// lab/exercises/Cargo.toml -p ...`, from the course root or from inside
+    /// lab/exercises) and the lab's own build use one target directory, so
+    /// nothing is compiled twice and `check` grades what the student ran. A
+    /// `.cargo/config.toml` that moves the target directory only for cargo
+    /// started in some directory breaks this, and this test.
+    #[test]
+    fn the_suggested_command_and_the_labs_build_are_one_build() {
+        let p = Paths::new();
+        for dir in [&p.root, &p.exercises] {
+            let out = cargo()
+                .args([
+                    "metadata",
+                    "--offline",
+                    "--no-deps",
+                    "--format-version",
+                    "1",
+                ])
+                .arg("--manifest-path")
+                .arg(p.exercises.join("Cargo.toml"))
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                Path::new(v["target_directory"].as_str().unwrap()),
+                p.target,
+                "cargo started in {} builds elsewhere",
+                dir.display()
+            );
+        }
+        let args = build_args(&p.exercises, &p.target, "ex01-tcp-echo", false);
+        let at = args.iter().position(|a| a == "--target-dir").unwrap();
+        assert_eq!(Path::new(&args[at + 1]), p.target);
+        // Every command an exercise suggests names the exercises' manifest.
+        for ex in crate::catalog::EXERCISES {
+            let text = std::fs::read_to_string(p.exercises.join(ex.dir).join(ex.file)).unwrap();
+            for l in text
+                .lines()
+                .filter(|l| l.contains("cargo run") && l.contains("-p ex"))
+            {
+                assert!(
+                    l.contains("cargo run --manifest-path lab/exercises/Cargo.toml -p "),
+                    "{}: {l}",
+                    ex.dir
+                );
+            }
+        }
+    }
+
+    /// No silent minute: a build the lab starts hands each of cargo's
+    /// `Compiling ...` lines to the caller as it comes (who shows it under
+    /// the step), and they stay out of the run's record.
+    #[test]
+    fn a_build_shows_its_progress() {
+        let dir = std::env::temp_dir().join(format!("lab-progress-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[package]\nname = \"labprogress\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+        let mut seen = Vec::new();
+        let args = build_args(&dir, &dir.join("target"), "labprogress", false);
+        let (ok, _) = cargo_streaming(&args, &dir, &mut |l| seen.push(l.to_string())).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ok);
+        assert!(
+            seen.iter().any(|l| l.starts_with("Compiling labprogress")),
+            "{seen:?}"
+        );
+        let mut run = Run::new(PathBuf::new(), PathBuf::new(), false);
+        run.step("build");
+        run.progress("Compiling x");
+        run.pass_step("ok (3 s)");
+        assert_eq!(run.output(), "   1. build ... ok (3 s)\n");
+    }
+
+    /// The builds the lab starts do not inherit what `cargo run` (or `cargo
+    /// test`, here) set for the lab: with CARGO_MANIFEST_DIR passed on,
+    /// ring's build script would rerun, and ring and everything above it be
+    /// recompiled, each time the user's build and the lab's alternate.
+    #[test]
+    fn builds_do_not_inherit_cargo_runs_environment() {
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+            "cargo test sets it"
+        );
+        let c = cargo();
+        let removed: Vec<String> = c
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for must in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_TARGET_DIR"] {
+            assert!(removed.iter().any(|k| k == must), "{must} reaches cargo");
+        }
+        assert!(!set_by_cargo_run("CARGO_HOME"));
+        assert!(!set_by_cargo_run("CARGO_BUILD_JOBS"));
     }
 
     /// The deadline really kills a program that never ends.

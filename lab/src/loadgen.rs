@@ -3,26 +3,46 @@
 //! cases that fit a bare exercise are picked by the grader.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::harness::{Check, Run, cargo, fail, run_with_deadline};
+use crate::harness::{Check, Run, cargo_streaming, fail, run_with_deadline};
+use crate::i18n::tr;
 
 /// The loadgen binary, built once per run of the lab (in the workspace's own
 /// target directory). Built even when it exists: a binary left from before
 /// the last `git pull` would grade with an older checker, and cargo's "up to
-/// date" costs a fraction of a second. `None` when it cannot be built: the
-/// caller then skips those steps and says so.
-fn binary(run: &Run) -> Option<PathBuf> {
+/// date" costs a fraction of a second. A first build takes a minute or more,
+/// so it is announced, cargo's progress shown as it goes, and its time said
+/// at the end. `None` when it cannot be built: the caller then skips those
+/// steps and says so.
+fn binary(run: &mut Run) -> Option<PathBuf> {
     static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let bin = run.root.join("target").join("debug").join("loadgen");
-    let ok = *BUILT.get_or_init(|| {
-        cargo()
-            .current_dir(&run.root)
-            .args(["build", "--offline", "-q", "-p", "loadgen"])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
+    let ok = match BUILT.get() {
+        Some(ok) => *ok,
+        None => {
+            let started = Instant::now();
+            let root = run.root.clone();
+            let args: Vec<String> = ["build", "--offline", "-p", "loadgen"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let mut announced = false;
+            let result = cargo_streaming(&args, &root, &mut |line| {
+                if !announced {
+                    announced = true;
+                    run.announce(&tr("building loadgen (cargo build -p loadgen), once"));
+                }
+                run.progress(line);
+            });
+            let ok = matches!(result, Ok((true, _)));
+            if announced {
+                let secs = started.elapsed().as_secs_f64();
+                run.announce(&tr(&format!("loadgen built in {secs:.0} s")));
+            }
+            *BUILT.get_or_init(|| ok)
+        }
+    };
     (ok && bin.exists()).then_some(bin)
 }
 

@@ -1,16 +1,20 @@
 //! `lab self-check`: prove every grader honest. For each exercise, in a
 //! temporary copy of the exercises workspace (`target/lab-selfcheck/ws`), put
-//! in turn the pristine starter, each typical wrong solution and the
-//! reference solution in place of the student's file, build, grade:
+//! in turn the starter (the file in lab/exercises as it is: the one copy of
+//! it), each typical wrong solution and the reference solution in place of
+//! the student's file, build, grade:
 //!
 //! - the starter must build and FAIL (a fresh student starts from red);
 //! - each wrong solution must fail with a message containing the words it
 //!   declares (`Wrong::must_say`), so the grader names that mistake;
-//! - the reference must PASS.
+//! - the reference must PASS;
+//! - with `--lang zh-CN`: every message the graders showed must have a
+//!   Chinese template in lab/i18n/zh-CN.po (the run ends with the list of
+//!   those that have none).
 //!
 //! All its builds share one target directory, target/lab-selfcheck, and
-//! every dependency is built once, up front. It is not target/lab, the
-//! students' one: cargo identifies a workspace member by its path inside the
+//! every dependency is built once, up front. It is not lab/exercises/target,
+//! the students' one: cargo identifies a workspace member by its path inside the
 //! workspace, so the copy's `01-tcp-echo` and the real one would share one
 //! fingerprint, and a later `lab check 1` could run the self-check's binary.
 
@@ -20,7 +24,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::catalog::Exercise;
-use crate::harness::{Paths, cargo};
+use crate::harness::Paths;
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
@@ -71,44 +75,51 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
     let _ = std::fs::remove_dir_all(&ws);
     copy_dir(&paths.exercises, &ws).context("copying lab/exercises")?;
 
-    // Warn (only) when the student's tree is not the starter: the self-check
-    // always uses the pristine copy, whatever is in lab/exercises.
+    // The starter is the file in lab/exercises. Say so when it is not the
+    // committed one: a teacher editing a starter wants that edit checked; a
+    // student who solved it will see "the starter should fail" explained.
+    let mut starters = Vec::new();
     for ex in exercises {
-        let mine = std::fs::read(paths.exercises.join(ex.dir).join(ex.file)).unwrap_or_default();
-        let starter =
-            std::fs::read(paths.solutions.join(ex.dir).join("starter.rs")).unwrap_or_default();
-        if mine != starter {
-            println!(
-                "note: lab/exercises/{}/{} differs from lab/solutions/{}/starter.rs (edited?)",
-                ex.dir, ex.file, ex.dir
+        let path = paths.exercises.join(ex.dir).join(ex.file);
+        let mine = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        if let Ok((pristine, from)) = crate::starters::pristine(paths, ex)
+            && pristine != mine
+        {
+            say!(
+                "note: {} differs from the starter in {from}: checking the file as it is now",
+                crate::starters::rel_path(ex)
             );
         }
+        starters.push(mine);
     }
 
-    println!("self-check: building every exercise and its dependencies once ...");
-    let status = cargo()
-        .arg("build")
-        .arg("--offline")
-        .arg("-q")
-        .arg("--manifest-path")
-        .arg(ws.join("Cargo.toml"))
-        .args(["--workspace", "--bins"])
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        println!(
+    say!("self-check: building every exercise and its dependencies once ...");
+    let args = [
+        "build",
+        "--offline",
+        "--manifest-path",
+        &ws.join("Cargo.toml").display().to_string(),
+        "--workspace",
+        "--bins",
+        "--target-dir",
+        &target.display().to_string(),
+    ]
+    .map(String::from);
+    let (ok, _) =
+        crate::harness::cargo_streaming(&args, &paths.root, &mut |l| println!("      {l}"))
+            .context("running cargo")?;
+    if !ok {
+        say!(
             "self-check: the starters do not all build (the first error is shown below per exercise)"
         );
     }
-    println!(
+    say!(
         "self-check: dependencies built after {:.0} s",
         start.elapsed().as_secs_f64()
     );
 
     let (mut passed, mut failed) = (0usize, 0usize);
-    for ex in exercises {
+    for (ex, starter) in exercises.iter().zip(&starters) {
         let sol = paths.solutions.join(ex.dir);
         let target_file = ws.join(ex.dir).join(ex.file);
         let mut variants: Vec<(String, Option<&str>, bool)> =
@@ -120,28 +131,38 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
         for (file, must_say, should_pass) in variants {
             let t = Instant::now();
             let label = format!("{} {}", ex.dir, file.trim_end_matches(".rs"));
-            let verdict = match std::fs::copy(sol.join(&file), &target_file) {
-                Err(e) => Err(format!("cannot copy lab/solutions/{}/{file}: {e}", ex.dir)),
-                Ok(_) => {
+            let put = if file == "starter.rs" {
+                std::fs::write(&target_file, starter)
+                    .map_err(|e| format!("cannot write the starter: {e}"))
+            } else {
+                std::fs::copy(sol.join(&file), &target_file)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot copy lab/solutions/{}/{file}: {e}", ex.dir))
+            };
+            // A verdict is (what it means, in English: translated when shown;
+            // what the grader printed: the English record, shown as it is).
+            let verdict: Result<(String, String), (String, String)> = match put {
+                Err(e) => Err((e, String::new())),
+                Ok(()) => {
                     let (ok, out) = crate::grade(paths, ex, &ws, &target, false, true);
                     let compiled = !out.contains("your code to compile");
+                    let step = || format!(": {}", failed_step(&out));
+                    let whole = || format!(":\n{out}");
                     match (should_pass, ok, must_say) {
-                        (true, true, _) => Ok("passes".to_string()),
-                        (true, false, _) => Err(format!("the reference should pass:\n{out}")),
+                        (true, true, _) => Ok(("passes".into(), String::new())),
+                        (true, false, _) => Err(("the reference should pass".into(), whole())),
                         (false, true, _) => {
-                            Err(format!("should fail, but the grader passed it:\n{out}"))
+                            Err(("should fail, but the grader passed it".into(), whole()))
                         }
-                        (false, false, _) if !compiled => Err(format!("does not compile:\n{out}")),
-                        (false, false, None) => Ok(format!("fails: {}", failed_step(&out))),
+                        (false, false, _) if !compiled => Err(("does not compile".into(), whole())),
+                        (false, false, None) => Ok(("fails".into(), step())),
                         (false, false, Some(words)) => {
                             if out.to_lowercase().contains(&words.to_lowercase()) {
-                                Ok(format!(
-                                    "rejected, naming it (\"{words}\"): {}",
-                                    failed_step(&out)
-                                ))
+                                Ok((format!("rejected, naming it (\"{words}\")"), step()))
                             } else {
-                                Err(format!(
-                                    "rejected, but the message does not say \"{words}\":\n{out}"
+                                Err((
+                                    format!("rejected, but the message does not say \"{words}\""),
+                                    whole(),
                                 ))
                             }
                         }
@@ -149,24 +170,44 @@ pub fn run(paths: &Paths, exercises: &[&Exercise]) -> Result<bool> {
                 }
             };
             let secs = t.elapsed().as_secs_f64();
+            let tr = crate::i18n::tr;
             match verdict {
-                Ok(what) => {
+                Ok((what, detail)) => {
                     passed += 1;
-                    println!("ok    {label:<44} {secs:>5.1} s  {what}");
+                    println!("ok    {label:<44} {secs:>5.1} s  {}{detail}", tr(&what));
                 }
-                Err(what) => {
+                Err((what, detail)) => {
                     failed += 1;
-                    println!("FAIL  {label:<44} {secs:>5.1} s  {what}");
+                    println!("FAIL  {label:<44} {secs:>5.1} s  {}{detail}", tr(&what));
                 }
             }
         }
         // Leave the copy as a student would find it.
-        let _ = std::fs::copy(sol.join("starter.rs"), &target_file);
+        let _ = std::fs::write(&target_file, starter);
     }
-    println!(
+    // In Chinese, a message shown in English is a defect of the catalog.
+    let untranslated = if crate::i18n::lang() == crate::i18n::Lang::ZhCn {
+        let misses = crate::i18n::misses();
+        if !misses.is_empty() {
+            println!(
+                "FAIL  {}",
+                crate::i18n::tr(&format!(
+                    "{} messages have no Chinese template in lab/i18n/zh-CN.po:",
+                    misses.len()
+                ))
+            );
+            for m in &misses {
+                println!("      msgid {m:?}");
+            }
+        }
+        misses.len()
+    } else {
+        0
+    };
+    say!(
         "{passed} passed, {failed} failed ({} exercises, {:.0} s)",
         exercises.len(),
         start.elapsed().as_secs_f64()
     );
-    Ok(failed == 0)
+    Ok(failed == 0 && untranslated == 0)
 }

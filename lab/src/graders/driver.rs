@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Check, Run, describe_status, fail, run_with_deadline};
+use crate::harness::{Check, Run, decode_field, describe_status, fail, run_with_deadline};
 
 pub fn grade(run: &mut Run) -> Check {
     let bin = run.bin.clone();
@@ -25,14 +25,14 @@ pub fn grade(run: &mut Run) -> Check {
         .map_err(|e| fail("the grader driver to start", e.to_string(), "is it built?"))?;
     for line in ran.stdout.lines() {
         if let Some(t) = line.strip_prefix("STEP ") {
-            run.step(t);
+            run.step(decode_field(t));
         } else if let Some(t) = line.strip_prefix("NOTE ") {
-            run.note(t);
+            run.note(&decode_field(t));
         } else if let Some(t) = line.strip_prefix("FAIL ") {
             let mut parts = t.splitn(3, '\t');
-            let e = parts.next().unwrap_or("").replace("\\n", "\n");
-            let g = parts.next().unwrap_or("").replace("\\n", "\n");
-            let w = parts.next().unwrap_or("").replace("\\n", "\n");
+            let e = decode_field(parts.next().unwrap_or(""));
+            let g = decode_field(parts.next().unwrap_or(""));
+            let w = decode_field(parts.next().unwrap_or(""));
             return Err(fail(e, g, w));
         } else if line == "PASS" {
             return Ok(());
