@@ -48,16 +48,27 @@ export CARGO_TERM_COLOR=never
 say() { printf '== %s\n' "$*"; }
 die() { printf 'book: %s\n' "$*" >&2; exit 1; }
 
+# Run a long, quiet step (cargo install, cargo build) between two lines:
+# what starts and what it may cost, then how long it took, so the build is
+# never silent for minutes without saying why.
+timed() {
+    local what=$1 start=$SECONDS
+    shift
+    say "$what: started (minutes on a fresh machine, seconds when up to date)"
+    "$@" || die "$what failed"
+    say "$what: done in $((SECONDS - start)) s"
+}
+
 install_tools() {
     if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
-        say "installing mdbook $MDBOOK_VERSION into target/tools"
-        cargo install --quiet --locked --version "$MDBOOK_VERSION" mdbook \
+        timed "installing mdbook $MDBOOK_VERSION into target/tools" \
+            cargo install --quiet --locked --version "$MDBOOK_VERSION" mdbook \
             --root "$TOOLS" --target-dir "$TOOLS/build"
     fi
     if ! grep -qs "mdbook-i18n-helpers $I18N_VERSION " "$TOOLS/.crates.toml" ||
         ! command -v mdbook-gettext >/dev/null; then
-        say "installing mdbook-i18n-helpers $I18N_VERSION into target/tools"
-        cargo install --quiet --locked --version "$I18N_VERSION" mdbook-i18n-helpers \
+        timed "installing mdbook-i18n-helpers $I18N_VERSION into target/tools" \
+            cargo install --quiet --locked --version "$I18N_VERSION" mdbook-i18n-helpers \
             --root "$TOOLS" --target-dir "$TOOLS/build"
     fi
     if ! command -v msgmerge >/dev/null || ! command -v msgfmt >/dev/null; then
@@ -98,6 +109,45 @@ record_failure() {
     printf '$ %s\n%s\n$ echo $?\n%s\n' "$shown" "$out" "$status" >"$GEN/$name.txt"
 }
 
+# Record a run under peek. peek needs a user and network namespace of its
+# own; where the kernel refuses one it exits with status 4 and one line
+# saying which setting to look at, and the book stops with that line rather
+# than print chapters whose packets are missing. $PEEK_FILTER, when set, is
+# a command the output goes through (to keep one conversation of many).
+record_peek() {
+    local name=$1 shown=$2 out err status=0
+    shift 2
+    err=$(mktemp)
+    out=$(timeout 120 target/debug/peek "$@" 2>"$err") || status=$?
+    if ((status == 4)); then
+        local why
+        why=$(grep '^peek:' "$err" | tail -1)
+        rm -f "$err"
+        die "recording $name needs peek, which cannot run here: ${why:-peek exited with status 4}"
+    fi
+    rm -f "$err"
+    ((status == 0)) || die "recording $name: \`$shown\` failed (status $status); run it by hand to see why"
+    [[ $out == *"== peek: the command exited with status 0 =="* && $out == *" captured on lo "* ]] ||
+        die "recording $name: peek printed no capture"
+    if [[ -n ${PEEK_FILTER:-} ]]; then
+        out=$(printf '%s\n' "$out" | $PEEK_FILTER)
+        [[ -n $out ]] || die "recording $name: nothing left after $PEEK_FILTER"
+    fi
+    printf '$ %s\n%s\n' "$shown" "$out" >"$GEN/$name.txt"
+}
+
+# From peek's output, the program's first lines and the first conversation
+# only (the TLS demo makes several), then "...".
+first_conversation() {
+    awk '/^== peek:/ { inpeek = 1 } !inpeek { print; next }
+         inpeek && /^$/ { n++; if (n == 2) { print "..."; exit } } { print }'
+}
+
+# The annotated hex dump of --layers alone, without the ladder before it.
+layers_only() {
+    sed -n '/^packet [0-9]*: /,/^$/p'
+}
+
 # A loopback port nobody listens on: bound by the kernel's choice, then closed.
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -110,8 +160,9 @@ prepare() {
     # titles and axes in Chinese.
     python3 book/tools/charts.py results "$GEN"
     python3 book/tools/charts.py results "$GEN/zh-CN" --zh
-    say "building the chapter binaries (debug) to record transcripts"
-    cargo build --quiet -p tcp-echo -p udp-echo -p threaded-server -p async-server -p tls-echo -p lab
+    timed "building the chapter binaries, peek and impair (debug) to record transcripts" \
+        cargo build --quiet -p tcp-echo -p udp-echo -p threaded-server -p async-server -p tls-echo -p lab \
+        -p peek -p impair
     local bin=target/debug
     record tcp-echo-demo "cargo run -p tcp-echo" "$bin/tcp-echo"
     record udp-echo-demo "cargo run -p udp-echo" "$bin/udp-echo"
@@ -125,6 +176,38 @@ prepare() {
         "$bin/tcp-echo" client --addr "127.0.0.1:$port" hello
     record lab-list "cargo run -p lab -- list" "$bin/lab" list
     record read100 "python3 book/python/read100.py" python3 -B book/python/read100.py
+    record_wire
+}
+
+# What the network does, shown: packets drawn by peek (each run in its own
+# network namespace), and the impair relay's loss, duplication, reordering,
+# delay, splitting and coalescing between a real client and server.
+record_wire() {
+    say "recording packets with peek and runs through impair"
+    local wire="python3 -B peek/lessons/wire.py" p="target/debug/peek --"
+    PEEK_FILTER=layers_only record_peek peek-layers \
+        "target/debug/peek --layers 4 -- python3 peek/lessons/wire.py close | sed -n '/^packet 4:/,/^\$/p'" \
+        --layers 4 -- $wire close
+    record_peek peek-close "$p python3 peek/lessons/wire.py close" -- $wire close
+    record_peek peek-sticky-cork "$p python3 peek/lessons/wire.py sticky --cork" -- $wire sticky --cork
+    record_peek peek-sticky-nodelay "$p python3 peek/lessons/wire.py sticky --nodelay --pause 50 --reader eager" \
+        -- $wire sticky --nodelay --pause 50 --reader eager
+    record_peek peek-halfclose "$p python3 peek/lessons/wire.py halfclose" -- $wire halfclose
+    record_peek peek-unread "$p python3 peek/lessons/wire.py close --unread" -- $wire close --unread
+    record_peek peek-udp-closed "$p python3 peek/lessons/wire.py udp-closed" -- $wire udp-closed
+    PEEK_FILTER=first_conversation record_peek peek-tls "$p target/debug/tls-echo" -- target/debug/tls-echo
+    local relay="python3 book/python/through_impair.py"
+    record impair-split "$relay tcp-split --toxics '--split=4 --direction up --seed 7'" \
+        python3 -B book/python/through_impair.py tcp-split --toxics '--split=4 --direction up --seed 7'
+    record impair-coalesce "$relay tcp-coalesce --toxics '--coalesce 50ms --direction up'" \
+        python3 -B book/python/through_impair.py tcp-coalesce --toxics '--coalesce 50ms --direction up'
+    local udp_toxics='--loss 10% --dup 10% --reorder 10% --seed 7'
+    record impair-udp "$relay udp --toxics '$udp_toxics' --client '--count 12 --window 4 --timeout 300ms --retries 0 --size 16'" \
+        python3 -B book/python/through_impair.py udp --toxics "$udp_toxics" \
+        --client '--count 12 --window 4 --timeout 300ms --retries 0 --size 16'
+    record impair-udp-retries "$relay udp --toxics '$udp_toxics --delay 20ms --jitter 5ms' --client '--count 12 --window 4 --timeout 300ms --retries 3 --size 16'" \
+        python3 -B book/python/through_impair.py udp --toxics "$udp_toxics --delay 20ms --jitter 5ms" \
+        --client '--count 12 --window 4 --timeout 300ms --retries 3 --size 16'
 }
 
 # mdbook logs a missing include as an error and still exits 0: catch it.
