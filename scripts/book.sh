@@ -28,7 +28,10 @@
 # Every listing in the book is an {{#include}} of a workspace file through a
 # named anchor; every transcript is recorded here, by running the programs
 # (their debug builds), into book/src/generated/ (git-ignored) together with
-# the charts from results/.
+# the charts from results/. That includes packets: `peek` ladders and runs
+# through the `impair` relay (record_wire). peek needs an unprivileged user
+# namespace (or root); where the kernel refuses one, the build stops with
+# peek's one-line reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
