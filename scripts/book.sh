@@ -28,7 +28,10 @@
 # Every listing in the book is an {{#include}} of a workspace file through a
 # named anchor; every transcript is recorded here, by running the programs
 # (their debug builds), into book/src/generated/ (git-ignored) together with
-# the charts from results/.
+# the charts from results/. That includes packets: `peek` ladders and runs
+# through the `impair` relay (record_wire). peek needs an unprivileged user
+# namespace (or root); where the kernel refuses one, the build stops with
+# peek's one-line reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,16 +51,27 @@ export CARGO_TERM_COLOR=never
 say() { printf '== %s\n' "$*"; }
 die() { printf 'book: %s\n' "$*" >&2; exit 1; }
 
+# Run a long, quiet step (cargo install, cargo build) between two lines:
+# what starts and what it may cost, then how long it took, so the build is
+# never silent for minutes without saying why.
+timed() {
+    local what=$1 start=$SECONDS
+    shift
+    say "$what: started (minutes on a fresh machine, seconds when up to date)"
+    "$@" || die "$what failed"
+    say "$what: done in $((SECONDS - start)) s"
+}
+
 install_tools() {
     if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
-        say "installing mdbook $MDBOOK_VERSION into target/tools"
-        cargo install --quiet --locked --version "$MDBOOK_VERSION" mdbook \
+        timed "installing mdbook $MDBOOK_VERSION into target/tools" \
+            cargo install --quiet --locked --version "$MDBOOK_VERSION" mdbook \
             --root "$TOOLS" --target-dir "$TOOLS/build"
     fi
     if ! grep -qs "mdbook-i18n-helpers $I18N_VERSION " "$TOOLS/.crates.toml" ||
         ! command -v mdbook-gettext >/dev/null; then
-        say "installing mdbook-i18n-helpers $I18N_VERSION into target/tools"
-        cargo install --quiet --locked --version "$I18N_VERSION" mdbook-i18n-helpers \
+        timed "installing mdbook-i18n-helpers $I18N_VERSION into target/tools" \
+            cargo install --quiet --locked --version "$I18N_VERSION" mdbook-i18n-helpers \
             --root "$TOOLS" --target-dir "$TOOLS/build"
     fi
     if ! command -v msgmerge >/dev/null || ! command -v msgfmt >/dev/null; then
@@ -98,6 +112,45 @@ record_failure() {
     printf '$ %s\n%s\n$ echo $?\n%s\n' "$shown" "$out" "$status" >"$GEN/$name.txt"
 }
 
+# Record a run under peek. peek needs a user and network namespace of its
+# own; where the kernel refuses one it exits with status 4 and one line
+# saying which setting to look at, and the book stops with that line rather
+# than print chapters whose packets are missing. $PEEK_FILTER, when set, is
+# a command the output goes through (to keep one conversation of many).
+record_peek() {
+    local name=$1 shown=$2 out err status=0
+    shift 2
+    err=$(mktemp)
+    out=$(timeout 120 target/debug/peek "$@" 2>"$err") || status=$?
+    if ((status == 4)); then
+        local why
+        why=$(grep '^peek:' "$err" | tail -1)
+        rm -f "$err"
+        die "recording $name needs peek, which cannot run here: ${why:-peek exited with status 4}"
+    fi
+    rm -f "$err"
+    ((status == 0)) || die "recording $name: \`$shown\` failed (status $status); run it by hand to see why"
+    [[ $out == *"== peek: the command exited with status 0 =="* && $out == *" captured on lo "* ]] ||
+        die "recording $name: peek printed no capture"
+    if [[ -n ${PEEK_FILTER:-} ]]; then
+        out=$(printf '%s\n' "$out" | $PEEK_FILTER)
+        [[ -n $out ]] || die "recording $name: nothing left after $PEEK_FILTER"
+    fi
+    printf '$ %s\n%s\n' "$shown" "$out" >"$GEN/$name.txt"
+}
+
+# From peek's output, the program's first lines and the first conversation
+# only (the TLS demo makes several), then "...".
+first_conversation() {
+    awk '/^== peek:/ { inpeek = 1 } !inpeek { print; next }
+         inpeek && /^$/ { n++; if (n == 2) { print "..."; exit } } { print }'
+}
+
+# The annotated hex dump of --layers alone, without the ladder before it.
+layers_only() {
+    sed -n '/^packet [0-9]*: /,/^$/p'
+}
+
 # A loopback port nobody listens on: bound by the kernel's choice, then closed.
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -110,8 +163,9 @@ prepare() {
     # titles and axes in Chinese.
     python3 book/tools/charts.py results "$GEN"
     python3 book/tools/charts.py results "$GEN/zh-CN" --zh
-    say "building the chapter binaries (debug) to record transcripts"
-    cargo build --quiet -p tcp-echo -p udp-echo -p threaded-server -p async-server -p tls-echo -p lab
+    timed "building the chapter binaries, peek and impair (debug) to record transcripts" \
+        cargo build --quiet -p tcp-echo -p udp-echo -p threaded-server -p async-server -p tls-echo -p lab \
+        -p peek -p impair
     local bin=target/debug
     record tcp-echo-demo "cargo run -p tcp-echo" "$bin/tcp-echo"
     record udp-echo-demo "cargo run -p udp-echo" "$bin/udp-echo"
@@ -125,6 +179,78 @@ prepare() {
         "$bin/tcp-echo" client --addr "127.0.0.1:$port" hello
     record lab-list "cargo run -p lab -- list" "$bin/lab" list
     record read100 "python3 book/python/read100.py" python3 -B book/python/read100.py
+    record_wire
+}
+
+# What the network does, shown: packets drawn by peek (each run in its own
+# network namespace), and the impair relay's loss, duplication, reordering,
+# delay, splitting and coalescing between a real client and server.
+record_wire() {
+    say "recording packets with peek and runs through impair"
+    local wire="python3 -B peek/lessons/wire.py" p="target/debug/peek --"
+    PEEK_FILTER=layers_only shows peek-layers '^transport layer: TCP' '^payload: 5 bytes' -- \
+        record_peek peek-layers \
+        "target/debug/peek --layers 4 -- python3 peek/lessons/wire.py close | sed -n '/^packet 4:/,/^\$/p'" \
+        --layers 4 -- $wire close
+    shows peek-close '^ +4 .*PSH ACK seq=1 ack=1 .*len=5 "hello"' '^ +5 .*ack=6 ' 'ack=2 ' 'ack=7 ' -- \
+        record_peek peek-close "$p python3 peek/lessons/wire.py close" -- $wire close
+    shows peek-sticky-cork 'server: 1 recv\(\) calls' '^ +4 .*len=14 "one.two.three."' -- \
+        record_peek peek-sticky-cork "$p python3 peek/lessons/wire.py sticky --cork" -- $wire sticky --cork
+    shows peek-sticky-nodelay 'server: 3 recv\(\) calls' '^ +4 .*len=4 "one."' '^ +6 .*len=4 "two."' \
+        '^ +8 .*len=6 "three."' -- \
+        record_peek peek-sticky-nodelay "$p python3 peek/lessons/wire.py sticky --nodelay --pause 50 --reader eager" \
+        -- $wire sticky --nodelay --pause 50 --reader eager
+    shows peek-halfclose '^ +6 .*FIN ACK seq=6 ' '^ +7 .*len=26 ' '^ +9 .*FIN ACK' -- \
+        record_peek peek-halfclose "$p python3 peek/lessons/wire.py halfclose" -- $wire halfclose
+    shows peek-unread '^ +6 .*RST' 'ConnectionResetError' -- \
+        record_peek peek-unread "$p python3 peek/lessons/wire.py close --unread" -- $wire close --unread
+    shows peek-udp-closed 'ICMP port unreachable' 'ConnectionRefusedError' -- \
+        record_peek peek-udp-closed "$p python3 peek/lessons/wire.py udp-closed" -- $wire udp-closed
+    PEEK_FILTER=first_conversation shows peek-tls '^ +4 .*ClientHello' '^ +6 .*ServerHello' \
+        'len=28 TLS\[app-data 23\]' -- \
+        record_peek peek-tls "$p target/debug/tls-echo" -- target/debug/tls-echo
+    local relay="python3 book/python/through_impair.py" run="python3 -B book/python/through_impair.py"
+    shows impair-split 'server: ([3-9]|[1-9][0-9]+) recv\(\) calls' -- \
+        record impair-split "$relay tcp-split --toxics '--split=4 --direction up --seed 7'" \
+        $run tcp-split --toxics '--split=4 --direction up --seed 7'
+    shows impair-coalesce 'server: 3 recv\(\) calls' 'server: 1 recv\(\) calls' -- \
+        record impair-coalesce "$relay tcp-coalesce --toxics '--coalesce 50ms --direction up'" \
+        $run tcp-coalesce --toxics '--coalesce 50ms --direction up'
+    local toxics='--loss 10% --dup 10% --reorder 10% --seed 7'
+    local client='--count 12 --window 4 --timeout 300ms --retries'
+    shows impair-udp ' lost \(no reply' 'duplicate reply' 'client exit status 1' -- \
+        record impair-udp "$relay udp --toxics '$toxics' --client '$client 0 --size 16'" \
+        $run udp --toxics "$toxics" --client "$client 0 --size 16"
+    shows impair-udp-retries '12 received, 0 lost' 'resending' 'client exit status 0' -- \
+        record impair-udp-retries "$relay udp --toxics '$toxics --delay 20ms --jitter 5ms' --client '$client 3 --size 16'" \
+        $run udp --toxics "$toxics --delay 20ms --jitter 5ms" --client "$client 3 --size 16"
+}
+
+# `shows NAME PATTERN... -- RECORDING...`: make the recording, and make it
+# again (three runs at most) until its transcript matches every extended
+# regular expression: what the chapter's prose says about it (packet
+# numbers, counts). Ports and times are never matched: they change on
+# every run. A loaded machine can delay an ACK and renumber a ladder; three
+# runs that all disagree with the prose stop the build.
+shows() {
+    local name=$1 attempt missing="" pattern
+    shift
+    local -a patterns=()
+    while [[ $1 != -- ]]; do
+        patterns+=("$1")
+        shift
+    done
+    shift
+    for attempt in 1 2 3; do
+        "$@"
+        missing=""
+        for pattern in "${patterns[@]}"; do
+            grep -Eq -- "$pattern" "$GEN/$name.txt" || { missing=$pattern; break; }
+        done
+        [[ -z $missing ]] && return 0
+        say "$name: run $attempt of 3 does not show /$missing/, which the book says; running it again"
+    done
+    die "$name: three runs did not show /$missing/; the chapter's prose about $GEN/$name.txt needs a look"
 }
 
 # mdbook logs a missing include as an error and still exits 0: catch it.

@@ -285,7 +285,7 @@ pub fn parse_commands_with<T: clap::Subcommand + fmt::Debug>(
 ///
 /// ```ignore
 /// fn main() -> ExitCode {
-///     common::cli::chapter_main("tcp-echo", "Chapter 5.1: ...", ports::TCP_ECHO, run)
+///     common::cli::chapter_main("tcp-echo", "Chapter 5: ...", ports::TCP_ECHO, run)
 /// }
 ///
 /// fn run(command: Chapter<ServerArgs, ClientArgs>) -> anyhow::Result<()> {

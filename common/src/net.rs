@@ -15,13 +15,18 @@ use crate::Shutdown;
 pub const BACKLOG: i32 = 1024;
 
 // ANCHOR: listen
-/// `socket()` + `setsockopt()` + `bind()` + `listen()`, done with socket2
-/// because std's `TcpListener::bind` does not let us set options first:
+/// `socket()` + `setsockopt()` + `bind()` + `listen()`, one call each, with
+/// socket2. std's `TcpListener::bind` already makes these calls, with
+/// `SO_REUSEADDR` set and a backlog of 128, but sets nothing else between
+/// `socket()` and `bind()`; this helper exists for the two things it cannot do:
 ///
-/// - `SO_REUSEADDR`: after a server exits, its old connections linger in
-///   TIME_WAIT for a minute; without this option a restart fails with
-///   "address already in use". (It does *not* let two servers share a port.)
-/// - `IPV6_V6ONLY` off for `[::]`: one socket accepts IPv4 and IPv6 clients.
+/// - `IPV6_V6ONLY` off for `[::]`: one socket accepts IPv4 and IPv6 clients;
+/// - a longer backlog ([`BACKLOG`]) for bursts of connections.
+///
+/// `SO_REUSEADDR` is set here too, as std does: after a server exits, its old
+/// connections linger in TIME_WAIT for a minute, and without the option a
+/// restart fails with "address already in use". (It does *not* let two
+/// servers share a port; that is `SO_REUSEPORT`.)
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -99,7 +104,9 @@ pub enum AcceptAction {
 /// How to read an `accept()` error, in three classes (accept(2), "Error
 /// handling", and what each error means to a server that must stay up):
 ///
-/// - **retry at once**: `ECONNABORTED` (the client gave up while queued),
+/// - **retry at once**: `ECONNABORTED` (on the BSDs, a client that reset
+///   while queued; Linux does not return it for that: it hands the
+///   connection over and the reset shows on the first read, `ECONNRESET`),
 ///   `EINTR` (a signal), and the pending network errors Linux reports
 ///   through `accept()` and asks callers to treat like `EAGAIN`: `EPROTO`,
 ///   `ENOPROTOOPT`, `EHOSTDOWN`, `ENONET`, `EHOSTUNREACH`, `EOPNOTSUPP`,

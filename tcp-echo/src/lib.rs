@@ -1,4 +1,4 @@
-//! Chapter 5.1 of the course: a TCP server and client, blocking and
+//! Chapter 5 of the course: a TCP server and client, blocking and
 //! iterative, the way the first socket program in every course is written.
 //!
 //! - [`server`]: `socket` / `bind` / `listen` / `accept` / `recv` / `send` /

@@ -29,7 +29,7 @@ use tcp_echo::{client, server};
 fn main() -> ExitCode {
     common::cli::chapter_main(
         "tcp-echo",
-        "Chapter 5.1: a blocking, iterative TCP echo server and its client. Without a subcommand: the demo.",
+        "Chapter 5: a blocking, iterative TCP echo server and its client. Without a subcommand: the demo.",
         ports::TCP_ECHO,
         run,
     )

@@ -1,4 +1,4 @@
-//! Chapter 5.3, threads + sockets: serve many clients at once with OS threads.
+//! Chapter 7, threads + sockets: serve many clients at once with OS threads.
 //!
 //! Two designs, same protocol, same flags, each in its own file so you can put
 //! them side by side (`diff src/per_client.rs src/pool.rs`):

@@ -1,4 +1,4 @@
-//! `threaded-server`: chapter 5.3, threads + sockets. Thin: parse the command
+//! `threaded-server`: chapter 7, threads + sockets. Thin: parse the command
 //! line, bind, hand over to the library (`src/lib.rs` maps the files).
 //!
 //! Run with:
@@ -105,7 +105,7 @@ fn parse_stack_size(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     common::cli::chapter_main(
         "threaded-server",
-        "Chapter 5.3: threads + sockets. A thread-per-client and a thread-pool echo server. Without a subcommand: the demo.",
+        "Chapter 7: threads + sockets. A thread-per-client and a thread-pool echo server. Without a subcommand: the demo.",
         ports::THREADED_SERVER,
         run,
     )

@@ -1,4 +1,4 @@
-//! # tls-echo: chapter 6.1, security with TLS
+//! # tls-echo: chapter 8, security with TLS
 //!
 //! The echo server of the earlier chapters, wrapped in TLS with rustls, so
 //! that what crosses the network can be neither read nor altered. The

@@ -35,7 +35,7 @@ const SNIFF_LISTEN: &str = "127.0.0.1:7015";
 const SNIFF_TO: &str = "127.0.0.1:7005";
 
 const NAME: &str = "tls-echo";
-const ABOUT: &str = "Chapter 6.1: the echo server over TLS (rustls), and what encryption protects. Without a subcommand: the demo.";
+const ABOUT: &str = "Chapter 8: the echo server over TLS (rustls), and what encryption protects. Without a subcommand: the demo.";
 
 /// The same order in every chapter: demo, server, client, then extras.
 #[derive(Subcommand, Debug)]

@@ -1,4 +1,4 @@
-//! # Chapter 5.2: UDP, datagrams without a connection
+//! # Chapter 6: UDP, datagrams without a connection
 //!
 //! A UDP echo server and a client that shows what UDP leaves to you: the
 //! kernel keeps each datagram whole (one `send` is one `recv`, 0 to 65,507

@@ -101,7 +101,7 @@ fn parse_datagram_size(s: &str) -> Result<usize, String> {
 fn main() -> ExitCode {
     common::cli::chapter_main(
         "udp-echo",
-        "Chapter 5.2: UDP echo server and client (loss, retries, reflection guard). Without a subcommand: the demo.",
+        "Chapter 6: UDP echo server and client (loss, retries, reflection guard). Without a subcommand: the demo.",
         ports::UDP_ECHO,
         run,
     )
