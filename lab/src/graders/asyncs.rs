@@ -60,38 +60,78 @@ pub fn ex10_tokio_limits(run: &mut Run) -> Check {
     expect_echo(&mut b, b"B\n", "a second client is within --max-conns 2")?;
 
     run.step("client C connects: over --max-conns 2, it gets \"busy\\n\" and is closed");
+    // When does A's idle timeout close A? If C is served only after that,
+    // it waited for A's permit; if before, there was no limit at all.
+    let a_closed = {
+        let mut a2 = a
+            .try_clone()
+            .map_err(|e| fail("a socket handle", e.to_string(), ""))?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = read_upto(&mut a2, usize::MAX, Duration::from_secs(8));
+            let _ = tx.send(std::time::Instant::now());
+        });
+        rx
+    };
     let mut c = connect(server.addr)?;
-    let (got, _) = read_upto(&mut c, 5, READ_TIMEOUT);
+    let (mut got, mut end) = read_upto(&mut c, 5, Duration::from_millis(100));
+    let mut c_served_at = None;
+    if got.is_empty() && matches!(end, End::Timeout) {
+        // No "busy" at once: is C served? Its echo, and when it comes, tell.
+        if send(&mut c, b"C\n").is_ok() {
+            let (echo, e) = read_upto(&mut c, 2, READ_TIMEOUT);
+            if echo == b"C\n" {
+                c_served_at = Some(std::time::Instant::now());
+            }
+            got = echo;
+            end = e;
+        }
+    }
+    if let Some(at) = c_served_at {
+        // A closed before C's echo came: its time is already sent, or
+        // about to be (the reader thread stamps it as its read returns).
+        let waited = a_closed
+            .recv_timeout(Duration::from_millis(300))
+            .is_ok_and(|a_at| a_at <= at);
+        return Err(fail(
+            "\"busy\\n\" at once, then the connection closed",
+            if waited {
+                "nothing at once; \"C\\n\" sent, and echoed only after A's idle timeout had closed A"
+            } else {
+                "nothing at once; \"C\\n\" sent, and echoed while A and B were still connected"
+            },
+            if waited {
+                "your accept loop waits for a permit (acquire().await) instead of refusing at once: the \
+                 client over the limit hangs until another one leaves. Use try_acquire_owned(), and on \
+                 Err answer \"busy\\n\" and drop the stream"
+            } else {
+                "no connection limit is enforced. Take a permit with try_acquire_owned() and MOVE it \
+                 into the client's task (`let _permit = permit;`): `let _ = ...` or `Ok(_)` drops it at \
+                 once, and then the limit never bites"
+            },
+        ));
+    }
+    if got.len() < 5 && !got.is_empty() && !matches!(end, End::Eof | End::Reset(_)) {
+        let (more, e) = read_upto(&mut c, 5 - got.len(), READ_TIMEOUT);
+        got.extend_from_slice(&more);
+        end = e;
+    }
     if got != b"busy\n" {
-        // Nothing yet: is C being served (no limit), or waiting for a
-        // permit? An echo tells.
-        let echoed = got.is_empty()
-            && send(&mut c, b"C\n").is_ok()
-            && read_upto(&mut c, 2, READ_TIMEOUT).0 == b"C\n";
+        let closed = matches!(end, End::Eof | End::Reset(_));
         return Err(fail(
             "\"busy\\n\", then the connection closed",
-            if got.is_empty() {
+            if got.is_empty() && closed {
+                "the connection closed without \"busy\\n\"".to_string()
+            } else if got.is_empty() {
                 format!(
-                    "nothing within {} s; then \"C\\n\" sent, and {}",
-                    READ_TIMEOUT.as_secs(),
-                    if echoed {
-                        "it was echoed"
-                    } else {
-                        "nothing came back either"
-                    }
+                    "nothing, and \"C\\n\" not echoed either within {} s",
+                    READ_TIMEOUT.as_secs()
                 )
             } else {
                 crate::harness::describe(&got)
             },
-            if echoed || !got.is_empty() {
-                "no connection limit is enforced. Take a permit with try_acquire_owned() and MOVE it \
-                 into the client's task (`let _permit = permit;`): `let _ = ...` or `Ok(_)` drops it at \
-                 once, and then the limit never bites"
-            } else {
-                "C was neither refused nor served: your accept loop waits for a permit (acquire().await) \
-                 instead of refusing at once. Use try_acquire_owned(), and on Err answer \"busy\\n\" and \
-                 drop the stream"
-            },
+            "over --max-conns, write \"busy\\n\" and drop the stream at once: \
+             try_acquire_owned() says Err when no permit is left",
         ));
     }
     expect_closed_by_server(

@@ -24,6 +24,18 @@ pub fn open_fds(pid: u32) -> io::Result<Vec<u32>> {
     Ok(fds)
 }
 
+/// How many sockets the process has open now.
+fn sockets(pid: u32) -> usize {
+    open_fds(pid)
+        .unwrap_or_default()
+        .iter()
+        .filter(|fd| {
+            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
 /// How many threads the process runs now.
 pub fn threads(pid: u32) -> io::Result<usize> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/task"))?.count())
@@ -113,6 +125,13 @@ const WHY_ACCEPT: &str = "an accept error is not the end of the server: out of d
 pub fn survives_emfile(run: &mut Run, server: &mut Server) -> Check {
     let pid = server.pid();
     let io = |e: io::Error| fail("to read /proc or set the limit", e.to_string(), "");
+    // The clients of the steps before may still be closing: wait until the
+    // listener is the only socket left, so that no descriptor is freed
+    // under the lowered limit.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while sockets(pid) > 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     let fds = open_fds(pid).map_err(io)?;
     // accept() takes the lowest free number; a limit at that number leaves
     // no room for one more descriptor.

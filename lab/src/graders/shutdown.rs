@@ -172,7 +172,12 @@ fn trickling_client(run: &mut Run, grace: &str) -> Check {
     let mut reset_what = String::new();
     let mut next_byte = Instant::now();
     let end = Duration::from_millis(GRACE_MS + 1000);
-    while t.elapsed() < end && exit_at.is_none() {
+    // Past the server's exit too, for a few of C's bytes: a server that
+    // left early shows it by the reset they meet.
+    while t.elapsed() < end
+        && exit_at
+            .is_none_or(|(at, _): (Duration, _)| t.elapsed() < at + Duration::from_millis(400))
+    {
         if reset_at.is_none() && Instant::now() >= next_byte {
             next_byte += Duration::from_millis(100);
             if let Err(e) = std::io::Write::write(&mut c, b"z")
@@ -197,7 +202,9 @@ fn trickling_client(run: &mut Run, grace: &str) -> Check {
             }
             _ => {}
         }
-        if let Some(s) = server.exited() {
+        if exit_at.is_none()
+            && let Some(s) = server.exited()
+        {
             exit_at = Some((t.elapsed(), s));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -220,6 +227,21 @@ fn trickling_client(run: &mut Run, grace: &str) -> Check {
                     None => String::new(),
                 },
                 r.as_secs_f64()
+            ),
+            "after shutdown(Write), go on reading and throwing away what the client sends, until its \
+             FIN or the deadline: closing a socket with unread input sends a RST, and the client may \
+             lose the echoes still in flight",
+        ));
+    }
+    if let Some((at, _)) = exit_at.filter(|(at, _)| *at < early) {
+        return Err(fail(
+            format!(
+                "the connection open, reading what C sends, until about {:.1} s after SIGTERM",
+                GRACE_MS as f64 / 1000.0
+            ),
+            format!(
+                "your server gone {:.1} s after SIGTERM, while C was still sending and had not closed",
+                at.as_secs_f64()
             ),
             "after shutdown(Write), go on reading and throwing away what the client sends, until its \
              FIN or the deadline: closing a socket with unread input sends a RST, and the client may \

@@ -15,7 +15,16 @@ fn drain(buf: &mut Vec<u8>, max: usize, what: &str) -> Result<Vec<Vec<u8>>, Line
     let mut out = Vec::new();
     for _ in 0..100_000 {
         let before = buf.clone();
-        match call("decode_line", || decode_line(buf, max))? {
+        let got = call("decode_line", || decode_line(buf, max));
+        if got.is_err() && before.iter().position(|&b| b == b'\n').is_some_and(|p| p <= max) {
+            fail(
+                &format!("{what}: the line at the front of {}", show(&before)),
+                &res(&got),
+                "a complete line at the front is a line, whatever follows it: look for the \\n first, \
+                 and compare buf.len() with max only when there is none",
+            );
+        }
+        match got? {
             Some(line) => out.push(line),
             None if *buf != before => fail(
                 &format!("{what}: Ok(None) with the buffer left as it was, {}", show(&before)),
@@ -194,6 +203,28 @@ fn main() {
             "1000 lines, \"line 0\" to \"line 999\"",
             &format!("{} lines: {}", got.len(), list(&got)),
             "return one line per call and keep the rest in buf",
+        );
+    }
+
+    step("with max 16: \"hi\\n\" then 20 bytes with no \\n: \"hi\" comes out first, then Err(TooLong)");
+    let mut buf = b"hi\n".to_vec();
+    buf.extend_from_slice(&[b'x'; 20]);
+    let got = call("decode_line", || decode_line(&mut buf, 16));
+    if got != Ok(Some(b"hi".to_vec())) {
+        fail(
+            "Ok(Some(\"hi\"))",
+            &format!("{} with {} in the buffer", res(&got), show(&buf)),
+            "a complete line at the front is a line, whatever follows it: look for the \\n first, and \
+             compare buf.len() with max only when there is none",
+        );
+    }
+    let got = call("decode_line", || decode_line(&mut buf, 16));
+    if got != Err(LineError::TooLong { max: 16 }) {
+        fail(
+            "Err(TooLong { max: 16 }): 20 bytes without a \\n",
+            &res(&got),
+            "with no \\n in the buffer and more than max bytes, the line is over the limit whatever \
+             comes next: Err(TooLong), or the buffer grows without bound",
         );
     }
 
