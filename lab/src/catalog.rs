@@ -464,6 +464,11 @@ interest: READABLE, plus WRITABLE while out is not empty. main re-registers.",
                 mistake: "READABLE | WRITABLE always: an idle connection stays registered for WRITABLE",
                 must_say: "register WRITABLE only while conn.out holds bytes",
             },
+            Wrong {
+                file: "wrong-reads-once.rs",
+                mistake: "one read per readable event: with edge-triggered epoll the rest is never announced",
+                must_say: "read until WouldBlock",
+            },
         ],
     },
     Exercise {

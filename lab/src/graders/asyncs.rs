@@ -233,9 +233,22 @@ fn idle_not_writable(run: &mut Run, pid: u32, when: &str) -> Check {
     run.step(format!(
         "{when}: A has nothing to send, so its registration (in /proc/PID/fdinfo of your epoll fd) must not ask for WRITABLE"
     ));
-    wait_masks(pid, Duration::from_secs(2), |m| {
-        !m.is_empty() && m.iter().all(|x| x & EPOLLOUT == 0)
-    })
+    let idle = |m: &[u32]| !m.is_empty() && m.iter().all(|x| x & EPOLLOUT == 0);
+    // Settled (a last writable event may still be on its way), and then
+    // staying so: a loop that re-registers WRITABLE after each event shows
+    // it within a moment of the echo.
+    wait_masks(pid, Duration::from_secs(2), idle)
+        .and_then(|()| {
+            let until = std::time::Instant::now() + Duration::from_millis(300);
+            while std::time::Instant::now() < until {
+                let m = conn_masks(pid);
+                if !idle(&m) {
+                    return Err(m);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        })
     .map_err(|m| {
         fail(
             "A registered for READABLE only (EPOLLIN, no EPOLLOUT)",
@@ -258,6 +271,7 @@ pub fn ex11_mio_writable(run: &mut Run) -> Check {
         b"hello\n",
         "read until WouldBlock, queue the bytes in out, flush",
     )?;
+    idle_not_writable(run, server.pid(), "after the echo")?;
 
     run.step("A sends 32 MiB (more than the kernel buffers hold) and reads NOTHING meanwhile (the server's writes must come up short)");
     let payload = pattern(BIG, 5);
@@ -281,8 +295,6 @@ pub fn ex11_mio_writable(run: &mut Run) -> Check {
         ));
     }
 
-    idle_not_writable(run, server.pid(), "after the echo")?;
-
     run.step("client B is echoed while A's echo is stuck (the loop never blocks)");
     let mut b = connect(server.addr)?;
     expect_echo(
@@ -297,12 +309,28 @@ pub fn ex11_mio_writable(run: &mut Run) -> Check {
         m.iter().any(|x| x & EPOLLOUT != 0)
     })
     .map_err(|m| {
+        let unread = a
+            .local_addr()
+            .ok()
+            .and_then(|me| super::proc::tcp_rx_queue(server.addr, me))
+            .unwrap_or(0);
         fail(
             "A registered for READABLE and WRITABLE while its echo waits in out",
-            format!("its epoll events mask: {}", show_masks(&m)),
+            format!(
+                "its epoll events mask: {}{}",
+                show_masks(&m),
+                if unread > 0 {
+                    format!("; {unread} bytes from A unread in your socket's receive queue")
+                } else {
+                    String::new()
+                }
+            ),
             if m.is_empty() {
                 "A's connection is gone: a write that returns WouldBlock is not an error, the client \
                  is just not reading yet. Keep the rest in out and wait for WRITABLE"
+            } else if unread > 0 {
+                "bytes from A wait unread in your socket, and edge-triggered epoll announces new \
+                 bytes only: on a readable event, read until WouldBlock, or the rest is never read"
             } else {
                 "the rest of a short write waits for a writable event, and mio only reports what you \
                  register for: register WRITABLE while out is not empty"

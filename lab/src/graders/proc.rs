@@ -225,3 +225,27 @@ pub fn survives_emfile(run: &mut Run, server: &mut Server) -> Check {
     }
     Ok(())
 }
+
+/// How many received bytes wait unread in the TCP socket `local` <-> `remote`
+/// (IPv4), from /proc/net/tcp's rx_queue.
+pub fn tcp_rx_queue(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<u64> {
+    let hex = |a: std::net::SocketAddr| match a {
+        std::net::SocketAddr::V4(v4) => Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        )),
+        std::net::SocketAddr::V6(_) => None,
+    };
+    let (l, r) = (hex(local)?, hex(remote)?);
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        // sl local_address rem_address st tx_queue:rx_queue ...
+        if w.get(1) == Some(&l.as_str()) && w.get(2) == Some(&r.as_str()) {
+            u64::from_str_radix(w.get(4)?.split(':').nth(1)?, 16).ok()
+        } else {
+            None
+        }
+    })
+}
