@@ -124,6 +124,11 @@ Three things, all in `run` and `main`:
                 mistake: "a read timeout but a plain connect: a SYN nobody answers hangs it for minutes",
                 must_say: "connect_timeout",
             },
+            Wrong {
+                file: "wrong-reads-to-end.rs",
+                mistake: "read_to_string: waits for the server's FIN, which an echo server never sends",
+                must_say: "read_to_string and read_to_end wait for the server's FIN",
+            },
         ],
     },
     Exercise {
@@ -252,6 +257,11 @@ After TRIES tries, Ok(None): the request is lost.",
                 file: "wrong-timeout-ends-client.rs",
                 mistake: "returns the timeout's WouldBlock as an error: the first loss ends the client",
                 must_say: "a timeout is not an error to return",
+            },
+            Wrong {
+                file: "wrong-retries-forever.rs",
+                mistake: "resends without a limit: a request lost for good hangs the client",
+                must_say: "give up after TRIES tries",
             },
         ],
     },

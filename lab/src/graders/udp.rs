@@ -49,7 +49,9 @@ impl Lossy {
                     *a += 1;
                     *a
                 };
-                let dropped = (seq % 2 == 1 && attempt == 1) || (seq == 4 && attempt <= 2);
+                let dropped = (seq % 2 == 1 && attempt == 1)
+                    || (seq == 4 && attempt <= 2)
+                    || seq == ALWAYS_LOST;
                 if !dropped && attempt == 1 {
                     // Before the real answer, the same seq from somewhere
                     // else: another address (seq 0) or another port (seq 2).
@@ -85,9 +87,13 @@ impl Drop for Lossy {
     }
 }
 
+/// The request the grader's server never answers: the client must give up
+/// on it after its TRIES tries and go on.
+const ALWAYS_LOST: u32 = 6;
+
 pub fn ex05_udp_client(run: &mut Run) -> Check {
-    const COUNT: u32 = 6;
-    run.step("start the grader's server: drops seq 1, 3, 5 once and seq 4 twice, sends every reply twice, \
+    const COUNT: u32 = 7;
+    run.step("start the grader's server: drops seq 1, 3, 5 once, seq 4 twice and seq 6 always, sends every reply twice, \
          and before answering seq 0 and 2, a forged \"N forged\" from another address and another port");
     let server =
         Lossy::start().map_err(|e| fail("a UDP socket for the grader", e.to_string(), ""))?;
@@ -107,6 +113,17 @@ pub fn ex05_udp_client(run: &mut Run) -> Check {
         .map_err(|e| fail("your client to start", e.to_string(), "is it built?"))?;
     if ran.status.is_none() {
         let done = ran.stdout.lines().filter(|l| l.starts_with("seq ")).count();
+        let lost_tries = server.tries(ALWAYS_LOST);
+        if lost_tries > 5 {
+            return Err(fail(
+                format!("`seq {ALWAYS_LOST}: lost` after 5 tries (TRIES), then the closing line"),
+                format!(
+                    "your client was still trying after 8 s: it had sent seq {ALWAYS_LOST} {lost_tries} times, so it was killed"
+                ),
+                "give up after TRIES tries: a request may be lost for good (the server is down, a \
+                 firewall drops it), and the client must say so and go on",
+            ));
+        }
         return Err(fail(
             "the client to finish within 8 s",
             format!(
@@ -146,6 +163,20 @@ pub fn ex05_udp_client(run: &mut Run) -> Check {
 
     for seq in 0..COUNT {
         let tries = server.tries(seq);
+        if seq == ALWAYS_LOST {
+            run.step(format!(
+                "seq {seq}: never answered, so `seq {seq}: lost` after the tries"
+            ));
+            let want = format!("seq {seq}: lost");
+            if !ran.stdout.lines().any(|l| l == want) {
+                return Err(fail(
+                    format!("a line `{want}`"),
+                    format!("stdout was {}", show(ran.stdout.as_bytes())),
+                    "after TRIES tries with no answer, ask returns Ok(None) and main prints `lost`",
+                ));
+            }
+            continue;
+        }
         run.step(format!(
             "seq {seq}: {}",
             match seq {
@@ -219,7 +250,7 @@ pub fn ex05_udp_client(run: &mut Run) -> Check {
         }
     }
     run.step("the closing line");
-    let want = format!("{COUNT}/{COUNT} answered");
+    let want = format!("{}/{COUNT} answered", COUNT - 1);
     if !ran.stdout.lines().any(|l| l == want) {
         return Err(fail(
             want,
