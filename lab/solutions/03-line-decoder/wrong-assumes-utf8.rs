@@ -37,7 +37,9 @@ pub fn decode_line(buf: &mut Vec<u8>, max: usize) -> Result<Option<Vec<u8>>, Lin
         Some(pos) => {
             // MISTAKE: the line goes through a String, so bytes that are not
             // UTF-8 come out as U+FFFD (\xef\xbf\xbd): a line is bytes, not text.
-            let line = String::from_utf8_lossy(&buf[..pos]).into_owned().into_bytes();
+            let line = String::from_utf8_lossy(&buf[..pos])
+                .into_owned()
+                .into_bytes();
             buf.drain(..=pos);
             Ok(Some(line))
         }

@@ -37,7 +37,11 @@ pub fn decode_line(buf: &mut Vec<u8>, max: usize) -> Result<Option<Vec<u8>>, Lin
         Some(pos) => {
             // MISTAKE: strips a \r before the \n, as str::lines does; the
             // exercise's decoder returns every byte before the \n.
-            let end = if pos > 0 && buf[pos - 1] == b'\r' { pos - 1 } else { pos };
+            let end = if pos > 0 && buf[pos - 1] == b'\r' {
+                pos - 1
+            } else {
+                pos
+            };
             let line = buf[..end].to_vec();
             buf.drain(..=pos);
             Ok(Some(line))

@@ -16,7 +16,12 @@ fn drain(buf: &mut Vec<u8>, max: usize, what: &str) -> Result<Vec<Vec<u8>>, Line
     for _ in 0..100_000 {
         let before = buf.clone();
         let got = call("decode_line", || decode_line(buf, max));
-        if got.is_err() && before.iter().position(|&b| b == b'\n').is_some_and(|p| p <= max) {
+        if got.is_err()
+            && before
+                .iter()
+                .position(|&b| b == b'\n')
+                .is_some_and(|p| p <= max)
+        {
             fail(
                 &format!("{what}: the line at the front of {}", show(&before)),
                 &res(&got),
@@ -27,7 +32,10 @@ fn drain(buf: &mut Vec<u8>, max: usize, what: &str) -> Result<Vec<Vec<u8>>, Line
         match got? {
             Some(line) => out.push(line),
             None if *buf != before => fail(
-                &format!("{what}: Ok(None) with the buffer left as it was, {}", show(&before)),
+                &format!(
+                    "{what}: Ok(None) with the buffer left as it was, {}",
+                    show(&before)
+                ),
                 &format!("Ok(None), and the buffer became {}", show(buf)),
                 "when there is no whole line yet, return Ok(None) without touching buf: the bytes \
                  are the start of a line whose end is on its way",
@@ -91,7 +99,9 @@ fn main() {
         ),
     }
 
-    step("\"hello\\r\\n\" gives \"hello\\r\": only \\n ends a line, a \\r before it is part of the line");
+    step(
+        "\"hello\\r\\n\" gives \"hello\\r\": only \\n ends a line, a \\r before it is part of the line",
+    );
     let mut buf = b"hello\r\n".to_vec();
     let got = call("decode_line", || decode_line(&mut buf, 64));
     if got != Ok(Some(b"hello\r".to_vec())) || !buf.is_empty() {
@@ -113,7 +123,9 @@ fn main() {
         );
     }
 
-    step("a stray \\r inside a line is data: \"a\\rb\\n\" gives \"a\\rb\", and \"a\\r\" alone is no line yet");
+    step(
+        "a stray \\r inside a line is data: \"a\\rb\\n\" gives \"a\\rb\", and \"a\\r\" alone is no line yet",
+    );
     let mut buf = b"a\rb\n".to_vec();
     let got = call("decode_line", || decode_line(&mut buf, 64));
     if got != Ok(Some(b"a\rb".to_vec())) {
@@ -206,7 +218,9 @@ fn main() {
         );
     }
 
-    step("with max 16: \"hi\\n\" then 20 bytes with no \\n: \"hi\" comes out first, then Err(TooLong)");
+    step(
+        "with max 16: \"hi\\n\" then 20 bytes with no \\n: \"hi\" comes out first, then Err(TooLong)",
+    );
     let mut buf = b"hi\n".to_vec();
     buf.extend_from_slice(&[b'x'; 20]);
     let got = call("decode_line", || decode_line(&mut buf, 16));

@@ -41,8 +41,10 @@ fn drain(buf: &mut Vec<u8>, max: usize) -> Vec<Vec<u8>> {
                         "the length came out byte-swapped: the header is big-endian (network order), \
                          u32::from_be_bytes, not from_le_bytes"
                     }
-                    _ => "no frame here announces more than 300 bytes: the length must be the first 4 \
-                          bytes of the buffer, big-endian, and nothing else",
+                    _ => {
+                        "no frame here announces more than 300 bytes: the length must be the first 4 \
+                          bytes of the buffer, big-endian, and nothing else"
+                    }
                 };
                 fail(
                     "no error: these frames are small",
@@ -83,7 +85,12 @@ fn main() {
         fail(
             "Ok(Some(\"hello\"))",
             &res(&got),
-            if got == Err(LengthError::TooLong { len: 5 << 24, max: 1024 }) {
+            if got
+                == Err(LengthError::TooLong {
+                    len: 5 << 24,
+                    max: 1024,
+                })
+            {
                 "the length came out byte-swapped (5 read as 83886080): the header is big-endian \
                  (network order), u32::from_be_bytes, not from_le_bytes"
             } else {
@@ -143,11 +150,17 @@ fn main() {
         );
     }
 
-    step("with max 16: 15- and 16-byte frames are fine, a header announcing 16 waits for its payload, one announcing 17 is refused at once");
+    step(
+        "with max 16: 15- and 16-byte frames are fine, a header announcing 16 waits for its payload, one announcing 17 is refused at once",
+    );
     let mut buf = frame(&[7u8; 15]);
     let got = call("decode_frame", || decode_frame(&mut buf, 16));
     if got != Ok(Some(vec![7u8; 15])) {
-        fail("Ok(Some(15 bytes))", &res(&got), "a frame under max is fine");
+        fail(
+            "Ok(Some(15 bytes))",
+            &res(&got),
+            "a frame under max is fine",
+        );
     }
     let mut buf = 16u32.to_be_bytes().to_vec();
     buf.extend_from_slice(b"abc");

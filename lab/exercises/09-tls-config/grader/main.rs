@@ -55,7 +55,8 @@ fn make_chain() -> Result<(String, String, String), rcgen::Error> {
     let root_key = KeyPair::generate()?;
     let mut root = CertificateParams::new(Vec::<String>::new())?;
     root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    root.distinguished_name.push(DnType::CommonName, "lab root CA");
+    root.distinguished_name
+        .push(DnType::CommonName, "lab root CA");
     let root_cert = root.self_signed(&root_key)?;
     let root_issuer = Issuer::new(root, root_key);
     let int_key = KeyPair::generate()?;
@@ -67,7 +68,8 @@ fn make_chain() -> Result<(String, String, String), rcgen::Error> {
     let int_issuer = Issuer::new(int, int_key);
     let key = KeyPair::generate()?;
     let mut leaf = CertificateParams::new(vec!["localhost".to_string()])?;
-    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
     let cert = leaf.signed_by(&key, &int_issuer)?;
     Ok((
         format!("{}{}", cert.pem(), int_cert.pem()),
@@ -180,7 +182,9 @@ fn main() {
         ),
     }
 
-    step("a real chain: server_config(leaf + intermediate CA), client_config(a bundle of two CAs, the root that signed second); handshake and echo");
+    step(
+        "a real chain: server_config(leaf + intermediate CA), client_config(a bundle of two CAs, the root that signed second); handshake and echo",
+    );
     let (chain_pem, root_pem, chain_key) =
         make_chain().unwrap_or_else(|e| fail("certificates", &e.to_string(), ""));
     let bundle = format!("{}{}", other.ca_pem, root_pem);
