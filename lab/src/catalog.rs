@@ -80,6 +80,16 @@ In Rust it is the same three lines inside `loop { }`:
                 mistake: "ignores read returning Ok(0), so it spins forever after the client's FIN",
                 must_say: "ignores Ok(0)",
             },
+            Wrong {
+                file: "wrong-read-to-end.rs",
+                mistake: "read_to_end, then one write: nothing is echoed until the client closes",
+                must_say: "waits for the end of the stream",
+            },
+            Wrong {
+                file: "wrong-accept-error-ends-server.rs",
+                mistake: "`stream?` on accept's error: one EMFILE ends the server",
+                must_say: "an accept error is not the end of the server",
+            },
         ],
     },
     Exercise {
@@ -110,6 +120,16 @@ Three things, all in `run` and `main`:
                 mistake: "prints the raw io::Error, so a timeout reads \"Resource temporarily unavailable\"",
                 must_say: "WouldBlock",
             },
+            Wrong {
+                file: "wrong-no-connect-timeout.rs",
+                mistake: "a read timeout but a plain connect: a SYN nobody answers hangs it for minutes",
+                must_say: "connect_timeout",
+            },
+            Wrong {
+                file: "wrong-reads-to-end.rs",
+                mistake: "read_to_string: waits for the server's FIN, which an echo server never sends",
+                must_say: "read_to_string and read_to_end wait for the server's FIN",
+            },
         ],
     },
     Exercise {
@@ -139,6 +159,26 @@ Never return bytes that have no newline after them: they are half a line.",
                 mistake: "no length limit: a peer that never sends a newline grows the buffer forever",
                 must_say: "over the limit",
             },
+            Wrong {
+                file: "wrong-cr-ends-line.rs",
+                mistake: "a \\r ends a line too: \"a\\rb\\n\" comes out as two lines",
+                must_say: "a \\r is an ordinary byte",
+            },
+            Wrong {
+                file: "wrong-strips-cr.rs",
+                mistake: "strips the \\r of \\r\\n, which the exercise says the decoder returns",
+                must_say: "you removed the \\r",
+            },
+            Wrong {
+                file: "wrong-assumes-utf8.rs",
+                mistake: "turns the line into a String: bytes that are not UTF-8 are replaced",
+                must_say: "a line is bytes, not text",
+            },
+            Wrong {
+                file: "wrong-limit-before-line.rs",
+                mistake: "compares buf.len() with max before looking for a line: a short line followed by a long one is refused",
+                must_say: "a complete line at the front is a line",
+            },
         ],
     },
     Exercise {
@@ -167,6 +207,16 @@ In this order:
                 file: "wrong-checks-after-waiting.rs",
                 mistake: "checks the length only once the whole frame has arrived, so a huge announcement is waited for",
                 must_say: "before waiting for the payload",
+            },
+            Wrong {
+                file: "wrong-drains-header-early.rs",
+                mistake: "drains the 4 header bytes before the payload is there: the next call misreads",
+                must_say: "before the whole frame was there",
+            },
+            Wrong {
+                file: "wrong-little-endian.rs",
+                mistake: "reads the length with from_le_bytes",
+                must_say: "byte-swapped",
             },
         ],
     },
@@ -199,6 +249,21 @@ After TRIES tries, Ok(None): the request is lost.",
                 mistake: "takes any reply as the answer, so a duplicate of an older reply is accepted",
                 must_say: "duplicate",
             },
+            Wrong {
+                file: "wrong-any-sender.rs",
+                mistake: "an unconnected socket and recv_from's source ignored: a forged reply is taken",
+                must_say: "not from the server",
+            },
+            Wrong {
+                file: "wrong-timeout-ends-client.rs",
+                mistake: "returns the timeout's WouldBlock as an error: the first loss ends the client",
+                must_say: "a timeout is not an error to return",
+            },
+            Wrong {
+                file: "wrong-retries-forever.rs",
+                mistake: "resends without a limit: a request lost for good hangs the client",
+                must_say: "give up after TRIES tries",
+            },
         ],
     },
     Exercise {
@@ -215,11 +280,18 @@ After TRIES tries, Ok(None): the request is lost.",
 (1024 by default: where echo 7, daytime 13, chargen 19, DNS 53, NTP 123 live)
 must be refused, and port 0, which no real sender has:
     src.port() < guard_below || src.port() == 0",
-        wrongs: &[Wrong {
-            file: "wrong-only-echo-and-chargen.rs",
-            mistake: "refuses only ports 7 and 19, so every other low-port service is still answered",
-            must_say: "your server answered a datagram from port",
-        }],
+        wrongs: &[
+            Wrong {
+                file: "wrong-only-echo-and-chargen.rs",
+                mistake: "refuses only ports 7 and 19, so every other low-port service is still answered",
+                must_say: "your server answered a datagram from port",
+            },
+            Wrong {
+                file: "wrong-off-by-one.rs",
+                mistake: "port <= guard_below: the first allowed port is refused",
+                must_say: "off-by-one",
+            },
+        ],
     },
     Exercise {
         num: 7,
@@ -237,11 +309,18 @@ Replace `serve(stream);` with a new thread that owns the stream:
 waits for the client to leave, which is the iterative server again.
 `std::thread::Builder::new().name(..).spawn(..)` returns an io::Result
 instead of panicking when no thread can be made: log that and go on.",
-        wrongs: &[Wrong {
-            file: "wrong-spawn-then-join.rs",
-            mistake: "spawns a thread per client but joins it at once: still one client at a time",
-            must_say: "one client at a time",
-        }],
+        wrongs: &[
+            Wrong {
+                file: "wrong-spawn-then-join.rs",
+                mistake: "spawns a thread per client but joins it at once: still one client at a time",
+                must_say: "one client at a time",
+            },
+            Wrong {
+                file: "wrong-accept-error-ends-server.rs",
+                mistake: "`stream?` on accept's error: one EMFILE ends the server",
+                must_say: "an accept error is not the end of the server",
+            },
+        ],
     },
     Exercise {
         num: 8,
@@ -269,6 +348,21 @@ TrySendError::Full hands the job back, and main answers \"busy\".",
                 file: "wrong-lock-held-across-job.rs",
                 mistake: "the book's Arc<Mutex<Receiver>> with the guard held across the job: one worker at a time",
                 must_say: "lock held while a job runs",
+            },
+            Wrong {
+                file: "wrong-one-worker-short.rs",
+                mistake: "starts workers - 1 threads: one job at a time with 2 workers, and no lock to blame",
+                must_say: "fewer worker threads than asked",
+            },
+            Wrong {
+                file: "wrong-queue-one-short.rs",
+                mistake: "bounded(queue - 1): a client is refused while the queue still has room",
+                must_say: "not one less",
+            },
+            Wrong {
+                file: "wrong-queue-one-long.rs",
+                mistake: "bounded(queue + 1): one job more waits than --queue allows",
+                must_say: "one job more than --queue",
             },
         ],
     },
@@ -299,6 +393,16 @@ Never `.dangerous()`: the default verifier checks the chain AND the name.",
                 file: "wrong-accepts-any-certificate.rs",
                 mistake: "a custom verifier that accepts every certificate: encrypted, but anyone can be the server",
                 must_say: "never told to trust",
+            },
+            Wrong {
+                file: "wrong-first-cert-only.rs",
+                mistake: "the server loads only the first certificate of its chain: the intermediate is never sent",
+                must_say: "only part of its chain",
+            },
+            Wrong {
+                file: "wrong-first-ca-only.rs",
+                mistake: "the client trusts only the first CA of a bundle",
+                must_say: "not only the first",
             },
         ],
     },
@@ -332,6 +436,11 @@ client's task ends. `let _ = ` would drop it on the spot.",
                 mistake: "`Ok(_)` drops the semaphore permit at once, so the limit never bites",
                 must_say: "no connection limit",
             },
+            Wrong {
+                file: "wrong-waits-for-permit.rs",
+                mistake: "acquire().await: the accept loop waits for a permit instead of answering busy",
+                must_say: "waits for a permit",
+            },
         ],
     },
     Exercise {
@@ -360,6 +469,16 @@ interest: READABLE, plus WRITABLE while out is not empty. main re-registers.",
                 file: "wrong-never-registers-writable.rs",
                 mistake: "never registers WRITABLE, so the rest of a short write is never sent",
                 must_say: "register WRITABLE",
+            },
+            Wrong {
+                file: "wrong-always-writable.rs",
+                mistake: "READABLE | WRITABLE always: an idle connection stays registered for WRITABLE",
+                must_say: "register WRITABLE only while conn.out holds bytes",
+            },
+            Wrong {
+                file: "wrong-reads-once.rs",
+                mistake: "one read per readable event: with edge-triggered epoll the rest is never announced",
+                must_say: "read until WouldBlock",
             },
         ],
     },
@@ -392,6 +511,16 @@ In finish, with `let deadline = Instant::now() + grace;`:
                 mistake: "waits for the client's FIN without a deadline, so a client that never closes keeps it alive",
                 must_say: "past --grace",
             },
+            Wrong {
+                file: "wrong-timeout-per-read.rs",
+                mistake: "a read timeout of the whole grace per read: a client sending a byte every 100 ms holds it forever",
+                must_say: "not a timeout per read",
+            },
+            Wrong {
+                file: "wrong-no-drain.rs",
+                mistake: "closes right after its FIN: a client still sending gets a RST",
+                must_say: "closing a socket with unread input sends a RST",
+            },
         ],
     },
     Exercise {
@@ -420,6 +549,11 @@ thread, and `std::sync::mpsc::Receiver::recv` would block that thread.",
                 file: "wrong-blocking-recv.rs",
                 mistake: "rayon computes, but the task waits with a blocking std recv(), holding the loop",
                 must_say: "blocking recv()",
+            },
+            Wrong {
+                file: "wrong-one-look.rs",
+                mistake: "try_recv() right after rayon::spawn: answers at once with no result",
+                must_say: "before the work could have finished",
             },
         ],
     },

@@ -551,6 +551,12 @@ impl Server {
         tail_of(&self.stderr)
     }
 
+    /// Its process id, for what only /proc or prlimit can show or change
+    /// (its threads, its descriptors, its epoll registrations).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Has it exited? (`Some` with its status, at once.)
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -13,6 +13,11 @@
 //!   anything from 1 to the buffer's size, NOT one "message" (TCP is a stream).
 //! - `Ok(0)` means end of stream: the client closed its side (FIN). Return.
 //! - Write back exactly those `n` bytes, all of them (`write_all`).
+//!
+//! And the server as a whole: an error ends one client, never the server.
+//! That includes a failed `accept` (out of file descriptors, EMFILE): log
+//! it and accept again; the grader checks it by lowering your process's
+//! descriptor limit while it runs.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -50,7 +55,12 @@ fn main() -> io::Result<()> {
                     eprintln!("client error: {e}");
                 }
             }
-            Err(e) => eprintln!("accept failed: {e}"),
+            Err(e) => {
+                // EMFILE (out of descriptors) and ECONNABORTED pass: say so,
+                // wait a little so a full table does not spin this loop, go on.
+                eprintln!("accept failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
     }
     Ok(())

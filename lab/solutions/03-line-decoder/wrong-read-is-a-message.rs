@@ -26,6 +26,9 @@ pub enum LineError {
 /// - A line longer than `max` bytes (not counting the `\n`), or more than
 ///   `max` bytes in `buf` with no `\n` among them: `Err(LineError::TooLong)`.
 /// - Any bytes may appear in a line (not only UTF-8): `\r` and `\0` included.
+///   Only `\n` ends a line. A line sent as `hello\r\n` comes out as `hello\r`
+///   (the decoder does not strip the `\r`: that is the application's choice),
+///   and a `\r` anywhere else is an ordinary byte of the line.
 pub fn decode_line(buf: &mut Vec<u8>, max: usize) -> Result<Option<Vec<u8>>, LineError> {
     // MISTAKE: treats whatever arrived as a message, the way one reads
     // Python's `recv(1024)` the first time: a partial line comes out as a line.

@@ -10,6 +10,11 @@
 //! `seq N: lost`, then `A/N answered`. The server echoes each datagram.
 //! The grader's server drops some datagrams and sends every reply twice.
 //!
+//! What counts as the answer to request N: a datagram from the server's
+//! address AND port (a connected socket lets the kernel drop the others;
+//! with `recv_from`, compare the source yourself) whose number is N. A
+//! timeout is not an error: it means "send again", up to TRIES times.
+//!
 //! Fill in `ask`. Try it against the real server, which drops on request:
 //!   cargo run -p udp-echo -- server --addr 127.0.0.1:7002 --drop 30 --seed 1
 //!   cargo run --manifest-path lab/exercises/Cargo.toml -p ex05-udp-client -- --addr 127.0.0.1:7002 --count 10

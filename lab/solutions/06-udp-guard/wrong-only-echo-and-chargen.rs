@@ -10,7 +10,9 @@
 //! `ex06-udp-guard --addr HOST:PORT [--guard-below PORT]` echoes every
 //! datagram except those from a source port below `--guard-below` (default
 //! 1024; the grader raises it, as it cannot send from a port below 1024
-//! without root). Fill in `refuse`.
+//! without root): port `guard - 1` is refused, port `guard` itself and
+//! every port above it are answered (port 0, which no real sender has, is
+//! refused too). Fill in `refuse`.
 //!
 //! Run it:  cargo run --manifest-path lab/exercises/Cargo.toml -p ex06-udp-guard
 //! Talk:    nc -u 127.0.0.1 7106     (type a line: it comes back)

@@ -7,12 +7,16 @@
 //!
 //! - `server_config`: load the server's certificate chain and private key
 //!   (PEM) into a `rustls::ServerConfig` (no client certificates asked).
+//!   The chain may hold several certificates, the server's own first, then
+//!   the intermediate CAs that link it to a root: the server sends them all.
 //! - `client_config`: a `rustls::ClientConfig` that trusts exactly the CA
-//!   certificate(s) in `ca_pem`, and nothing else.
+//!   certificate(s) in `ca_pem`, and nothing else. `ca_pem` may be a bundle
+//!   of several CAs: each one is trusted.
 //!
 //! The grader makes a CA and a certificate for `localhost` with rcgen, runs
 //! your server config and your client config against each other over
-//! 127.0.0.1, then checks that your client refuses an impostor (a
+//! 127.0.0.1, then again with a chain through an intermediate CA and a
+//! bundle of two CAs, then checks that your client refuses an impostor (a
 //! certificate from another CA) and a certificate for another name.
 //! Useful: `rustls_pki_types::pem::PemObject` (`CertificateDer::pem_slice_iter`,
 //! `PrivateKeyDer::from_pem_slice`), `rustls::RootCertStore`.

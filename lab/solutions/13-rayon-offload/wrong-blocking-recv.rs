@@ -9,8 +9,8 @@
 //! `rayon::spawn` + a `tokio::sync::oneshot` channel.
 //!
 //! Protocol: a line `work MS` is answered at once with `started`, then with
-//! `done X` when `MS` milliseconds of CPU work are done; any other line is
-//! echoed. Fill in `offload`.
+//! `done X` when `MS` milliseconds of CPU work are done, X being the value
+//! `cpu_work(MS)` returned; any other line is echoed. Fill in `offload`.
 //!
 //! Run:   cargo run --manifest-path lab/exercises/Cargo.toml -p ex13-rayon-offload
 //! Then:  nc 127.0.0.1 7113 and type `work 5000`; in a second nc, type `hi`:

@@ -4,6 +4,7 @@
 
 pub mod asyncs;
 pub mod driver;
+pub mod proc;
 pub mod shutdown;
 pub mod tcp;
 pub mod threads;

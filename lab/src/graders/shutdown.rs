@@ -18,6 +18,7 @@ const LINES: usize = 2000;
 pub fn ex12_graceful_shutdown(run: &mut Run) -> Check {
     let grace = GRACE_MS.to_string();
     let mut server = Server::start(run, &["--grace-ms", &grace])?;
+    super::proc::survives_emfile(run, &mut server)?;
 
     run.step("client A is echoed (the server is now serving A)");
     let mut a = connect(server.addr)?;
@@ -149,5 +150,135 @@ pub fn ex12_graceful_shutdown(run: &mut Run) -> Check {
             "shutdown(Write) before closing, so the client learns the server is done",
         ));
     }
-    Ok(())
+    drop((b, server));
+    trickling_client(run, &grace)
+}
+
+/// A client that goes on sending after SIGTERM, a byte every 100 ms: the
+/// server must keep reading (no RST while the client talks, within the
+/// grace period) and still be gone one --grace after the signal, however
+/// often a byte arrives.
+fn trickling_client(run: &mut Run, grace: &str) -> Check {
+    let mut server = Server::start(run, &["--grace-ms", grace])?;
+    run.step(
+        "client C is echoed, then keeps sending a byte every 100 ms, before and after SIGTERM",
+    );
+    let mut c = connect(server.addr)?;
+    expect_echo(&mut c, b"C\n", "echo lines as they come")?;
+    let _ = c.set_nonblocking(true);
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+    let (mut fin_at, mut reset_at, mut exit_at) = (None, None, None);
+    let mut reset_what = String::new();
+    let mut next_byte = Instant::now();
+    let end = Duration::from_millis(GRACE_MS + 1000);
+    // Past the server's exit too, for a few of C's bytes: a server that
+    // left early shows it by the reset they meet.
+    while t.elapsed() < end
+        && exit_at
+            .is_none_or(|(at, _): (Duration, _)| t.elapsed() < at + Duration::from_millis(400))
+    {
+        if reset_at.is_none() && Instant::now() >= next_byte {
+            next_byte += Duration::from_millis(100);
+            if let Err(e) = std::io::Write::write(&mut c, b"z")
+                && e.kind() != std::io::ErrorKind::WouldBlock
+            {
+                reset_at = Some(t.elapsed());
+                reset_what = e.to_string();
+            }
+        }
+        let mut buf = [0u8; 256];
+        match std::io::Read::read(&mut c, &mut buf) {
+            Ok(0) if fin_at.is_none() => fin_at = Some(t.elapsed()),
+            Err(e)
+                if reset_at.is_none()
+                    && !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) =>
+            {
+                reset_at = Some(t.elapsed());
+                reset_what = e.to_string();
+            }
+            _ => {}
+        }
+        if exit_at.is_none()
+            && let Some(s) = server.exited()
+        {
+            exit_at = Some((t.elapsed(), s));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    run.step(format!(
+        "C, still sending, gets the server's FIN and no reset for the --grace-ms {GRACE_MS} after SIGTERM (give or take 0.5 s)"
+    ));
+    let early = Duration::from_millis(GRACE_MS.saturating_sub(500));
+    if let Some(r) = reset_at.filter(|r| *r < early) {
+        return Err(fail(
+            format!(
+                "the connection open, reading what C sends, until about {:.1} s after SIGTERM",
+                GRACE_MS as f64 / 1000.0
+            ),
+            format!(
+                "{}a reset {:.1} s after SIGTERM ({reset_what})",
+                match fin_at {
+                    Some(f) => format!("the server's FIN at {:.1} s, then ", f.as_secs_f64()),
+                    None => String::new(),
+                },
+                r.as_secs_f64()
+            ),
+            "after shutdown(Write), go on reading and throwing away what the client sends, until its \
+             FIN or the deadline: closing a socket with unread input sends a RST, and the client may \
+             lose the echoes still in flight",
+        ));
+    }
+    if let Some((at, _)) = exit_at.filter(|(at, _)| *at < early) {
+        return Err(fail(
+            format!(
+                "the connection open, reading what C sends, until about {:.1} s after SIGTERM",
+                GRACE_MS as f64 / 1000.0
+            ),
+            format!(
+                "your server gone {:.1} s after SIGTERM, while C was still sending and had not closed",
+                at.as_secs_f64()
+            ),
+            "after shutdown(Write), go on reading and throwing away what the client sends, until its \
+             FIN or the deadline: closing a socket with unread input sends a RST, and the client may \
+             lose the echoes still in flight",
+        ));
+    }
+    if fin_at.is_none() {
+        return Err(fail(
+            "the server's FIN (our read returns 0) soon after SIGTERM",
+            match reset_at {
+                Some(r) => format!("a reset at {:.1} s ({reset_what}), no FIN", r.as_secs_f64()),
+                None => format!("no FIN within {:.1} s", t.elapsed().as_secs_f64()),
+            },
+            "shutdown(Shutdown::Write) right after the last echo: the client learns at once that \
+             nothing more will come",
+        ));
+    }
+
+    run.step(format!(
+        "the server is gone within --grace-ms {GRACE_MS} (+1 s) of SIGTERM, however often C's bytes arrive"
+    ));
+    match exit_at {
+        Some((_, s)) if s.success() => Ok(()),
+        Some((_, s)) => Err(fail(
+            "exit status 0",
+            format!("{}{}", describe_status(Some(s)), server.stderr_tail()),
+            "a shutdown on request is a success",
+        )),
+        None => Err(fail(
+            format!("the server gone {:.1} s after SIGTERM", end.as_secs_f64()),
+            format!(
+                "still running after {:.1} s, while C sent a byte every 100 ms",
+                t.elapsed().as_secs_f64()
+            ),
+            "the grace period is one deadline from the signal, not a timeout per read: a read timeout \
+             of `grace` restarts with every byte, so a client that trickles holds the server forever. \
+             Compute the deadline once (Instant::now() + grace) and give each read the time LEFT",
+        )),
+    }
 }

@@ -2,25 +2,52 @@
 //! 2 (a client with timeouts and a one-line error).
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 
+use crate::harness::describe_status;
 use crate::harness::{
-    Check, Run, Server, connect, echo_big_on, expect_echo, expect_eof, fail, pattern,
-    run_with_deadline,
+    Check, Run, Server, connect, echo_big_on, expect_echo, expect_eof, fail, pattern, read_upto,
+    run_with_deadline, show,
 };
 
 const WHY_NO_ECHO: &str =
     "handle must read, then write back exactly the n bytes read returned, in a loop";
 
+/// The first echo, and when nothing comes back, why: a server that answers
+/// only once we close our side is waiting for end of stream.
+fn first_echo(c: &mut TcpStream, msg: &[u8]) -> Check {
+    let Err(f) = expect_echo(c, msg, WHY_NO_ECHO) else {
+        return Ok(());
+    };
+    if !f.got.starts_with("nothing within") {
+        return Err(f);
+    }
+    let _ = c.shutdown(Shutdown::Write);
+    let (late, _) = read_upto(c, msg.len(), Duration::from_secs(3));
+    if late == msg {
+        return Err(fail(
+            f.expected,
+            format!(
+                "nothing while the connection was open; {} only after we closed our sending side (FIN)",
+                show(&late)
+            ),
+            "your server waits for the end of the stream before it answers: read_to_end and \
+             read_to_string return only at EOF, and a client waiting for its echo never sends one. \
+             Call read, which returns what has arrived so far, and write that back",
+        ));
+    }
+    Err(f)
+}
+
 pub fn ex01_tcp_echo(run: &mut Run) -> Check {
-    let server = Server::start(run, &[])?;
+    let mut server = Server::start(run, &[])?;
     let addr = server.addr;
 
     run.step("connect, send \"hello\\n\", read the echo");
     let mut c = connect(addr)?;
-    expect_echo(&mut c, b"hello\n", WHY_NO_ECHO)?;
+    first_echo(&mut c, b"hello\n")?;
 
     run.step("send a second line on the same connection");
     expect_echo(
@@ -53,6 +80,8 @@ pub fn ex01_tcp_echo(run: &mut Run) -> Check {
         "the accept loop must go on after a client leaves",
     )?;
     drop(c2);
+
+    super::proc::survives_emfile(run, &mut server)?;
 
     crate::loadgen::check(
         run,
@@ -104,6 +133,29 @@ fn lab_silent_server() -> std::io::Result<(std::net::SocketAddr, TcpListener)> {
     Ok((addr, l))
 }
 
+/// A server whose accept queue is full: a listen backlog of 0 holds one
+/// connection the program never accepts; we make it, and the next SYN is
+/// dropped by the kernel, so a client's connect gets no answer at all and
+/// waits for its SYN retries (about two minutes) unless it set a timeout.
+fn lab_full_queue_server() -> std::io::Result<(std::net::SocketAddr, TcpListener, Vec<TcpStream>)> {
+    use std::os::fd::AsRawFd;
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    // SAFETY: listen() on a socket we own; a second listen changes the backlog.
+    if unsafe { libc::listen(l.as_raw_fd(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let addr = l.local_addr()?;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(s) => held.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Ok((addr, l, held)),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("the accept queue never filled"))
+}
+
 /// A port nothing listens on: bind one, note it, close it.
 fn closed_port() -> std::io::Result<std::net::SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0")?;
@@ -145,8 +197,13 @@ pub fn ex02_tcp_client(run: &mut Run) -> Check {
     if ran.status.is_none() {
         return Err(fail(
             "the client to print the echo and exit",
-            "it was still running after 8 s, so it was killed",
-            "send the message and a newline, read one line back, print it",
+            format!(
+                "it was still running after 8 s, so it was killed; it had printed {} on stdout",
+                show(ran.stdout.as_bytes())
+            ),
+            "the echo server keeps the connection open after its reply, as servers do: read one line \
+             (read_line stops at the \\n); read_to_string and read_to_end wait for the server's FIN, \
+             which never comes",
         ));
     }
     if ran.stdout != "hello\n" || !ran.status.is_some_and(|s| s.success()) {
@@ -162,7 +219,22 @@ pub fn ex02_tcp_client(run: &mut Run) -> Check {
                     format!(", stderr: {}", ran.stderr.trim())
                 }
             ),
-            "print exactly the line the server sent back",
+            if ran.stdout.is_empty()
+                && [
+                    "timed out",
+                    "WouldBlock",
+                    "os error 11",
+                    "temporarily unavailable",
+                ]
+                .iter()
+                .any(|w| ran.stderr.contains(w))
+            {
+                "your client timed out though the server had answered: the echo server keeps the \
+                 connection open after its reply, as servers do. Read one line (read_line stops at the \
+                 \\n); read_to_string and read_to_end wait for the server's FIN, which never comes"
+            } else {
+                "print exactly the line the server sent back"
+            },
         ));
     }
 
@@ -207,7 +279,9 @@ pub fn ex02_tcp_client(run: &mut Run) -> Check {
         ));
     };
     match one_error_line(&ran.stderr) {
-        Ok(l) if !status.success() && l.to_lowercase().contains("timed out") => Ok(()),
+        Ok(l) if !status.success() && l.to_lowercase().contains("timed out") => {
+            full_queue_step(run, &bin, deadline)
+        }
         Ok(l) => Err(fail(
             "exit status 1 and one line on stderr saying the read timed out",
             format!("{l:?}, {}", crate::harness::describe_status(Some(status))),
@@ -221,6 +295,38 @@ pub fn ex02_tcp_client(run: &mut Run) -> Check {
         Err(e) => Err(fail(
             "exit status 1 and one line on stderr saying the read timed out",
             e,
+            "no unwrap on what the network can make fail",
+        )),
+    }
+}
+
+/// The connect itself gets no answer: the server's accept queue is full.
+fn full_queue_step(run: &mut Run, bin: &std::path::Path, deadline: Duration) -> Check {
+    run.step(
+        "run your client against a server whose accept queue is full (its SYN gets no answer)",
+    );
+    let io = |e: std::io::Error| fail("the grader to set up", e.to_string(), "");
+    let (addr, _l, _held) = lab_full_queue_server().map_err(io)?;
+    let args = vec!["--addr".to_string(), addr.to_string(), "hello".to_string()];
+    let ran = run_with_deadline(bin, &args, deadline).map_err(io)?;
+    let Some(status) = ran.status else {
+        return Err(fail(
+            "the client to give up at its connect timeout, with one line saying it timed out",
+            "your client was still waiting after 8 s, so it was killed",
+            "TcpStream::connect waits for the kernel's SYN retries, about two minutes, when nobody \
+             answers: use TcpStream::connect_timeout(&addr, d)",
+        ));
+    };
+    match one_error_line(&ran.stderr) {
+        Ok(l) if !status.success() && l.to_lowercase().contains("timed out") => Ok(()),
+        Ok(l) => Err(fail(
+            "exit status 1 and one line on stderr saying the connection timed out",
+            format!("{}, {}", show(l.as_bytes()), describe_status(Some(status))),
+            "connect_timeout fails with ErrorKind::TimedOut: say \"timed out\"",
+        )),
+        Err(e) => Err(fail(
+            "exit status 1 and one line on stderr saying the connection timed out",
+            format!("{e}, {}", describe_status(Some(status))),
             "no unwrap on what the network can make fail",
         )),
     }

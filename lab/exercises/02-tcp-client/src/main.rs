@@ -6,7 +6,10 @@
 //! - nothing listening: ONE line on stderr that says so, exit status 1 (not a
 //!   panic and a backtrace hint: that is a bug report, not an error message);
 //! - a server that accepts and never answers: give up after a few seconds
-//!   with one line that says the read timed out, exit status 1.
+//!   with one line that says the read timed out, exit status 1;
+//! - a server whose connect never completes (its accept queue is full, so
+//!   the kernel drops our SYN): give up after a few seconds too, with one
+//!   line that says the connection timed out, exit status 1.
 //!
 //! Run it against a real server (two terminals):
 //!   cargo run -p tcp-echo -- server --addr 127.0.0.1:7001

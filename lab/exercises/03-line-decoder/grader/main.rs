@@ -14,8 +14,32 @@ static ALLOC: support::Guarded = support::Guarded;
 fn drain(buf: &mut Vec<u8>, max: usize, what: &str) -> Result<Vec<Vec<u8>>, LineError> {
     let mut out = Vec::new();
     for _ in 0..100_000 {
-        match call("decode_line", || decode_line(buf, max))? {
+        let before = buf.clone();
+        let got = call("decode_line", || decode_line(buf, max));
+        if got.is_err()
+            && before
+                .iter()
+                .position(|&b| b == b'\n')
+                .is_some_and(|p| p <= max)
+        {
+            fail(
+                &format!("{what}: the line at the front of {}", show(&before)),
+                &res(&got),
+                "a complete line at the front is a line, whatever follows it: look for the \\n first, \
+                 and compare buf.len() with max only when there is none",
+            );
+        }
+        match got? {
             Some(line) => out.push(line),
+            None if *buf != before => fail(
+                &format!(
+                    "{what}: Ok(None) with the buffer left as it was, {}",
+                    show(&before)
+                ),
+                &format!("Ok(None), and the buffer became {}", show(buf)),
+                "when there is no whole line yet, return Ok(None) without touching buf: the bytes \
+                 are the start of a line whose end is on its way",
+            ),
             None => return Ok(out),
         }
     }
@@ -73,6 +97,65 @@ fn main() {
             &res(&other),
             "a read is not a message: \"hel\" is a partial line, the rest may come in the next read",
         ),
+    }
+
+    step(
+        "\"hello\\r\\n\" gives \"hello\\r\": only \\n ends a line, a \\r before it is part of the line",
+    );
+    let mut buf = b"hello\r\n".to_vec();
+    let got = call("decode_line", || decode_line(&mut buf, 64));
+    if got != Ok(Some(b"hello\r".to_vec())) || !buf.is_empty() {
+        fail(
+            "Ok(Some(\"hello\\r\")) and the buffer empty",
+            &format!("{}, with {} left in the buffer", res(&got), show(&buf)),
+            match &got {
+                Ok(Some(l)) if l == b"hello" && buf == b"\n" => {
+                    "a \\r is an ordinary byte of the line, only \\n ends it: your decoder ended the \
+                     line at the \\r and left the \\n behind, which the next call takes for an empty line"
+                }
+                Ok(Some(l)) if l == b"hello" => {
+                    "you removed the \\r: the decoder returns every byte before the \\n, a \\r \
+                     included (stripping it is the application's choice, as str::lines does, not the \
+                     decoder's)"
+                }
+                _ => "a line is every byte before the first \\n, whatever they are",
+            },
+        );
+    }
+
+    step(
+        "a stray \\r inside a line is data: \"a\\rb\\n\" gives \"a\\rb\", and \"a\\r\" alone is no line yet",
+    );
+    let mut buf = b"a\rb\n".to_vec();
+    let got = call("decode_line", || decode_line(&mut buf, 64));
+    if got != Ok(Some(b"a\rb".to_vec())) {
+        fail(
+            "Ok(Some(\"a\\rb\"))",
+            &res(&got),
+            "only \\n ends a line: a \\r is an ordinary byte of it (old Mac line ends are not \
+             this protocol's)",
+        );
+    }
+    let mut buf = b"a\r".to_vec();
+    let got = call("decode_line", || decode_line(&mut buf, 64));
+    if got != Ok(None) || buf != b"a\r" {
+        fail(
+            "Ok(None), and \"a\\r\" kept in the buffer",
+            &format!("{}, with {} left in the buffer", res(&got), show(&buf)),
+            "only \\n ends a line: \"a\\r\" is the start of one, wait for its \\n",
+        );
+    }
+
+    step("bytes that are not UTF-8 pass through: \"caf\\xe9 \\xff\\n\" gives \"caf\\xe9 \\xff\"");
+    let mut buf = b"caf\xe9 \xff\n".to_vec();
+    let got = call("decode_line", || decode_line(&mut buf, 64));
+    if got != Ok(Some(b"caf\xe9 \xff".to_vec())) {
+        fail(
+            "Ok(Some(\"caf\\xe9 \\xff\"))",
+            &res(&got),
+            "a line is bytes, not text: do not turn it into a String (from_utf8_lossy replaces \
+             every invalid byte with the three bytes \\xef\\xbf\\xbd); return the bytes as they came",
+        );
     }
 
     let input = b"hello\nworld\n\nla\rst\0\n".to_vec();
@@ -135,7 +218,40 @@ fn main() {
         );
     }
 
-    step("with max 16: a 16-byte line is fine, a 17-byte one is refused");
+    step(
+        "with max 16: \"hi\\n\" then 20 bytes with no \\n: \"hi\" comes out first, then Err(TooLong)",
+    );
+    let mut buf = b"hi\n".to_vec();
+    buf.extend_from_slice(&[b'x'; 20]);
+    let got = call("decode_line", || decode_line(&mut buf, 16));
+    if got != Ok(Some(b"hi".to_vec())) {
+        fail(
+            "Ok(Some(\"hi\"))",
+            &format!("{} with {} in the buffer", res(&got), show(&buf)),
+            "a complete line at the front is a line, whatever follows it: look for the \\n first, and \
+             compare buf.len() with max only when there is none",
+        );
+    }
+    let got = call("decode_line", || decode_line(&mut buf, 16));
+    if got != Err(LineError::TooLong { max: 16 }) {
+        fail(
+            "Err(TooLong { max: 16 }): 20 bytes without a \\n",
+            &res(&got),
+            "with no \\n in the buffer and more than max bytes, the line is over the limit whatever \
+             comes next: Err(TooLong), or the buffer grows without bound",
+        );
+    }
+
+    step("with max 16: a 15-byte and a 16-byte line are fine, a 17-byte one is refused");
+    let mut buf = b"0123456789abcde\n".to_vec();
+    let got = call("decode_line", || decode_line(&mut buf, 16));
+    if got != Ok(Some(b"0123456789abcde".to_vec())) {
+        fail(
+            "Ok(Some(the 15 bytes))",
+            &res(&got),
+            "a line shorter than max is fine",
+        );
+    }
     let mut buf = b"0123456789abcdef\n".to_vec();
     let got = call("decode_line", || decode_line(&mut buf, 16));
     if got != Ok(Some(b"0123456789abcdef".to_vec())) {

@@ -19,14 +19,39 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 fn drain(buf: &mut Vec<u8>, max: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for _ in 0..100_000 {
+        let before = buf.clone();
         match call("decode_frame", || decode_frame(buf, max)) {
             Ok(Some(f)) => out.push(f),
-            Ok(None) => return out,
-            Err(e) => fail(
-                "no error: these frames are small",
-                &format!("{e:?} with {} in the buffer", show(buf)),
-                "read the length as big-endian: u32::from_be_bytes",
+            Ok(None) if *buf != before => fail(
+                &format!("Ok(None) with the buffer left as it was, {}", show(&before)),
+                &format!("Ok(None), and the buffer became {}", show(buf)),
+                "you removed bytes (the 4-byte header?) before the whole frame was there: the next \
+                 call then reads payload bytes as a length. Leave buf alone until you return the \
+                 frame, then drain header and payload together",
             ),
+            Ok(None) => return out,
+            Err(e) => {
+                // Which four bytes did it read, and how? Little-endian is one
+                // mistake; a header already gone is another.
+                let le = before
+                    .get(..4)
+                    .map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize);
+                let why = match &e {
+                    LengthError::TooLong { len, .. } if Some(*len) == le => {
+                        "the length came out byte-swapped: the header is big-endian (network order), \
+                         u32::from_be_bytes, not from_le_bytes"
+                    }
+                    _ => {
+                        "no frame here announces more than 300 bytes: the length must be the first 4 \
+                          bytes of the buffer, big-endian, and nothing else"
+                    }
+                };
+                fail(
+                    "no error: these frames are small",
+                    &format!("{e:?} with {} in the buffer", show(&before)),
+                    why,
+                )
+            }
         }
     }
     fail(
@@ -60,7 +85,17 @@ fn main() {
         fail(
             "Ok(Some(\"hello\"))",
             &res(&got),
-            "the first 4 bytes are the length, big-endian (u32::from_be_bytes); the payload follows",
+            if got
+                == Err(LengthError::TooLong {
+                    len: 5 << 24,
+                    max: 1024,
+                })
+            {
+                "the length came out byte-swapped (5 read as 83886080): the header is big-endian \
+                 (network order), u32::from_be_bytes, not from_le_bytes"
+            } else {
+                "the first 4 bytes are the length, big-endian (u32::from_be_bytes); the payload follows"
+            },
         );
     }
     if !buf.is_empty() {
@@ -115,7 +150,28 @@ fn main() {
         );
     }
 
-    step("with max 16: a 16-byte frame is fine, a header announcing 17 is refused at once");
+    step(
+        "with max 16: 15- and 16-byte frames are fine, a header announcing 16 waits for its payload, one announcing 17 is refused at once",
+    );
+    let mut buf = frame(&[7u8; 15]);
+    let got = call("decode_frame", || decode_frame(&mut buf, 16));
+    if got != Ok(Some(vec![7u8; 15])) {
+        fail(
+            "Ok(Some(15 bytes))",
+            &res(&got),
+            "a frame under max is fine",
+        );
+    }
+    let mut buf = 16u32.to_be_bytes().to_vec();
+    buf.extend_from_slice(b"abc");
+    let got = call("decode_frame", || decode_frame(&mut buf, 16));
+    if got != Ok(None) {
+        fail(
+            "Ok(None): 16 is allowed, and 13 payload bytes are still to come",
+            &res(&got),
+            "a length equal to max is allowed: refuse only len > max",
+        );
+    }
     let mut buf = frame(&[7u8; 16]);
     let got = call("decode_frame", || decode_frame(&mut buf, 16));
     if got != Ok(Some(vec![7u8; 16])) {

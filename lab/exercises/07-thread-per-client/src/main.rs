@@ -6,7 +6,9 @@
 //! args=(conn,)).start()` per accepted connection. Do that with
 //! `std::thread::spawn`: the accept loop goes straight back to `accept()`.
 //!
-//! Fill in the accept loop in `main`. Try it: run it, open two `nc`
+//! Fill in the accept loop in `main`. A failed accept (out of file
+//! descriptors, EMFILE, with many clients) or a failed spawn costs that
+//! client only: log it and go back to accept. Try it: run it, open two `nc`
 //! sessions, type in both. Grade: cargo run -p lab -- check 7
 
 use std::io::{self, Read, Write};

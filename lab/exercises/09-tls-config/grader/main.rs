@@ -13,8 +13,11 @@ use std::time::Duration;
 
 use ex09_tls_config::{client_config, server_config};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+};
 use support::{call, fail, pass, step};
 
 #[global_allocator]
@@ -43,6 +46,62 @@ fn make_pki(ca_name: &str, names: &[&str]) -> Result<Pki, rcgen::Error> {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// A root CA, an intermediate CA it signs, and a certificate for localhost
+/// the intermediate signs: what real servers have. Returns (the chain the
+/// server sends: leaf then intermediate, the root's PEM, the leaf's key).
+fn make_chain() -> Result<(String, String, String), rcgen::Error> {
+    let root_key = KeyPair::generate()?;
+    let mut root = CertificateParams::new(Vec::<String>::new())?;
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    root.distinguished_name
+        .push(DnType::CommonName, "lab root CA");
+    let root_cert = root.self_signed(&root_key)?;
+    let root_issuer = Issuer::new(root, root_key);
+    let int_key = KeyPair::generate()?;
+    let mut int = CertificateParams::new(Vec::<String>::new())?;
+    int.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    int.distinguished_name
+        .push(DnType::CommonName, "lab intermediate CA");
+    let int_cert = int.signed_by(&int_key, &root_issuer)?;
+    let int_issuer = Issuer::new(int, int_key);
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let cert = leaf.signed_by(&key, &int_issuer)?;
+    Ok((
+        format!("{}{}", cert.pem(), int_cert.pem()),
+        root_cert.pem(),
+        key.serialize_pem(),
+    ))
+}
+
+/// The grader's own configurations, correct ones, to tell which side of a
+/// failed handshake is at fault.
+fn grader_server(chain_pem: &[u8], key_pem: &[u8]) -> Option<Arc<ServerConfig>> {
+    let certs = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).ok()?;
+    let c = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .ok()?;
+    Some(Arc::new(c))
+}
+
+fn grader_client(ca_pem: &[u8]) -> Option<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.ok()?).ok()?;
+    }
+    Some(Arc::new(
+        ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 /// One TLS echo of a line between `server` and `client` over 127.0.0.1,
@@ -121,6 +180,62 @@ fn main() {
                 "check that the server's certificate chain and key are loaded as given"
             },
         ),
+    }
+
+    step(
+        "a real chain: server_config(leaf + intermediate CA), client_config(a bundle of two CAs, the root that signed second); handshake and echo",
+    );
+    let (chain_pem, root_pem, chain_key) =
+        make_chain().unwrap_or_else(|e| fail("certificates", &e.to_string(), ""));
+    let bundle = format!("{}{}", other.ca_pem, root_pem);
+    let chain_server = match call("server_config", || {
+        server_config(chain_pem.as_bytes(), chain_key.as_bytes())
+    }) {
+        Ok(s) => s,
+        Err(e) => fail(
+            "Ok(a ServerConfig) for a chain of two certificates",
+            &format!("Err({e:?})"),
+            "cert_chain_pem may hold several certificates: the server's own first, then the intermediates; load them all",
+        ),
+    };
+    let bundle_client = match call("client_config", || client_config(bundle.as_bytes())) {
+        Ok(c) => c,
+        Err(e) => fail(
+            "Ok(a ClientConfig) for a bundle of two CA certificates",
+            &format!("Err({e:?})"),
+            "ca_pem may hold several CA certificates: add every one to the RootCertStore",
+        ),
+    };
+    if let Err(e) = exchange(
+        Arc::clone(&chain_server),
+        Arc::clone(&bundle_client),
+        "localhost",
+    ) {
+        // Which side is wrong? Pair each of yours with the grader's own.
+        let (Some(good_server), Some(good_client)) = (
+            grader_server(chain_pem.as_bytes(), chain_key.as_bytes()),
+            grader_client(root_pem.as_bytes()),
+        ) else {
+            fail("the grader's own configurations", "none", "")
+        };
+        let server_ok = exchange(Arc::clone(&chain_server), good_client, "localhost").is_ok();
+        let client_ok = exchange(good_server, Arc::clone(&bundle_client), "localhost").is_ok();
+        let why = if !server_ok {
+            "your server sends only part of its chain: a client that trusts the root needs the intermediate too. Collect EVERY certificate of cert_chain_pem (pem_slice_iter, all of them) into with_single_cert, leaf first"
+        } else if !client_ok {
+            "your client does not trust the root that signed, the SECOND CA of the bundle: add every certificate of ca_pem to the RootCertStore, not only the first"
+        } else {
+            "each of your configs works with the grader's, but not with each other"
+        };
+        fail(
+            "the handshake to succeed and the line to come back",
+            &format!(
+                "{e} (your server with a correct client: {}; your client with a correct server: {})",
+                if server_ok { "works" } else { "fails" },
+                if client_ok { "works" } else { "fails" }
+            ),
+            why,
+        );
     }
 
     step("an impostor: a certificate for \"localhost\" signed by ANOTHER CA must be refused");
