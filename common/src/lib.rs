@@ -7,6 +7,7 @@
 //! | [`cli`]      | the flags every server shares (`--addr`, `--framing`, limits, `--work`) and duration/size parsers |
 //! | [`config`]   | [`ServerConfig`]: the numbers of the contract every server keeps (limits, timeouts, grace) |
 //! | [`conn`]     | how a connection ends: one closing log line and counter for every server |
+//! | [`echo`]     | one connection's echo as a state machine without I/O (backpressure, idle and stall clocks, the shutdown drain), driven by every loop |
 //! | [`shutdown`] | Ctrl-C / SIGTERM as a signal to poll, wait on, `select!` on or `.await` |
 //! | [`net`]      | `listen()` with the right socket options, fd limit, the one accept-error policy |
 //! | [`stats`]    | the counters behind every server's summary line                  |
@@ -21,6 +22,7 @@ pub mod blocking;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod echo;
 pub mod framing;
 pub mod log;
 pub mod net;
