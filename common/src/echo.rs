@@ -171,6 +171,12 @@ impl Echo {
         self.sending.len() + self.queued.len()
     }
 
+    /// Bytes of the write in progress ([`Echo::to_send`]'s last answer,
+    /// less what [`Echo::sent`] took).
+    pub fn sending(&self) -> usize {
+        self.sending.len()
+    }
+
     /// Frames and payload bytes echoed so far (queued counts).
     pub fn tally(&self) -> (u64, u64) {
         (self.frames, self.bytes)
