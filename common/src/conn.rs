@@ -1,7 +1,7 @@
 //! How a connection ends, said the same way by every server: one closing
 //! log line per connection, and the matching counter in [`Stats`].
 //!
-//! Levels follow STYLE.md: a client that closes, goes quiet or vanishes is
+//! Log levels: a client that closes, goes quiet or vanishes is
 //! normal life on a network (`info`); a client that breaks the protocol or
 //! stops reading, and a connection cut at the shutdown deadline, are worth a
 //! `warn`.
