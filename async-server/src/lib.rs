@@ -121,7 +121,7 @@ pub enum Offload {
     Rayon,
 }
 
-/// Everything both servers need to know: the contract every server of the
+/// Everything every model needs to know: the contract every server of the
 /// workspace keeps ([`ServerConfig`]: limits, timeouts, grace), and this
 /// chapter's own flags. Built from the command line by `main`, or directly
 /// by tests.

@@ -1064,8 +1064,8 @@ fn multishot_recv_is_armed_once_per_connection() {
 /// a receive completed plus one buffer; a plain multishot recv is
 /// cancelled, the bytes that
 /// came in completions posted before the cancel landed are echoed too, and
-/// the pile stays within the bound `uring.rs` argues (plus one buffer per
-/// completion already posted). Either way it is armed again once the echoes
+/// the pile stays within the bound the README argues ("How the io_uring
+/// loop works"; plus one buffer per completion already posted). Either way it is armed again once the echoes
 /// drain, and every byte comes back.
 #[test]
 fn echoes_piling_past_max_pending_pause_the_recv_and_all_come_back() {

@@ -83,24 +83,8 @@ pub fn run(listener: Listener, config: Config, shutdown: Shutdown) -> io::Result
         error!("uring: {e}; stopping");
     }
     server.teardown();
-    let c = &server.counters;
-    debug!(
-        "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs, {}: {} ended at their budget, {} cancelled at --max-pending, at most {} echo bytes waiting), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
-        c.enters,
-        Stats::get(&stats.frames),
-        c.sqes,
-        c.recvs,
-        server.recv.mode.describe(),
-        c.recv_budget_ends,
-        c.recv_pauses,
-        c.most_pending,
-        c.sq_full,
-        c.backlogged,
-        c.short_sends,
-        c.enobufs,
-        c.stale
-    );
     server.counters.recv_mode = server.recv.mode;
+    server.counters.log(Stats::get(&stats.frames));
     let ring = server.counters.clone();
     result.map(|()| Report {
         stats,

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use log::debug;
+
 /// Sizes of the ring and of the provided buffers (`Config::uring`); tests
 /// shrink them to force the full-queue and empty-buffer-ring paths.
 #[derive(Debug, Clone)]
@@ -120,4 +122,27 @@ pub struct RingCounters {
     pub stale: u64,
     /// Accept errors that paused accepting (EMFILE and its kin).
     pub accept_backoffs: u64,
+}
+
+impl RingCounters {
+    /// The `RUST_LOG=debug` line at the end of a run.
+    pub(super) fn log(&self, echoes: u64) {
+        let c = self;
+        debug!(
+            "uring: {} io_uring_enter calls for {} echoes, {} SQEs ({} recvs, {}: {} ended at their budget, {} cancelled at --max-pending, at most {} echo bytes waiting), {} SQ-full flushes, {} SQEs backlogged, {} short sends resubmitted, {} recvs without a buffer (ENOBUFS), {} stale completions",
+            c.enters,
+            echoes,
+            c.sqes,
+            c.recvs,
+            c.recv_mode.describe(),
+            c.recv_budget_ends,
+            c.recv_pauses,
+            c.most_pending,
+            c.sq_full,
+            c.backlogged,
+            c.short_sends,
+            c.enobufs,
+            c.stale
+        );
+    }
 }
