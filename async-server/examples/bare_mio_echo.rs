@@ -1,7 +1,7 @@
 //! The smallest correct readiness loop: one thread, non-blocking sockets,
 //! mio (epoll on Linux), partial writes kept and finished on WRITABLE. It is
 //! what Python's `selectors` example does, and what asyncio does under the
-//! hood. `src/event_loop.rs` adds framing, --max-conns, --max-pending
+//! hood. `src/event_loop/` adds framing, --max-conns, --max-pending
 //! (back-pressure), idle and stall timeouts, accept back-off and shutdown.
 //!
 //! Run it (two terminals):
@@ -52,7 +52,7 @@ fn drive(c: &mut Conn) -> io::Result<bool> {
             Err(e) => return Err(e),
         }
         // (No back-pressure here: a client that never reads makes `out`
-        // grow. event_loop.rs stops reading past --max-pending.)
+        // grow. The event loop stops reading past --max-pending.)
     }
     while !c.out.is_empty() {
         match c.stream.write(&c.out) {

@@ -5,8 +5,12 @@
 //! | module            | what it shows                                                        |
 //! |-------------------|----------------------------------------------------------------------|
 //! | [`tokio_server`]  | the course's asyncio echo server made real: one task per connection, `.await` at every point that could block |
-//! | [`event_loop`]    | the machinery underneath: non-blocking sockets, `epoll` through mio, buffers and interest managed by hand; one loop, or `--loops N` of them spread by `SO_REUSEPORT` or an acceptor |
-//! | [`uring`]         | completion I/O: one thread, one io_uring; the kernel does the `recv`/`send` and reports results, not readiness |
+//! | [`event_loop`]    | the machinery underneath: non-blocking sockets, `epoll` through mio, interest managed by hand; one loop, or `--loops N` of them spread by `SO_REUSEPORT` or an acceptor. A folder: `mod.rs` holds the loop |
+//! | [`uring`]         | completion I/O: one thread, one io_uring; the kernel does the `recv`/`send` and reports results, not readiness. A folder: `mod.rs` holds the loop |
+//!
+//! The event loop and uring drive the same per-connection echo,
+//! `common::echo::Echo` (the blocking chapters drive it too); they differ
+//! only in how they wait.
 //! | [`listen`]        | where a server listens: a TCP port (shared with `SO_REUSEPORT`), or a Unix socket file (`--addr unix:PATH`) |
 //! | [`client`]        | a small blocking client (`async-server client`)                      |
 //! | [`demo`]          | every model in one process with concurrent clients (`async-server`) |
@@ -26,7 +30,8 @@
 //! timeouts, accept back-off, shutdown within `--grace`): its numbers are
 //! [`Config::common`], its closing lines and counters `common::conn`. A
 //! model is one file, one [`Model`] variant and one arm of [`run`]; flags
-//! of its own go in [`Config`] beside `common`.
+//! of its own go in [`Config`] beside `common`. Every model's `run` takes
+//! `(Listener, Config, Shutdown)` and returns one [`Report`].
 
 use std::io;
 use std::sync::Arc;
@@ -116,7 +121,7 @@ pub enum Offload {
     Rayon,
 }
 
-/// Everything both servers need to know: the contract every server of the
+/// Everything every model needs to know: the contract every server of the
 /// workspace keeps ([`ServerConfig`]: limits, timeouts, grace), and this
 /// chapter's own flags. Built from the command line by `main`, or directly
 /// by tests.
@@ -160,12 +165,36 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// What every model's `run` returns: the counters behind the summary line,
+/// and what only some models count.
+#[derive(Debug)]
+pub struct Report {
+    pub stats: Arc<Stats>,
+    /// event-loop: how many connections each loop served (`per_loop[i]` for
+    /// loop `i`); empty for the other models.
+    pub per_loop: Vec<u64>,
+    /// uring: how the ring was used; `None` for the other models.
+    pub ring: Option<uring::RingCounters>,
+}
+
+impl From<Arc<Stats>> for Report {
+    fn from(stats: Arc<Stats>) -> Report {
+        Report {
+            stats,
+            per_loop: Vec::new(),
+            ring: None,
+        }
+    }
+}
+
 /// Serve `listener` with `model` until `shutdown` and its `--grace` period
 /// are over; blocks the calling thread. Logs the one summary line and
 /// returns the counters behind it. `listener` is a bound
 /// `std::net::TcpListener` or a [`Listener`] (a Unix socket file: tokio
 /// and event-loop models only). For `--loops N --balance reuseport` the
-/// TCP listener must have been bound with [`listen_reuseport`].
+/// TCP listener must have been bound with [`listen_reuseport`]. Every
+/// model's own `run` has this signature (less `model`) and returns a
+/// [`Report`].
 pub fn run(
     model: Model,
     listener: impl Into<Listener>,
@@ -173,28 +202,13 @@ pub fn run(
     shutdown: Shutdown,
 ) -> io::Result<Arc<Stats>> {
     let listener = listener.into();
-    let stats = match model {
+    let report = match model {
         Model::Tokio => tokio_server::run(listener, config, shutdown),
         Model::EventLoop => event_loop::run(listener, config, shutdown),
-        Model::Uring => {
-            if config.offload == Offload::Rayon && config.common.work > 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "the uring model runs --work inline (one thread by design); --offload rayon is for --model tokio",
-                ));
-            }
-            let Listener::Tcp(listener) = listener else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "unix: sockets are served by --model event-loop and tokio, not uring",
-                ));
-            };
-            uring::run_with(listener, config.common, shutdown, config.uring)
-                .map(|report| report.stats)
-        }
+        Model::Uring => uring::run(listener, config, shutdown),
     }?;
-    log::info!("async-server stopped: {stats}");
-    Ok(stats)
+    log::info!("async-server stopped: {}", report.stats);
+    Ok(report.stats)
 }
 
 /// Raise the soft open-file limit to the hard one and log both figures.

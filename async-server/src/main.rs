@@ -1,7 +1,8 @@
-//! `async-server`: the async chapter's binary. One server, two designs.
+//! `async-server`: the async chapter's binary. One server, three designs
+//! (tokio, a mio event loop, io_uring).
 //!
 //! ```text
-//! async-server                                   # demo: both models, concurrent clients
+//! async-server                                   # demo: every model, concurrent clients
 //! async-server server --model tokio --threads 1  # terminal 1
 //! async-server server --model event-loop         # (or this one)
 //! async-server server --model uring              # (or io_uring, where allowed)
@@ -12,7 +13,7 @@
 //! ```
 //!
 //! `main` only parses arguments and binds; the servers live in the library
-//! (`tokio_server.rs`, `event_loop.rs`, `uring.rs`) so tests can start them
+//! (`tokio_server.rs`, `event_loop/`, `uring/`) so tests can start them
 //! in-process.
 //! Every flag is checked while parsing, before anything is bound or
 //! printed: a bad value or a flag that does not fit `--model` exits with
@@ -23,6 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use async_server::uring::RecvMode;
 use async_server::{Balance, Config, Listener, Model, Offload, UnixSocketFile};
 use clap::Args as _;
 use common::cli::{Chapter, ClientArgs, HostPort, ServerArgs, parse_host_port, ports};
@@ -68,18 +70,12 @@ struct ServerCmd {
     #[arg(long, value_name = "IDLE", value_parser = parse_sqpoll)]
     sqpoll: Option<Duration>,
 
-    /// uring model: `multishot` (one recv per connection stays armed) or
-    /// `oneshot` (a recv submitted again after every completion, as on a
-    /// kernel older than 6.0). [default: multishot]
+    /// uring model: `multishot` (one recv per connection stays armed, with
+    /// a byte budget), `multishot-cancel` (no budget: cancelled at
+    /// --max-pending) or `oneshot` (a recv submitted again after every
+    /// completion, as on a kernel older than 6.0). [default: multishot]
     #[arg(long, value_enum)]
     recv: Option<RecvMode>,
-}
-
-/// `--recv`: how the uring model asks for bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum RecvMode {
-    Multishot,
-    Oneshot,
 }
 
 impl ServerCmd {
@@ -155,7 +151,7 @@ impl ServerCmd {
             balance: self.balance.unwrap_or_default(),
             uring: async_server::uring::RingOptions {
                 sqpoll_idle: self.sqpoll,
-                multishot_recv: self.recv != Some(RecvMode::Oneshot),
+                recv: self.recv.unwrap_or_default(),
                 ..Default::default()
             },
         }

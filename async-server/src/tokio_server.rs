@@ -90,7 +90,7 @@ use waits::{IdleTimer, StopSignal, poll_once};
 
 /// Build the runtime `config.threads` asks for and serve `listener` on it
 /// until `shutdown`. Blocks the calling thread.
-pub fn run(listener: Listener, config: Config, shutdown: Shutdown) -> io::Result<Arc<Stats>> {
+pub fn run(listener: Listener, config: Config, shutdown: Shutdown) -> io::Result<crate::Report> {
     // One thread: everything (accepting, every connection, timers) takes
     // turns on the calling thread, like asyncio's event loop. More: a pool of
     // workers that steal ready tasks from each other.
@@ -133,7 +133,7 @@ pub fn run(listener: Listener, config: Config, shutdown: Shutdown) -> io::Result
     // last inline `--work` computation (no await, so no way to stop it):
     // do not wait for it.
     runtime.shutdown_background();
-    stats
+    stats.map(crate::Report::from)
 }
 
 /// A listening socket under tokio: TCP, or a Unix socket and its file

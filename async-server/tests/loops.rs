@@ -1,4 +1,4 @@
-//! The event loop with several loops (`--loops N`, `event_loop::run_report`)
+//! The event loop with several loops (`--loops N`, `event_loop::run`)
 //! over real sockets on 127.0.0.1:0: connections spread over every loop in
 //! both balance modes (asserted with the per-loop counts the run returns),
 //! `--max-conns` counted across loops, one shutdown deadline for every loop,
@@ -15,7 +15,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use async_server::event_loop::{self, Report};
+use async_server::Report;
+use async_server::event_loop;
 use async_server::{Balance, Listener};
 use common::{Framing, Shutdown};
 use support::{Counts, READ_TIMEOUT, Variant, config, connect, counts, payload, read_to_eof, wire};
@@ -44,7 +45,7 @@ impl Server {
         {
             let shutdown = shutdown.clone();
             thread::spawn(move || {
-                let _ = tx.send(event_loop::run_report(listener.into(), cfg, shutdown));
+                let _ = tx.send(event_loop::run(listener.into(), cfg, shutdown));
             });
         }
         Server {
@@ -223,7 +224,7 @@ fn reuseport_needs_a_listener_bound_with_so_reuseport() {
     let plain = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut cfg = config(Framing::Line);
     Variant::loops(2, Balance::Reuseport).configure(&mut cfg);
-    let e = event_loop::run_report(plain.into(), cfg, Shutdown::new()).unwrap_err();
+    let e = event_loop::run(plain.into(), cfg, Shutdown::new()).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("SO_REUSEPORT"), "{e}");
 }
@@ -256,7 +257,7 @@ fn a_unix_socket_with_reuseport_is_refused() {
     let unix = async_server::UnixSocketFile::bind(&path).unwrap();
     let mut cfg = config(Framing::Line);
     Variant::loops(2, Balance::Reuseport).configure(&mut cfg);
-    let e = event_loop::run_report(Listener::Unix(unix), cfg, Shutdown::new()).unwrap_err();
+    let e = event_loop::run(Listener::Unix(unix), cfg, Shutdown::new()).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("--balance acceptor"), "{e}");
     // The listener was dropped with the error: its file too.

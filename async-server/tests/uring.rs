@@ -8,11 +8,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use async_server::uring::{self, RecvMode, Report, RingCounters, RingOptions};
+use async_server::Config;
+use async_server::uring::{self, RecvMode, RingCounters, RingOptions};
 use bytes::BytesMut;
 use common::{Framing, ServerConfig, Shutdown, Stats, encode};
 
@@ -32,7 +33,23 @@ fn skipped() -> bool {
 struct Server {
     addr: SocketAddr,
     shutdown: Shutdown,
-    done: mpsc::Receiver<io::Result<Report>>,
+    done: mpsc::Receiver<io::Result<async_server::Report>>,
+}
+
+/// What a uring run reports: the summary counters and the ring's own.
+struct Report {
+    stats: Arc<Stats>,
+    ring: RingCounters,
+}
+
+/// The uring model with the workspace's contract in `common` and these ring
+/// sizes.
+fn config_with(common: ServerConfig, uring: RingOptions) -> Config {
+    Config {
+        common,
+        uring,
+        ..Config::default()
+    }
 }
 
 impl Server {
@@ -54,7 +71,8 @@ impl Server {
         {
             let shutdown = shutdown.clone();
             thread::spawn(move || {
-                let _ = tx.send(uring::run_with(listener, config, shutdown, options));
+                let config = config_with(config, options);
+                let _ = tx.send(uring::run(listener.into(), config, shutdown));
             });
         }
         Server {
@@ -74,6 +92,10 @@ impl Server {
         self.done
             .recv_timeout(within)
             .expect("the server did not return in time")
+            .map(|report| Report {
+                stats: report.stats,
+                ring: report.ring.expect("the uring model reports its ring"),
+            })
             .expect("the server failed")
     }
 }
@@ -865,7 +887,7 @@ fn probe_is_one_line() {
     // And `run` says the same where the kernel refuses.
     if let Err(reason) = uring::probe() {
         let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-        let e = uring::run(listener, ServerConfig::default(), Shutdown::new()).unwrap_err();
+        let e = uring::run(listener.into(), Config::default(), Shutdown::new()).unwrap_err();
         assert_eq!(e.to_string(), reason);
     }
 }
@@ -928,7 +950,7 @@ fn refused_by_seccomp_run_fails_with_probes_line() {
             }
             let reason = uring::probe().expect_err("io_uring should be refused");
             let listener = common::net::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-            let e = uring::run(listener, ServerConfig::default(), Shutdown::new()).unwrap_err();
+            let e = uring::run(listener.into(), Config::default(), Shutdown::new()).unwrap_err();
             assert_eq!(e.to_string(), reason);
             assert_eq!(e.kind(), io::ErrorKind::Unsupported);
             reason
@@ -962,8 +984,7 @@ fn ring(mode: RecvMode, buffers: u16, buffer_size: u32) -> RingOptions {
     RingOptions {
         buffers,
         buffer_size,
-        multishot_recv: mode != RecvMode::OneShot,
-        recv_budget: mode == RecvMode::MultishotBudget,
+        recv: mode,
         ..RingOptions::default()
     }
 }
@@ -1043,8 +1064,8 @@ fn multishot_recv_is_armed_once_per_connection() {
 /// a receive completed plus one buffer; a plain multishot recv is
 /// cancelled, the bytes that
 /// came in completions posted before the cancel landed are echoed too, and
-/// the pile stays within the bound `uring.rs` argues (plus one buffer per
-/// completion already posted). Either way it is armed again once the echoes
+/// the pile stays within the bound the README argues ("How the io_uring
+/// loop works"; plus one buffer per completion already posted). Either way it is armed again once the echoes
 /// drain, and every byte comes back.
 #[test]
 fn echoes_piling_past_max_pending_pause_the_recv_and_all_come_back() {

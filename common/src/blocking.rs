@@ -1,9 +1,11 @@
 //! The server contract for **blocking** sockets, shared by `tcp-echo` (one
 //! client at a time) and both `threaded-server` models (one thread per
-//! connection): the echo loop with its idle timeout, bounded echo writes
-//! and the stall timeout, and the shutdown drain. The chapters differ in who
-//! runs a connection (the accept loop itself, a thread per client, a pool
-//! worker); what happens on the connection is the same, so it lives once.
+//! connection): the blocking loop that drives a connection's
+//! [`Echo`](crate::echo::Echo), the same state machine the event loop and
+//! the io_uring loop drive. The chapters differ in who runs a connection
+//! (the accept loop itself, a thread per client, a pool worker); what
+//! happens on the connection is the same, so it lives once; what this file
+//! adds is how a *blocking* thread waits without waiting for ever.
 //!
 //! Run any blocking server and watch a client that never reads being closed:
 //!
@@ -27,7 +29,7 @@
 //! progress and restarts the stall clock; a timeout is not. So a client can
 //! neither hold the connection (stall) nor the shutdown (grace) by not
 //! reading. `FramedStream::flush` would drop the unsent rest on a timeout,
-//! so echoes are queued in our own buffer instead.
+//! so echoes wait in the [`Echo`](crate::echo::Echo)'s queue instead.
 //!
 //! **Shutdown, four steps** ([`EchoConn::drain`]): echo every complete frame
 //! already received, from our buffer and the kernel's receive queue
@@ -39,13 +41,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-
 use crate::conn::End;
-use crate::framing::{ConnError, FramedStream, encode, is_timeout};
+use crate::echo::{Ctx, Echo, Finish, Phase, Spare};
+use crate::framing::{ConnError, READ_CHUNK, is_timeout};
 use crate::stats::Stats;
 use crate::{ServerConfig, Shutdown};
 
@@ -65,21 +65,33 @@ pub struct Tally {
 /// error, a stall, a cut). Not always a failure, hence not `ConnError`.
 type Step<T = ()> = Result<T, End>;
 
-/// One connection served over a blocking `TcpStream`: the framed reader,
-/// the echoes owed, and the rules for writing them.
+/// Who is at the other end, for the per-frame `debug` lines.
+#[derive(Debug, Clone, Copy)]
+struct PeerName(Option<SocketAddr>);
+
+impl std::fmt::Display for PeerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{addr}"),
+            None => f.write_str("(unknown peer)"),
+        }
+    }
+}
+
+/// One connection served over a blocking `TcpStream`: its [`Echo`], and
+/// the blocking reads and bounded writes that drive it.
 #[derive(Debug)]
 pub struct EchoConn<'a> {
     stream: &'a TcpStream,
-    /// Who is at the other end, for the per-frame `debug` lines.
-    peer: Option<SocketAddr>,
-    /// Reads only: `&TcpStream` is `Read`, and the stream stays usable for
-    /// options and writes.
-    framed: FramedStream<&'a TcpStream>,
-    /// Encoded echoes not yet accepted by the kernel.
-    out: BytesMut,
-    /// Echoes in `out`, counted as echoed once `out` is empty.
-    owed: Tally,
-    echoed: Tally,
+    peer: PeerName,
+    echo: Echo,
+    /// Spare echo buffers, this connection's own (one thread, one
+    /// connection: nobody to share them with).
+    spare: Spare,
+    /// Bytes asked of the next `read()`: 4 KiB, doubling up to
+    /// [`READ_CHUNK`] while reads fill what they asked (the room is zeroed
+    /// before each read, so a small read size keeps small echoes cheap).
+    chunk: usize,
     config: &'a ServerConfig,
     shutdown: &'a Shutdown,
     stats: &'a Stats,
@@ -101,11 +113,10 @@ impl<'a> EchoConn<'a> {
         stream.set_nodelay(true)?;
         Ok(EchoConn {
             stream,
-            peer: stream.peer_addr().ok(),
-            framed: FramedStream::new(stream, config.framing, config.max_frame),
-            out: BytesMut::new(),
-            owed: Tally::default(),
-            echoed: Tally::default(),
+            peer: PeerName(stream.peer_addr().ok()),
+            echo: Echo::new(config, Instant::now()),
+            spare: Spare::default(),
+            chunk: 4096,
             config,
             shutdown,
             stats,
@@ -120,8 +131,8 @@ impl<'a> EchoConn<'a> {
     /// idle clock; so the socket gets `SO_RCVTIMEO` = `poll` (shorter if
     /// `--idle-timeout` is), `read()` fails with `EAGAIN` (`WouldBlock`)
     /// each time it expires, and the loop looks around. A timeout in the
-    /// middle of a frame loses nothing: the framed reader keeps the partial
-    /// frame and the next call carries on.
+    /// middle of a frame loses nothing: the echo keeps the partial frame and
+    /// the next read carries on.
     pub fn serve(&mut self, poll: Duration) -> End {
         match self.echo_loop(poll) {
             Ok(end) | Err(end) => end,
@@ -137,35 +148,35 @@ impl<'a> EchoConn<'a> {
             .map_or(poll, |idle| idle.min(poll))
             .max(Duration::from_millis(1));
         self.stream.set_read_timeout(Some(poll))?;
-        let mut last_input = Instant::now();
-        let mut received = 0;
         loop {
             if self.shutdown.is_triggered() {
                 return Ok(self.drain());
             }
-            match self.framed.read_frame() {
-                Ok(Some(frame)) => {
-                    last_input = Instant::now();
-                    self.echo(&frame)?;
-                    // Frames the client pipelined are already in our
-                    // buffer: echo them all, then send the lot at once.
-                    self.echo_buffered()?;
-                }
-                // read() returned 0 between frames: the client shut down its
-                // write side (a half-close) or closed. Everything it sent
-                // has been echoed, so we close too.
-                Ok(None) => return Ok(End::PeerClosed),
-                // SO_RCVTIMEO expired: nothing arrived, or only part of a frame.
-                Err(e) if e.is_timeout() => {
-                    if self.framed.bytes_read() != received {
-                        // Bytes of an unfinished frame: slow, not idle.
-                        received = self.framed.bytes_read();
-                        last_input = Instant::now();
+            match self.read_some() {
+                // The client shut down its write side (a half-close) or
+                // closed: the last frames, then the end (a truncated last
+                // frame is reported after the echoes before it).
+                Ok(0) => {
+                    self.received_eof()?;
+                    self.flush()?;
+                    if let Finish::FinAndClose(end) | Finish::Close(end) = self.echo.finish() {
+                        return Ok(end);
                     }
-                    if let Some(idle) = idle_timeout
-                        && last_input.elapsed() >= idle
-                    {
-                        return Ok(End::Idle(idle));
+                    return Ok(End::PeerClosed);
+                }
+                // Every whole frame read is echoed, all in one write; a bad
+                // frame ends the connection after those before it went out.
+                Ok(n) => {
+                    let decoded = self.decode(n);
+                    self.flush()?;
+                    decoded?;
+                }
+                // SO_RCVTIMEO expired: nothing arrived. Bytes of an
+                // unfinished frame restarted the idle clock when they came.
+                Err(e) if is_timeout(&e) => {
+                    let stall = self.config.stall_timeout;
+                    if let Some(end) = self.echo.timed_out(Instant::now(), idle_timeout, stall) {
+                        return Ok(end);
                     }
                 }
                 Err(e) => return Err(End::from(e)),
@@ -174,54 +185,55 @@ impl<'a> EchoConn<'a> {
     }
     // ANCHOR_END: echo-loop
 
-    /// What this connection has echoed so far (frames whose bytes the
-    /// kernel accepted in full).
+    /// What this connection has echoed so far (frames queued for the
+    /// kernel; [`EchoConn::serve`] returns only once they were written or
+    /// the connection ended).
     pub fn echoed(&self) -> Tally {
-        self.echoed
+        let (frames, bytes) = self.echo.tally();
+        Tally { frames, bytes }
     }
 
-    /// Echo one frame: `--work`, then queue it. At `--max-pending` queued
-    /// bytes, flush before taking anything more from the client: that is
-    /// the backpressure, a client that does not read stops being read.
-    fn echo(&mut self, frame: &[u8]) -> Step {
-        self.queue(frame)?;
-        if self.out.len() >= self.config.max_pending {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// `--work`, then encode the echo into our buffer (no syscall).
-    fn queue(&mut self, frame: &[u8]) -> Step {
-        if self.config.work > 0 {
-            // On this thread: a blocking server has nothing else to do.
-            crate::work::work(frame, self.config.work);
-        }
-        if let Some(peer) = self.peer {
-            log::debug!("{peer}: echo {} bytes", frame.len());
-        }
-        encode(self.config.framing, frame, &mut self.out).map_err(End::from)?;
-        self.owed.frames += 1;
-        self.owed.bytes += frame.len() as u64;
-        Ok(())
-    }
-
-    /// Echo every frame already in our buffer (no syscall), then write them
-    /// all: a pipelined batch costs one `write()`. A bad frame ends the
-    /// connection after what came before it was flushed.
-    fn echo_buffered(&mut self) -> Step {
-        let bad = loop {
-            match self.framed.try_buffered_frame() {
-                Ok(Some(frame)) => self.echo(&frame)?,
-                Ok(None) => break None,
-                Err(e) => break Some(e),
+    /// One `read()` straight into the echo's input buffer (no copy).
+    fn read_some(&mut self) -> io::Result<usize> {
+        let buf = self.echo.input_buf();
+        let start = buf.len();
+        buf.resize(start + self.chunk, 0);
+        let result = loop {
+            match self.stream.read(&mut buf[start..]) {
+                // EINTR: a signal arrived during the syscall; just retry.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
             }
         };
-        self.flush()?;
-        match bad {
-            Some(e) => Err(End::from(e)),
-            None => Ok(()),
+        buf.truncate(start + *result.as_ref().unwrap_or(&0));
+        let n = result?;
+        if n == self.chunk {
+            self.chunk = (self.chunk * 2).min(READ_CHUNK);
         }
+        Ok(n)
+    }
+
+    fn cx(&mut self) -> (&mut Echo, Ctx<'_>) {
+        let cx = Ctx {
+            now: Instant::now(),
+            config: self.config,
+            stats: self.stats,
+            spare: &mut self.spare,
+            peer: &self.peer,
+        };
+        (&mut self.echo, cx)
+    }
+
+    /// `n` bytes were read: echo every whole frame (`--work` runs here, on
+    /// this thread: a blocking server has nothing else to do).
+    fn decode(&mut self, n: usize) -> Step {
+        let (echo, mut cx) = self.cx();
+        echo.decode_input(n, &mut cx).map_err(End::from)
+    }
+
+    fn received_eof(&mut self) -> Step {
+        let (echo, mut cx) = self.cx();
+        echo.received_eof(&mut cx).map_err(End::from)
     }
 
     /// Write every queued echo. Ends the connection with `Stalled` when the
@@ -229,42 +241,37 @@ impl<'a> EchoConn<'a> {
     /// shutdown deadline (see the module docs).
     // ANCHOR: bounded-flush
     fn flush(&mut self) -> Step {
-        let mut progress = Instant::now();
-        while !self.out.is_empty() {
+        let stall = self.config.stall_timeout;
+        while !self.echo.to_send().is_empty() {
             let now = Instant::now();
             let deadline = self.shutdown.deadline(self.config.grace);
             if deadline.is_some_and(|d| now >= d) {
                 return Err(End::Cut);
             }
-            let stall = self.config.stall_timeout;
-            let stall_left = stall.saturating_sub(now - progress);
-            if stall_left.is_zero() {
-                return Err(End::Stalled(stall));
+            // The echo's stall clock: restarted by every byte the kernel
+            // takes, not by a write that waits.
+            if let Some(end) = self.echo.timed_out(now, None, stall) {
+                return Err(end);
             }
+            let stall_left = self
+                .echo
+                .stall_deadline(stall)
+                .map_or(stall, |d| d.saturating_duration_since(now));
             let mut wait = stall_left.min(TICK);
             if let Some(d) = deadline {
                 wait = wait.min(d - now);
             }
             self.set_write_timeout(wait)?;
-            match self.stream.write(&self.out) {
+            match self.stream.write(self.echo.to_send()) {
                 Ok(0) => return Err(End::from(io::Error::from(io::ErrorKind::WriteZero))),
-                Ok(n) => {
-                    // Some bytes went: progress, whatever the count.
-                    self.out.advance(n);
-                    progress = Instant::now();
-                }
+                // Some bytes went, perhaps not all (a short write): progress.
+                Ok(n) => self.echo.sent(n, Instant::now(), &mut self.spare),
                 // SO_SNDTIMEO expired with nothing sent (a blocked write is
                 // not activity), or a signal: look at the clocks again.
                 Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(End::from(e)),
             }
         }
-        // Every queued echo is in the kernel's hands: count them.
-        let Tally { frames, bytes } = std::mem::take(&mut self.owed);
-        self.stats.frames.fetch_add(frames, Relaxed);
-        self.stats.bytes.fetch_add(bytes, Relaxed);
-        self.echoed.frames += frames;
-        self.echoed.bytes += bytes;
         Ok(())
     }
     // ANCHOR_END: bounded-flush
@@ -295,6 +302,7 @@ impl<'a> EchoConn<'a> {
             .unwrap_or_else(|| Instant::now() + self.config.grace);
         // Step 2: every complete frame already received, from our buffer and
         // the kernel's receive queue, without waiting for more.
+        self.echo.begin_drain(None);
         loop {
             let (more, bad) = self.read_received()?;
             self.flush()?;
@@ -305,11 +313,14 @@ impl<'a> EchoConn<'a> {
                 break;
             }
         }
-        let unfinished = self.framed.pending();
-        if self.framed.is_eof() {
+        let unfinished = match self.echo.finish() {
             // The client had closed its side too: a clean end on both sides.
-            return Ok(End::PeerClosed);
-        }
+            Finish::FinAndClose(end) | Finish::Close(end) => return Ok(end),
+            Finish::Fin | Finish::No => match self.echo.phase() {
+                Phase::FinSent { unfinished } => unfinished,
+                _ => self.echo.unfinished(),
+            },
+        };
         // Step 3: FIN, then read and discard until the peer's FIN, so our
         // close() does not reset the connection under echoes in flight.
         self.stream.shutdown(Direction::Write)?;
@@ -336,29 +347,34 @@ impl<'a> EchoConn<'a> {
     }
     // ANCHOR_END: drain
 
-    /// Non-blocking reads until `WouldBlock`, end of stream, or
-    /// `--max-pending` queued. Returns whether more may be waiting (the
-    /// queue filled up first) and a protocol error met, if any.
+    /// Non-blocking reads until `WouldBlock` (the echo's input is then
+    /// done), end of stream, or `--max-pending` queued. Returns whether more
+    /// may be waiting (the queue filled up first) and a protocol error met,
+    /// if any.
     fn read_received(&mut self) -> Step<(bool, Option<ConnError>)> {
         // Non-blocking for the reads only: read() hands over what the kernel
         // holds, then fails with WouldBlock instead of waiting for the client.
         self.stream.set_nonblocking(true)?;
-        let mut result = (false, None);
-        while self.out.len() < self.config.max_pending {
-            match self.framed.read_frame() {
-                Ok(Some(frame)) => self.queue(&frame)?,
-                Ok(None) => break,
-                Err(e) if e.is_timeout() => break,
-                Err(e) => {
-                    result.1 = Some(e);
+        let mut bad = None;
+        while self.echo.wants_input(self.config.max_pending) {
+            let step = match self.read_some() {
+                Ok(0) => self.received_eof(),
+                Ok(n) => self.decode(n),
+                Err(e) if is_timeout(&e) => {
+                    self.echo.input_exhausted();
                     break;
                 }
+                Err(e) => return Err(End::from(e)),
+            };
+            if let Err(End::Error(e)) = step {
+                bad = Some(e);
+                break;
             }
-            result.0 = self.out.len() >= self.config.max_pending;
         }
+        let more = matches!(self.echo.phase(), Phase::Draining { .. }) && bad.is_none();
         // Back to blocking: flush() bounds each write with SO_SNDTIMEO.
         self.stream.set_nonblocking(false)?;
-        Ok(result)
+        Ok((more, bad))
     }
 }
 
@@ -423,10 +439,12 @@ mod tests {
         let (shutdown, stats) = (Shutdown::new(), Stats::new());
         let mut conn = EchoConn::new(&server, &config, &shutdown, &stats).unwrap();
         shutdown.trigger();
-        let big = vec![b'x'; 4 << 20];
+        let mut line = vec![b'x'; 1 << 16];
+        *line.last_mut().unwrap() = b'\n';
         // Far more than both socket buffers hold: flush cannot finish.
-        for chunk in big.chunks(1 << 16) {
-            if conn.echo(&chunk[..chunk.len() - 1]).is_err() {
+        for _ in 0..64 {
+            conn.echo.input_buf().extend_from_slice(&line);
+            if conn.decode(line.len()).is_err() {
                 break;
             }
         }
@@ -448,9 +466,11 @@ mod tests {
         };
         let (shutdown, stats) = (Shutdown::new(), Stats::new());
         let mut conn = EchoConn::new(&server, &config, &shutdown, &stats).unwrap();
-        let line = vec![b'y'; 1 << 16];
+        let mut line = vec![b'y'; 1 << 16];
+        *line.last_mut().unwrap() = b'\n';
         let end = loop {
-            if let Err(end) = conn.echo(&line) {
+            conn.echo.input_buf().extend_from_slice(&line);
+            if let Err(end) = conn.decode(line.len()) {
                 break end;
             }
             if let Err(end) = conn.flush() {

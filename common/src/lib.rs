@@ -18,8 +18,11 @@
 //!   limit and holds the one accept-error policy (`accept_policy`, and
 //!   `fatal_accept` for a listener that is gone); [`shutdown`] turns Ctrl-C
 //!   and SIGTERM into one signal to poll, wait on, `select!` on or `.await`.
-//! * **Loops shared by several designs.** [`blocking`] is the echo over a
-//!   blocking socket (tcp-echo, both threaded-server models);
+//! * **Loops shared by several designs.** [`echo`] is one connection's echo
+//!   without I/O (bytes in, frames out, what to write next, the idle and
+//!   stall rule, what the drain still owes), driven by the event loop, the
+//!   io_uring loop and [`blocking`], the echo over a blocking socket
+//!   (tcp-echo, both threaded-server models);
 //!   `tokio_accept` (feature `tokio`) is the accept-and-drain loop of the
 //!   tokio model and tls-echo.
 //! * **Small tools.** [`work`] (the CPU-bound `--work N`), [`rng`] (a tiny
@@ -35,6 +38,7 @@
 //! | [`net`] | `listen()`, the fd limit, the accept-error policy |
 //! | [`shutdown`] | Ctrl-C / SIGTERM as a signal |
 //! | [`blocking`] | the contract over blocking sockets: bounded echo writes, stall timeout, the shutdown drain |
+//! | [`echo`] | one connection's echo as a state machine without I/O (backpressure, idle and stall clocks, the shutdown drain), driven by the event loop, the io_uring loop and the blocking loop |
 //! | `tokio_accept` | (feature `tokio`) the accept-and-drain loop every tokio server shares |
 //! | [`work`], [`rng`], [`log`] | `--work N`, seeded test data, logging |
 //!
@@ -45,6 +49,7 @@ pub mod blocking;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod echo;
 pub mod framing;
 pub mod log;
 pub mod net;

@@ -557,6 +557,34 @@ thread, and `std::sync::mpsc::Receiver::recv` would block that thread.",
             },
         ],
     },
+    Exercise {
+        num: 14,
+        dir: "14-uring-short-sends",
+        package: "ex14-uring-short-sends",
+        file: "src/main.rs",
+        title: "io_uring echo: resubmit short sends",
+        chapter: "async-server",
+        driver: false,
+        grade: graders::uring::ex14_uring_short_sends,
+        hint: "\
+A SEND's completion says how many bytes the kernel took: `res`.
+    if res <= 0 { return Next::Close; }      // -errno: the connection failed
+    conn.sent += res as usize;
+    if conn.sent < conn.len { Next::SendRest } else { Next::Recv }
+SendRest submits buf[sent..len]: the rest, as many times as it takes.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-short-send-is-done.rs",
+                mistake: "treats a short send as done: the rest is lost and the next recv overwrites it",
+                must_say: "treating a short send as done",
+            },
+            Wrong {
+                file: "wrong-closes-after-short-send.rs",
+                mistake: "ends the echo (closes the connection) after a short send",
+                must_say: "closing the connection after a short send",
+            },
+        ],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).

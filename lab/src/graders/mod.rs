@@ -9,3 +9,4 @@ pub mod shutdown;
 pub mod tcp;
 pub mod threads;
 pub mod udp;
+pub mod uring;
