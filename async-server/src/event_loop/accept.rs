@@ -58,7 +58,14 @@ impl EventLoop {
                         self.accept_paused_until = Some(Instant::now() + delay);
                         return Ok(());
                     }
-                    AcceptAction::Fatal => return Err(e),
+                    // The listener itself is broken (EBADF, EINVAL...): the
+                    // one rule of every server: log once, drain what is open
+                    // within --grace, then end with the error (exit 1).
+                    AcceptAction::Fatal => {
+                        self.fatal = Some(common::net::fatal_accept(e, &self.shutdown));
+                        self.begin_shutdown();
+                        return Ok(());
+                    }
                 },
             }
         }

@@ -133,6 +133,8 @@ struct EventLoop {
     deadline: Option<Instant>,
     /// More than one loop: the log lines say which.
     many: bool,
+    /// A fatal accept error: the loop drains, then ends with it.
+    fatal: Option<io::Error>,
 }
 
 impl EventLoop {
@@ -140,7 +142,7 @@ impl EventLoop {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             if self.deadline.is_some() && self.open == 0 && self.inbox_finished() {
-                return Ok(());
+                return self.fatal.take().map_or(Ok(()), Err);
             }
             let timeout = self.poll_timeout(Instant::now());
             // epoll_wait: the one place this thread sleeps.
@@ -190,7 +192,7 @@ impl EventLoop {
                 for i in 0..self.conns.len() {
                     self.close(i, End::Cut);
                 }
-                return Ok(());
+                return self.fatal.take().map_or(Ok(()), Err);
             }
         }
     }

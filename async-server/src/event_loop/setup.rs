@@ -81,6 +81,7 @@ impl EventLoop {
             shutdown: shutdown.clone(),
             deadline: None,
             many: false,
+            fatal: None,
         })
     }
 }

@@ -86,7 +86,12 @@ impl Uring {
                             }
                         }
                     }
-                    AcceptAction::Fatal => return Err(e),
+                    // The listener itself is broken: log once, drain what is
+                    // open within --grace, then end with the error (exit 1).
+                    AcceptAction::Fatal => {
+                        self.fatal = Some(common::net::fatal_accept(e, &self.shutdown));
+                        self.begin_shutdown();
+                    }
                 }
             }
         }

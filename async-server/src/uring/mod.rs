@@ -126,6 +126,8 @@ struct Uring {
     next_sweep: Instant,
     deadline: Option<Instant>,
     cut_done: bool,
+    /// A fatal accept error: the loop drains, then ends with it.
+    fatal: Option<io::Error>,
     config: ServerConfig,
     stats: Arc<Stats>,
     shutdown: Shutdown,
@@ -184,7 +186,7 @@ impl Uring {
             }
             if let Some(deadline) = self.deadline {
                 if self.open == 0 && !self.accept.armed {
-                    return Ok(());
+                    return self.fatal.take().map_or(Ok(()), Err);
                 }
                 let now = self.now;
                 if now >= deadline && !self.cut_done {
@@ -198,7 +200,8 @@ impl Uring {
                     }
                 }
                 if now >= deadline + CUT_WAIT {
-                    return Ok(()); // `teardown` deals with what is left
+                    // `teardown` deals with what is left.
+                    return self.fatal.take().map_or(Ok(()), Err);
                 }
             }
             self.flush_backlog();

@@ -84,6 +84,7 @@ impl Uring {
             sweep_every: (quickest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
             next_sweep: now,
             deadline: None,
+            fatal: None,
             cut_done: false,
             config,
             stats: stats.clone(),
