@@ -12,8 +12,11 @@ may import anything, so they are left out.
 import os, re, sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CRATES = ["common", "tcp-echo", "udp-echo", "threaded-server", "async-server",
-          "tls-echo", "loadgen", "impair", "lab", "test-support"]
+# Every workspace member, as the root Cargo.toml lists them (so a new crate
+# is checked without anyone remembering to add it here).
+with open(os.path.join(ROOT, "Cargo.toml"), encoding="utf-8") as _f:
+    _members = re.search(r"^members\s*=\s*\[(.*?)\]", _f.read(), re.M | re.S)
+CRATES = re.findall(r'"([^"]+)"', _members.group(1)) if _members else []
 
 
 def module_of(src, path):

@@ -47,7 +47,7 @@ use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use serde::Serialize;
 
 use crate::drive::Shared;
-use crate::run::Latency;
+use crate::latency::Latency;
 
 /// The legend line every interval log carries before its intervals.
 pub const LEGEND: &str =
@@ -259,7 +259,7 @@ pub fn execute(args: MergeArgs) -> Result<bool> {
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&m)?)?;
     } else {
-        let us = crate::run::us;
+        let us = crate::latency::us;
         for l in &m.logs {
             writeln!(
                 out,

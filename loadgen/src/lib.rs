@@ -23,6 +23,7 @@ pub mod compare;
 pub mod drive;
 pub mod histlog;
 pub mod hold;
+pub mod latency;
 pub mod payload;
 pub mod refs;
 pub mod run;

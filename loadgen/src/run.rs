@@ -35,6 +35,10 @@ use common::Framing;
 use common::cli::{parse_duration, parse_size};
 use serde::Serialize;
 
+// Latency and its formatting live in `latency.rs`, shared with `histlog`
+// (which `run` calls: keeping them here made the two modules import each other).
+pub use crate::latency::{Latency, us};
+
 use crate::child::ProcStats;
 use crate::drive::{self, Shared};
 // The engine's configuration lives with the engine; re-exported here
@@ -152,38 +156,6 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         Some("") => Err("`unix:` needs a path: unix:/tmp/echo.sock".into()),
         Some(path) => Ok(Target::Unix(path.into())),
         None => common::cli::parse_host_port(s).map(Target::Inet),
-    }
-}
-
-/// Latency percentiles, microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Latency {
-    pub count: u64,
-    pub min_us: f64,
-    pub mean_us: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-}
-
-impl Latency {
-    pub(crate) fn from_hist(h: &hdrhistogram::Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Latency::default();
-        }
-        let us = |ns: u64| ns as f64 / 1000.0;
-        Latency {
-            count: h.len(),
-            min_us: us(h.min()),
-            mean_us: h.mean() / 1000.0,
-            p50_us: us(h.value_at_quantile(0.50)),
-            p90_us: us(h.value_at_quantile(0.90)),
-            p99_us: us(h.value_at_quantile(0.99)),
-            p999_us: us(h.value_at_quantile(0.999)),
-            max_us: us(h.max()),
-        }
     }
 }
 
@@ -408,16 +380,6 @@ impl fmt::Display for Report {
     }
 }
 
-/// `12.3µs`, `4.56ms`, `1.20s`.
-pub fn us(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2}s", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.2}ms", v / 1e3)
-    } else {
-        format!("{v:.1}µs")
-    }
-}
 
 impl RunArgs {
     pub fn to_config(&self) -> Result<RunConfig> {
