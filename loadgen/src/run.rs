@@ -380,7 +380,6 @@ impl fmt::Display for Report {
     }
 }
 
-
 impl RunArgs {
     pub fn to_config(&self) -> Result<RunConfig> {
         let (addr, unix) = match &self.addr {
