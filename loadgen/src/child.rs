@@ -131,10 +131,20 @@ pub fn fresh_binary(name: &str) -> Result<PathBuf> {
         } else {
             "not built"
         };
+        // The build can take a minute on a fresh machine: say so before and
+        // after, rather than sit silent (its output is kept for an error).
+        eprintln!("loadgen: `{name}` is {why}: building it (cargo build -p {name})...");
+        let started = std::time::Instant::now();
         let out = cmd
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("`{name}` is {why}, and cargo could not be started"))?;
+        if out.status.success() {
+            eprintln!(
+                "loadgen: built `{name}` in {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = err.lines().rev().take(15).collect();
