@@ -5,6 +5,7 @@
 pub mod asyncs;
 pub mod driver;
 pub mod shutdown;
+pub mod sockets;
 pub mod tcp;
 pub mod threads;
 pub mod udp;
