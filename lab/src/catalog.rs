@@ -488,6 +488,47 @@ then \"IPv4 {peer}\" or \"IPv6 {peer}\" by peer.is_ipv4().",
             },
         ],
     },
+    Exercise {
+        num: 18,
+        dir: "18-tcp-vs-udp",
+        package: "ex18-tcp-vs-udp",
+        file: "src/main.rs",
+        title: "the same messages over TCP and UDP: lines re-framed from a stream, one datagram one message",
+        chapter: "tcp-vs-udp",
+        driver: false,
+        grade: graders::streams::ex18_tcp_vs_udp,
+        hint: "\
+serve_tcp: keep `let mut pending = Vec::new();` across reads; after each read
+`pending.extend_from_slice(&buf[..n])`, then
+    while let Some(pos) = pending.iter().position(|&b| b == b'\\n') {
+        writeln!(stream, \"{pos}\")?; pending.drain(..=pos);
+    }
+and refuse a pending longer than MAX_LINE. Ok(0): return.
+serve_udp: `let (n, from) = socket.recv_from(&mut buf)?;` then
+`socket.send_to(n.to_string().as_bytes(), from)`: every datagram, n == 0 too.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-read-is-a-message.rs",
+                mistake: "one TCP read taken for one message: three lines in one segment answered once",
+                must_say: "a read is not a message",
+            },
+            Wrong {
+                file: "wrong-no-carry-over.rs",
+                mistake: "lines looked for in each read only: a line that takes several reads is answered in pieces",
+                must_say: "split across reads",
+            },
+            Wrong {
+                file: "wrong-udp-split-lines.rs",
+                mistake: "a UDP datagram cut at its newlines, as if it were a stream",
+                must_say: "a datagram is one message",
+            },
+            Wrong {
+                file: "wrong-empty-datagram-ignored.rs",
+                mistake: "recv_from returning 0 skipped: the empty datagram is never answered",
+                must_say: "empty datagram is a message",
+            },
+        ],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).
