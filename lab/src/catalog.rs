@@ -529,6 +529,44 @@ serve_udp: `let (n, from) = socket.recv_from(&mut buf)?;` then
             },
         ],
     },
+    Exercise {
+        num: 19,
+        dir: "19-read-exactly",
+        package: "ex19-read-exactly",
+        file: "src/lib.rs",
+        title: "read exactly N bytes from a socket within one deadline, and say why not: EOF or timeout",
+        chapter: "api",
+        driver: true,
+        grade: graders::driver::grade,
+        hint: "\
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; n]; let mut got = 0;
+    while got < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() { return Err(ReadError::TimedOut { got }); }
+        stream.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
+        match stream.read(&mut buf[got..]) { .. }
+    }
+Ok(0): Err(Eof { got }); Ok(k): got += k; Interrupted: again; WouldBlock or
+TimedOut: Err(TimedOut { got }); anything else: Err(Io(e)).",
+        wrongs: &[
+            Wrong {
+                file: "wrong-read-exact-loses-count.rs",
+                mistake: "std's read_exact: an EOF mid-message is reported as 0 bytes received",
+                must_say: "how many bytes arrived",
+            },
+            Wrong {
+                file: "wrong-timed-out-only.rs",
+                mistake: "matches ErrorKind::TimedOut only: Linux's read timeout (WouldBlock) becomes an Io error",
+                must_say: "WouldBlock",
+            },
+            Wrong {
+                file: "wrong-timeout-per-read.rs",
+                mistake: "the same timeout for every read: a peer that trickles bytes keeps it reading forever",
+                must_say: "time left",
+            },
+        ],
+    },
 ];
 
 /// Look an exercise up by number (`3`) or name (`03-line-decoder`, `line-decoder`).
