@@ -539,6 +539,7 @@ serve_udp: `let (n, from) = socket.recv_from(&mut buf)?;` then
         driver: true,
         grade: graders::driver::grade,
         hint: "\
+One deadline for the whole message, and the time left before it for each read:
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; n]; let mut got = 0;
     while got < n {
