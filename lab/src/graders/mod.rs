@@ -6,6 +6,8 @@ pub mod asyncs;
 pub mod driver;
 pub mod proc;
 pub mod shutdown;
+pub mod sockets;
+pub mod streams;
 pub mod tcp;
 pub mod threads;
 pub mod udp;
