@@ -526,10 +526,16 @@ mod coverage {
         // looked for in a program's stderr
         "memory allocation of",
         "os error 11",
+        "os error 24",
         "error: could not compile",
         // payloads sent to the student's program, shown quoted as data
         "{seq} hello",
         "\"still there?\"",
+        "{seq} forged",
+        "work {WORK_MS}\n",
+        // the names inside the grader's test certificates
+        "lab root CA",
+        "lab intermediate CA",
         // the self-check's layout around translated parts
         "ok    {label:<44} {secs:>5.1} s  {}{detail}",
         "FAIL  {label:<44} {secs:>5.1} s  {}{detail}",
