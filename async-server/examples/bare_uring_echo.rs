@@ -41,6 +41,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 /// Bytes per connection buffer: the most one recv takes.
 const BUF: usize = 16 * 1024;
 
+// ANCHOR: token
 /// What a completion is about: the 64-bit `user_data` we gave the SQE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Token {
@@ -67,7 +68,9 @@ impl Token {
         }
     }
 }
+// ANCHOR_END: token
 
+// ANCHOR: conn
 struct Conn {
     stream: TcpStream,
     /// Received bytes being echoed. Its heap storage stays put when the
@@ -77,6 +80,7 @@ struct Conn {
     len: usize,
     sent: usize,
 }
+// ANCHOR_END: conn
 
 /// Queue one SQE; if the submission ring is full, hand the queued ones to
 /// the kernel first to make room.
@@ -113,6 +117,7 @@ fn recv(ring: &mut IoUring, slot: usize, c: &mut Conn) -> io::Result<()> {
     unsafe { push(ring, entry) }
 }
 
+// ANCHOR: send
 fn send(ring: &mut IoUring, slot: usize, c: &Conn) -> io::Result<()> {
     let fd = types::Fd(c.stream.as_raw_fd());
     let rest = &c.buf[c.sent..c.len];
@@ -124,6 +129,7 @@ fn send(ring: &mut IoUring, slot: usize, c: &Conn) -> io::Result<()> {
     // completion.
     unsafe { push(ring, entry) }
 }
+// ANCHOR_END: send
 
 /// Echo every client of `listener`, forever.
 pub fn serve(listener: TcpListener) -> io::Result<()> {
@@ -132,12 +138,14 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
     let mut free: Vec<usize> = Vec::new();
     accept(&mut ring, &listener)?;
     let mut done = Vec::new();
+    // ANCHOR: loop
     loop {
         // The one syscall per turn: submit what is queued, sleep for a CQE.
         ring.submit_and_wait(1)?;
         done.extend(ring.completion().map(|c| (c.user_data(), c.result())));
         for (user_data, res) in done.drain(..) {
             match Token::decode(user_data) {
+                // ANCHOR_END: loop
                 Token::Accept => {
                     if res >= 0 {
                         // SAFETY: a successful accept's result is a new fd
@@ -161,6 +169,7 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
                     }
                     accept(&mut ring, &listener)?; // one accept at a time
                 }
+                // ANCHOR: recv
                 Token::Recv(slot) => {
                     let Some(c) = conns.get_mut(slot).and_then(Option::as_mut) else {
                         continue;
@@ -176,6 +185,8 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
                     (c.len, c.sent) = (res as usize, 0);
                     send(&mut ring, slot, c)?;
                 }
+                // ANCHOR_END: recv
+                // ANCHOR: short-send
                 Token::Send(slot) => {
                     let Some(c) = conns.get_mut(slot).and_then(Option::as_mut) else {
                         continue;
@@ -195,6 +206,7 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
                     }
                 }
             }
+            // ANCHOR_END: short-send
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Chapters 6.2 and 6.3: asynchronous I/O, multiplexing and completion
+//! Chapters 9 and 10: asynchronous I/O, multiplexing and completion
 //! I/O, as three echo servers that speak the workspace's one protocol and
 //! take the same flags.
 //!

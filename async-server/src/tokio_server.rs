@@ -8,7 +8,7 @@
 //! complete and awaits the write. Every wait is an `.await`
 //! inside a `tokio::select!` that also waits for what could end it (a timer,
 //! the shutdown signal); there is no state machine, no readiness flag and no
-//! `WouldBlock` anywhere in this file. Read it beside `event_loop.rs`, which
+//! `WouldBlock` anywhere in this file. Read it beside `event_loop/mod.rs`, which
 //! does the same job by hand: there each of these awaits is a state the
 //! connection must remember, and an event that must bring it back.
 //!
@@ -17,7 +17,8 @@
 //!
 //! - framing (`--framing line|length|raw`) by [`AsyncFramed`], the same
 //!   sans-I/O decoder the blocking and mio servers call;
-//! - `--max-conns` with a [`Semaphore`]: a client over the limit is
+//! - `--max-conns` with a semaphore (in `common::tokio_accept::serve`): a
+//!   client over the limit is
 //!   **refused** (accepted, then closed at once), never parked;
 //! - `--idle-timeout`: nothing received for that long, the connection ends;
 //! - `--stall-timeout`: echoes are owed and the client has taken none of

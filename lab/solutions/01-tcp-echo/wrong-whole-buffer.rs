@@ -1,4 +1,4 @@
-//! Exercise 1: the bare TCP echo server (chapter 5.1).
+//! Exercise 1: the bare TCP echo server (chapter 5).
 //!
 //! The course's Python program, in Rust: `socket()` + `bind()` + `listen()`
 //! (all three inside `TcpListener::bind`), `accept()` in a loop, then

@@ -1,4 +1,4 @@
-//! Exercise 2: a TCP client that fails well (chapter 5.1).
+//! Exercise 2: a TCP client that fails well (chapter 5).
 //!
 //! `ex02-tcp-client --addr HOST:PORT MESSAGE` sends MESSAGE and a newline to a
 //! line echo server, prints the line that comes back, and exits 0. This

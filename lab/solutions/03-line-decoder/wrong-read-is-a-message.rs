@@ -1,4 +1,4 @@
-//! Exercise 3: the line decoder, sans-I/O (chapter 5.1, `--framing line`).
+//! Exercise 3: the line decoder, sans-I/O (chapter 5, `--framing line`).
 //!
 //! TCP delivers a stream of bytes, not messages: one `read` may return half a
 //! line, or three lines and a half. A server therefore appends whatever

@@ -1,4 +1,4 @@
-//! Exercise 5: a UDP client that copes with loss (chapter 5.2).
+//! Exercise 5: a UDP client that copes with loss (chapter 6).
 //!
 //! UDP keeps each datagram whole, and promises nothing else: a datagram may
 //! be lost (and nobody tells the sender), duplicated, or overtaken. So a

@@ -1,4 +1,4 @@
-//! Exercise 6: a UDP echo server with a reflection guard (chapter 5.2).
+//! Exercise 6: a UDP echo server with a reflection guard (chapter 6).
 //!
 //! UDP has no handshake, so a datagram's source address is whatever the
 //! sender wrote in it. Forge a datagram "from" another host's echo port (7)

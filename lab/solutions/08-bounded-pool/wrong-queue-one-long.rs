@@ -1,4 +1,4 @@
-//! Exercise 8: the Rust book's thread pool, made bounded (chapter 5.3).
+//! Exercise 8: the Rust book's thread pool, made bounded (chapter 7).
 //!
 //! The book's final chapter builds a `ThreadPool` from `std::sync::mpsc`
 //! and an `Arc<Mutex<Receiver>>`. Two things make it unfit for a server:

@@ -1,5 +1,5 @@
 //! Exercise 10: a tokio echo server with an idle timeout and a connection
-//! limit (chapter 6.2).
+//! limit (chapter 9).
 //!
 //! The course's asyncio server, `await reader.read(100)` then
 //! `writer.write(data)`, has two holes every real server must close:

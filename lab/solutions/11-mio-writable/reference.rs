@@ -1,5 +1,5 @@
 //! Exercise 11: a mio readiness loop that survives partial writes
-//! (chapter 6.3, multiplexing).
+//! (chapter 9, multiplexing).
 //!
 //! One thread, many non-blocking sockets, and `poll` (epoll on Linux) as the
 //! only place the program sleeps. On a non-blocking socket:

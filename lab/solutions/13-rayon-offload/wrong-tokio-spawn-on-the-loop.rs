@@ -1,4 +1,4 @@
-//! Exercise 13: CPU work off the event loop, with rayon (chapter 6.2).
+//! Exercise 13: CPU work off the event loop, with rayon (chapter 9).
 //!
 //! An async runtime runs many connections on few threads; here, one (a
 //! `current_thread` runtime, like asyncio's single loop). While one task

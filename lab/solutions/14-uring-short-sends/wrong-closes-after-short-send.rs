@@ -1,4 +1,4 @@
-//! Exercise 14: an io_uring echo that resubmits short sends (chapter 6.3,
+//! Exercise 14: an io_uring echo that resubmits short sends (chapter 10,
 //! completion I/O).
 //!
 //! With io_uring you do not call `send()`: you submit a SEND request

@@ -634,7 +634,7 @@ mod tests {
             "{why}"
         );
         assert!(!why.contains(" | "), "{why}");
-        let crash = "async-server exited (signal: 11) before printing `listening on ADDR`; its last log lines: thread 'main' panicked at src/uring.rs";
+        let crash = "async-server exited (signal: 11) before printing `listening on ADDR`; its last log lines: thread 'main' panicked at src/uring/mod.rs";
         assert_eq!(uring_refusal(crash), None);
         assert_eq!(
             uring_refusal("did not print `listening on ADDR` within 10s"),

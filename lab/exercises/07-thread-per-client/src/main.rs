@@ -1,4 +1,4 @@
-//! Exercise 7: one thread per client (chapter 5.3).
+//! Exercise 7: one thread per client (chapter 7).
 //!
 //! Exercise 1's server is iterative: while it is inside `handle` for one
 //! client, nobody else is accepted, so one idle client (`nc` left open)

@@ -1,4 +1,4 @@
-//! Exercise 9: a rustls server and client configuration (chapter 6.1).
+//! Exercise 9: a rustls server and client configuration (chapter 8).
 //!
 //! TLS gives a client two promises: nobody on the way can read or change
 //! the bytes, AND the server is who it claims to be. The second one rests on
