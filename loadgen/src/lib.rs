@@ -13,8 +13,10 @@
 //! | [`sys`]     | the machine: CPU pinning, kernel, CPU count, fd limit, date   |
 //! | [`check`]   | conformance and robustness cases, `PASS`/`FAIL`/`SKIP` per case |
 //! | [`hold`]    | N idle connections held open: the server's RSS per connection |
+//! | [`chat`]    | the chat room: `chat-check` (Budget Chat conformance, slow members) and `chat` (fan-out load) |
 
 pub mod chart;
+pub mod chat;
 pub mod check;
 pub mod child;
 pub mod compare;

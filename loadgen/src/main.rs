@@ -6,6 +6,8 @@
 //! loadgen compare --quick                 # every server, same load, one table
 //! loadgen check   --addr 127.0.0.1:7004   # conformance and robustness cases
 //! loadgen hold    --addr 127.0.0.1:7004 --conns 10000 --pid PID   # RSS per idle connection
+//! loadgen chat-check --addr 127.0.0.1:7007 --slow skip   # the chat room's cases
+//! loadgen chat    --addr 127.0.0.1:7007 --members 100 --rate 10   # fan-out latency
 //! ```
 //!
 //! Each subcommand lives in its own module; this file only dispatches.
@@ -35,6 +37,10 @@ enum Command {
     Check(loadgen::check::CheckArgs),
     /// Hold N idle connections open and report the server's RSS per connection.
     Hold(loadgen::hold::HoldArgs),
+    /// Check a chat server (Budget Chat protocol, slow members), case by case.
+    ChatCheck(loadgen::chat::check::ChatCheckArgs),
+    /// M chat members talking at rate R: fan-out latency, deliveries/s, server CPU per delivery.
+    Chat(loadgen::chat::load::ChatLoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,8 @@ fn main() -> ExitCode {
         Command::Compare(args) => loadgen::compare::execute(args),
         Command::Check(args) => loadgen::check::execute(args),
         Command::Hold(args) => loadgen::hold::execute(args),
+        Command::ChatCheck(args) => loadgen::chat::check::execute(args),
+        Command::Chat(args) => loadgen::chat::load::execute(args),
     };
     // A closed stdout (`loadgen compare --list | head -1`) is a quiet exit 0;
     // any other error is one line; `Ok(false)` (a failed check) is status 1.
