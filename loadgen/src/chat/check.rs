@@ -251,7 +251,7 @@ impl Member {
     pub fn send(&mut self, line: &str) -> Result<(), String> {
         self.stream
             .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| format!("{}: sending: {e}", self.name))
+            .map_err(|e| format!("{}: sending: {e} (has the room stopped reading its members, waiting for its slowest member?)", self.name))
     }
 
     /// The next line, without its `\n` (an error at EOF or after the
@@ -274,6 +274,7 @@ impl Member {
             let line = String::from_utf8_lossy(&buf).into_owned();
             let foreign = |w: &str| case_of(w).is_some_and(|c| c != self.case);
             if skip_foreign
+                && !self.case.is_empty()
                 && line.starts_with('*')
                 && words(&line).any(foreign)
                 && !words(&line).any(|w| case_of(w) == Some(&self.case))
@@ -289,12 +290,15 @@ impl Member {
         match self.line() {
             Ok(got) if got == want => Ok(()),
             Ok(got) => Err(format!(
-                "{} should have received {want:?} ({why}), but got {got:?}",
-                self.name
+                "{} should have received {:?} ({why}), but got {:?}",
+                self.name,
+                short(want),
+                short(&got)
             )),
             Err(e) => Err(format!(
-                "{} should have received {want:?} ({why}), but: {e}",
-                self.name
+                "{} should have received {:?} ({why}), but: {e}",
+                self.name,
+                short(want)
             )),
         }
     }
@@ -372,6 +376,14 @@ impl Member {
     }
 }
 
+/// A line cut for a message: long lines are the point of some cases.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((at, _)) => format!("{}... ({} bytes)", &s[..at], s.len()),
+        None => s.to_owned(),
+    }
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -412,9 +424,25 @@ fn welcome(ctx: &Ctx) -> Result<String, String> {
 
 fn name_16(ctx: &Ctx) -> Result<String, String> {
     let name = "A234567890bcdefZ";
-    let (m, presence) = Member::join(ctx.addr, name)?;
+    let [other] = names::<1>("name16");
+    let (mut m, _) = Member::join(ctx.addr, name)?;
+    // Joined, not refused: the next joiner sees it in the room, and it
+    // hears the next joiner enter.
+    let (o, presence) = Member::join(ctx.addr, &other)?;
+    if !words(&presence).any(|w| w == name) {
+        return Err(format!(
+            "{name:?} (16 characters) should be in the room, but the next joiner was told {presence:?}"
+        ));
+    }
+    m.expect(
+        &format!("* {other} has entered the room"),
+        "a 16-character member hears the next joiner",
+    )?;
     m.close();
-    Ok(format!("{name:?} joined, told {presence:?}"))
+    o.close();
+    Ok(format!(
+        "{name:?} joined; the next joiner was told {presence:?}"
+    ))
 }
 
 fn name_invalid(ctx: &Ctx) -> Result<String, String> {
