@@ -3,6 +3,9 @@
 //! policies; and every case shown able to fail, against a room with one
 //! deliberate mistake each (`support/broken.rs`).
 
+// A test's panic is its failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::SocketAddr;
