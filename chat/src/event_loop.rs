@@ -232,6 +232,8 @@ impl Loop {
             let _ = stream.write(protocol::ROOM_FULL);
             return;
         }
+        // Small lines, sent as they come (no Nagle delay behind an unacked one).
+        let _ = stream.set_nodelay(true);
         let token = Token(id as usize);
         if let Err(e) = self
             .poll

@@ -269,8 +269,11 @@ fn member(shared: &Arc<Shared>, id: Id, stream: TcpStream, peer: SocketAddr) {
     let config = &shared.config.server;
     let mailbox = Mailbox::new(&shared.config);
     mailbox.with(|st| st.out.push_own(Bytes::from_static(protocol::WELCOME)));
+    // Small lines, sent as they come: Nagle's algorithm would hold each one
+    // back until the previous one is acknowledged (40 ms with delayed ACKs).
     let prepared = stream
-        .set_read_timeout(Some(TICK))
+        .set_nodelay(true)
+        .and_then(|()| stream.set_read_timeout(Some(TICK)))
         .and_then(|()| stream.set_write_timeout(Some(config.stall_timeout)))
         .and_then(|()| stream.try_clone())
         .and_then(|w| Ok((w, stream.try_clone()?)));
@@ -291,6 +294,7 @@ fn member(shared: &Arc<Shared>, id: Id, stream: TcpStream, peer: SocketAddr) {
     let mut reader = Reader {
         shared,
         id,
+        peer,
         mailbox: &mailbox,
         stream,
         joined: false,
@@ -362,6 +366,7 @@ fn member(shared: &Arc<Shared>, id: Id, stream: TcpStream, peer: SocketAddr) {
 struct Reader<'a> {
     shared: &'a Shared,
     id: Id,
+    peer: SocketAddr,
     mailbox: &'a Arc<Mailbox>,
     stream: TcpStream,
     joined: bool,
@@ -379,15 +384,13 @@ impl Reader<'_> {
             if self.shared.shutdown.is_triggered() {
                 return End::Shutdown { unfinished: 0 };
             }
-            if let Some(kick) = lock(&self.mailbox.state).kicked {
-                return match kick {
-                    Kick::Slow => End::from(crate::slow_error(config.max_pending)),
-                    Kick::Stalled => End::Stalled(config.stall_timeout),
-                    Kick::Failed(kind) => End::from(io::Error::from(kind)),
-                };
+            if let Some(end) = self.kicked() {
+                return end;
             }
             match self.stream.read(&mut chunk) {
-                Ok(0) => return End::PeerClosed,
+                // Our own writer may have shut the socket down (stalled,
+                // closed as slow): that, not the peer, is why it ended.
+                Ok(0) => return self.kicked().unwrap_or(End::PeerClosed),
                 Ok(n) => {
                     last_rx = Instant::now();
                     buf.extend_from_slice(&chunk[..n]);
@@ -416,9 +419,20 @@ impl Reader<'_> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return End::from(e),
+                Err(e) => return self.kicked().unwrap_or(End::from(e)),
             }
         }
+    }
+
+    /// Closed by the server itself (its writer, or the room), and why.
+    fn kicked(&self) -> Option<End> {
+        let max_pending = self.shared.config.server.max_pending;
+        let stall = self.shared.config.server.stall_timeout;
+        lock(&self.mailbox.state).kicked.map(|kick| match kick {
+            Kick::Slow => End::from(crate::slow_error(max_pending)),
+            Kick::Stalled => End::Stalled(stall),
+            Kick::Failed(kind) => End::from(io::Error::from(kind)),
+        })
     }
 
     /// One line from the client: its name, or something it says.
@@ -438,7 +452,7 @@ impl Reader<'_> {
                     Ok(evicted) => {
                         self.joined = true;
                         ChatStats::bump(&shared.stats.joined);
-                        log::info!("{}: joined as {name}", self.id);
+                        log::info!("{}: joined as {name}", self.peer);
                         shared.kick(evicted);
                         return None;
                     }

@@ -227,6 +227,8 @@ async fn send(
 /// One member's task: its reads, its writes, its timeouts.
 async fn member(shared: &Shared, id: Id, stream: TcpStream, peer: SocketAddr) {
     let config = &shared.config.server;
+    // Small lines, sent as they come (no Nagle delay behind an unacked one).
+    let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(capacity(config.max_pending));
     let mut tx = Some(tx);

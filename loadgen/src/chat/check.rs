@@ -248,6 +248,11 @@ impl Member {
         Ok((m, presence))
     }
 
+    /// The socket itself, for a test that drives it by hand.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
     pub fn send(&mut self, line: &str) -> Result<(), String> {
         self.stream
             .write_all(format!("{line}\n").as_bytes())
