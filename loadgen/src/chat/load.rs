@@ -164,16 +164,23 @@ async fn drive(args: &ChatLoadArgs) -> Result<ChatReport> {
     }
     let mut readers = Vec::new();
     let mut writers = Vec::new();
+    // Readers stop on this signal and hand back their histograms (aborting
+    // them would throw their samples away).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for (mut r, w) in members {
         let delivered = delivered.clone();
+        let mut stop_rx = stop_rx.clone();
         readers.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
             let mut line = Vec::new();
             loop {
                 line.clear();
-                match r.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                tokio::select! {
+                    n = r.read_until(b'\n', &mut line) => match n {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    },
+                    _ = stop_rx.changed() => break,
                 }
                 // `[NAME] SEQ SENT_NS padding`
                 if line.first() != Some(&b'[') {
@@ -239,8 +246,8 @@ async fn drive(args: &ChatLoadArgs) -> Result<ChatReport> {
     drop(writers);
     drop(stalled);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let _ = stop_tx.send(true);
     for r in readers {
-        r.abort();
         if let Ok(Some(h)) = r.await {
             hist.add(&h).ok();
         }
