@@ -586,6 +586,40 @@ SendRest submits buf[sent..len]: the rest, as many times as it takes.",
         ],
     },
     Exercise {
+        num: 15,
+        dir: "15-tokio-room",
+        package: "ex15-tokio-room",
+        file: "src/main.rs",
+        title: "the tokio chat room with bounded per-member queues: one slow member never holds up the room",
+        chapter: "chat",
+        driver: false,
+        grade: graders::chat::ex15_tokio_room,
+        hint: "\
+type Queue = tokio::sync::mpsc::Sender<Msg>;
+In member: `let (queue, mut rx) = mpsc::channel::<Msg>(queue_len);` and spawn
+a task that does `while let Some(m) = rx.recv().await { write.write_all(..) }`.
+In broadcast: lock the room, and for every other member
+`let _ = m.queue.try_send(msg.clone());`: Full means that member misses the
+line (and only it); never `.send().await`, never write a socket, never `?`.",
+        wrongs: &[
+            Wrong {
+                file: "wrong-unbounded-queue.rs",
+                mistake: "an unbounded channel per member: memory grows while one member does not read",
+                must_say: "grows without bound",
+            },
+            Wrong {
+                file: "wrong-write-under-lock.rs",
+                mistake: "the room writes each member's socket while holding its lock: one slow member stalls everyone",
+                must_say: "holding the room's lock",
+            },
+            Wrong {
+                file: "wrong-lagging-fatal.rs",
+                mistake: "a full queue treated as an error: the sender is disconnected because someone else lags",
+                must_say: "that member's problem only",
+            },
+        ],
+    },
+    Exercise {
         num: 16,
         dir: "16-byte-order",
         package: "ex16-byte-order",
@@ -749,17 +783,15 @@ mod tests {
     use crate::harness::Paths;
 
     /// Every exercise has its package, its student file, a pristine starter,
-    /// a reference and each declared wrong solution; numbers go up (a gap
-    /// is allowed: an exercise added to an earlier chapter keeps its number);
+    /// a reference and each declared wrong solution; numbers run 1, 2, 3...
+    /// (an exercise added for an earlier chapter takes the next number);
     /// the exercises workspace lists exactly these packages.
     #[test]
     fn every_exercise_has_its_files() {
         let p = Paths::new();
         let members = std::fs::read_to_string(p.exercises.join("Cargo.toml")).unwrap();
-        let mut last = 0;
-        for ex in EXERCISES {
-            assert!(ex.num > last, "{} is out of order", ex.dir);
-            last = ex.num;
+        for (i, ex) in EXERCISES.iter().enumerate() {
+            assert_eq!(ex.num, i + 1, "{} is out of order", ex.dir);
             assert!(ex.dir.starts_with(&format!("{:02}-", ex.num)), "{}", ex.dir);
             assert_eq!(
                 ex.package,

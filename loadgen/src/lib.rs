@@ -15,8 +15,10 @@
 //! | [`histlog`] | `run --hist-log`: the latency as an HdrHistogram interval log; `merge` adds logs up |
 //! | [`hold`]    | N idle connections held open: the server's RSS per connection |
 //! | [`refs`]    | the syscalls `select-ref` and `poll-ref` share around their readiness call |
+//! | [`chat`]    | the chat room: `chat-check` (Budget Chat conformance, slow members) and `chat` (fan-out load) |
 
 pub mod chart;
+pub mod chat;
 pub mod check;
 pub mod child;
 pub mod compare;

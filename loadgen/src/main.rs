@@ -8,6 +8,8 @@
 //! loadgen hold    --addr 127.0.0.1:7004 --conns 10000 --pid PID   # RSS per idle connection
 //! loadgen run     --addr 127.0.0.1:7004 --rate 5000 --hist-log a.hlog   # on each load host...
 //! loadgen merge   a.hlog b.hlog           # ...then the exact combined percentiles
+//! loadgen chat-check --addr 127.0.0.1:7007 --slow skip   # the chat room's cases
+//! loadgen chat    --addr 127.0.0.1:7007 --members 100 --rate 10   # fan-out latency
 //! ```
 //!
 //! Each subcommand lives in its own module; this file only dispatches.
@@ -40,6 +42,10 @@ enum Command {
     /// Add up the latency of `run --hist-log` files (several load hosts):
     /// exact combined percentiles and counts.
     Merge(loadgen::histlog::MergeArgs),
+    /// Check a chat server (Budget Chat protocol, slow members), case by case.
+    ChatCheck(loadgen::chat::check::ChatCheckArgs),
+    /// M chat members talking at rate R: fan-out latency, deliveries/s, server CPU per delivery.
+    Chat(loadgen::chat::load::ChatLoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
         Command::Check(args) => loadgen::check::execute(args),
         Command::Hold(args) => loadgen::hold::execute(args),
         Command::Merge(args) => loadgen::histlog::execute(args),
+        Command::ChatCheck(args) => loadgen::chat::check::execute(args),
+        Command::Chat(args) => loadgen::chat::load::execute(args),
     };
     // A closed stdout (`loadgen compare --list | head -1`) is a quiet exit 0;
     // any other error is one line; `Ok(false)` (a failed check) is status 1.

@@ -3,6 +3,7 @@
 //! exercise itself; `driver` reads its report.
 
 pub mod asyncs;
+pub mod chat;
 pub mod driver;
 pub mod proc;
 pub mod shutdown;
