@@ -7,6 +7,7 @@
 #   scripts/chat-compare.sh                          # 10, 100, 1000 members; 10 lines/s each; 5 s per cell
 #   MEMBERS="10 100" RATE=5 DURATION=2s scripts/chat-compare.sh   # a quick one
 #   MODELS=tokio STALLED="0 1 10" scripts/chat-compare.sh
+#   PIN=1 scripts/chat-compare.sh   # server on CPU 0, load on CPU 1 (as compare --pin)
 #
 # Each cell starts a fresh server (release build, 127.0.0.1, an ephemeral
 # port, --max-pending 64KiB --slow skip so a stalled member is bounded),
@@ -21,6 +22,12 @@ MEMBERS=${MEMBERS:-"10 100 1000"}
 STALLED=${STALLED:-"0 1"}
 RATE=${RATE:-10}
 DURATION=${DURATION:-5s}
+# PIN=1: the server on CPU 0 and the load generator on CPU 1, so on a
+# 2-core machine they do not take turns on one core (taskset, util-linux).
+server_cpu=() load_cpu=()
+if [ "${PIN:-0}" = 1 ]; then
+  server_cpu=(taskset -c 0) load_cpu=(taskset -c 1)
+fi
 out=target/chat-compare
 mkdir -p "$out"
 cargo build --release -p chat -p loadgen
@@ -33,7 +40,7 @@ for model in $MODELS; do
   for members in $MEMBERS; do
     for stalled in $STALLED; do
       log="$out/server-$model-$members-$stalled.log"
-      target/release/chat server --model "$model" --addr 127.0.0.1:0 \
+      "${server_cpu[@]}" target/release/chat server --model "$model" --addr 127.0.0.1:0 \
         --max-conns 20000 --max-pending 64KiB --slow skip --stall-timeout 60s \
         >"$out/announce" 2>"$log" &
       pid=$!
@@ -48,7 +55,7 @@ for model in $MODELS; do
         kill "$pid" 2>/dev/null || true
         exit 1
       fi
-      result=$(target/release/loadgen chat --addr "$addr" --members "$members" \
+      result=$("${load_cpu[@]}" target/release/loadgen chat --addr "$addr" --members "$members" \
         --stalled "$stalled" --rate "$RATE" --duration "$DURATION" --server-pid "$pid")
       kill -TERM "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
