@@ -37,9 +37,11 @@ pub struct ChatLoadArgs {
     /// Members that talk and read (at most 20,000).
     #[arg(long, value_name = "M", default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=20_000))]
     pub members: u32,
-    /// Lines each member says per second (at most 1,000).
-    #[arg(long, value_name = "R", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub rate: u32,
+    /// Lines each member says per second, a fraction allowed (`0.1`: one
+    /// line every 10 s), from 0.001 to 1,000. Deliveries per second are
+    /// M·(M-1)·R: at 1,000 members, 0.05 is already ~50,000 a second.
+    #[arg(long, value_name = "R", default_value_t = 10.0, value_parser = parse_rate)]
+    pub rate: f64,
     /// How long members talk (at most 10 minutes).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = common::cli::parse_duration)]
     pub duration: Duration,
@@ -54,12 +56,36 @@ pub struct ChatLoadArgs {
     pub server_pid: Option<u32>,
 }
 
+/// The lowest and highest `--rate`, lines per member per second.
+pub const RATE_RANGE: (f64, f64) = (0.001, 1000.0);
+
+/// `--rate`: a positive number of lines per second, fractions allowed.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of lines per second"))?;
+    check_rate(r)
+}
+
+/// A rate within [`RATE_RANGE`] (NaN and infinities refused).
+pub fn check_rate(r: f64) -> Result<f64, String> {
+    let (lo, hi) = RATE_RANGE;
+    if !(lo..=hi).contains(&r) {
+        return Err(format!(
+            "rate {r}: from {lo} to {hi} lines per member per second"
+        ));
+    }
+    Ok(r)
+}
+
 /// What one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChatReport {
     pub members: u32,
     pub stalled: u32,
-    pub rate: u32,
+    /// Lines each member said per second (asked for).
+    pub rate: f64,
     pub said: u64,
     pub expected: u64,
     pub delivered: u64,
@@ -68,19 +94,23 @@ pub struct ChatReport {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// The server's CPU time (user + system) over the run, seconds.
+    pub server_cpu_secs: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
     pub server_rss_bytes: Option<u64>,
+    /// The server's peak RSS (VmHWM) at the end of the run, bytes.
+    pub server_peak_rss_bytes: Option<u64>,
 }
 
 impl ChatReport {
-    pub const HEADER: &str = "members stalled rate   said  delivered/expected  deliv/s   p50 µs   p99 µs p99.9 µs   max µs  cpu µs/deliv  rss MiB";
+    pub const HEADER: &str = "members stalled   rate   said  delivered/expected  deliv/s   p50 µs   p99 µs p99.9 µs   max µs  cpu µs/deliv  rss MiB";
 
     pub fn row(&self) -> String {
         format!(
-            "{:>7} {:>7} {:>4} {:>6} {:>10}/{:<8} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>13} {:>8}",
+            "{:>7} {:>7} {:>6} {:>6} {:>10}/{:<8} {:>8.0} {:>8} {:>8} {:>8} {:>8} {:>13} {:>8}",
             self.members,
             self.stalled,
-            self.rate,
+            rate_text(self.rate),
             self.said,
             self.delivered,
             self.expected,
@@ -97,6 +127,21 @@ impl ChatReport {
     }
 }
 
+/// A rate as a short figure: `10`, `0.05`, `5.05`.
+pub fn rate_text(r: f64) -> String {
+    if r >= 100.0 || r.fract() == 0.0 {
+        format!("{r:.0}")
+    } else if r >= 1.0 {
+        format!("{r:.2}")
+    } else {
+        // Three significant figures below one line a second, trailing
+        // zeros dropped: 0.0505, 0.05.
+        let digits = (-r.log10()).ceil().max(0.0) as usize + 2;
+        let t = format!("{r:.digits$}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 pub fn execute(args: ChatLoadArgs) -> Result<bool> {
     let report = run(&args)?;
     println!("{}", ChatReport::HEADER);
@@ -108,6 +153,11 @@ pub fn execute(args: ChatLoadArgs) -> Result<bool> {
 pub fn run(args: &ChatLoadArgs) -> Result<ChatReport> {
     if args.duration > Duration::from_secs(600) {
         bail!("--duration is at most 10m");
+    }
+    // The library entry (`compare --chat`) skips clap's checks.
+    check_rate(args.rate).map_err(anyhow::Error::msg)?;
+    if !(2..=20_000).contains(&args.members) {
+        bail!("--members is from 2 to 20,000");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -203,21 +253,28 @@ async fn drive(args: &ChatLoadArgs) -> Result<ChatReport> {
     let cpu_before = args.server_pid.and_then(|p| ProcStats::read(p).ok());
     let said = Arc::new(AtomicU64::new(0));
     let pad = "p".repeat(args.size as usize);
-    let period = Duration::from_secs_f64(1.0 / f64::from(args.rate));
+    let period = Duration::from_secs_f64(1.0 / args.rate);
+    let count = args.members;
     let start = Instant::now();
     let stop = start + args.duration;
     let mut senders = Vec::new();
     for (i, mut w) in writers.into_iter().enumerate() {
         let (said, pad) = (said.clone(), pad.clone());
         senders.push(tokio::spawn(async move {
-            // Spread the members over one period so they do not all speak at once.
-            let offset = period.mul_f64(i as f64 / 1000.0 % 1.0);
+            // Spread the members evenly over one period so they do not all
+            // speak at once: the room as a whole says M·R lines a second
+            // from the start, even when one member's period (1/R) is
+            // longer than the run.
+            let offset = period.mul_f64(i as f64 / f64::from(count));
             let mut tick = tokio::time::interval_at(start + offset, period);
             tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
             let mut seq = 0u64;
             loop {
-                tick.tick().await;
-                if Instant::now() >= stop {
+                // A member whose next turn is after the end stops at the
+                // end, not at its turn (at 0.05 lines/s that is 20 s away).
+                if tokio::time::timeout_at(stop, tick.tick()).await.is_err()
+                    || Instant::now() >= stop
+                {
                     break;
                 }
                 let line = format!("{seq} {} {pad}\n", base.elapsed().as_nanos());
@@ -265,6 +322,10 @@ async fn drive(args: &ChatLoadArgs) -> Result<ChatReport> {
         p99_us: hist.value_at_quantile(0.99),
         p999_us: hist.value_at_quantile(0.999),
         max_us: hist.max(),
+        server_cpu_secs: match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) => Some((a.cpu_secs() - b.cpu_secs()).max(0.0)),
+            _ => None,
+        },
         server_cpu_us_per_delivery: match (cpu_before, cpu_after) {
             (Some(b), Some(a)) if delivered > 0 => {
                 Some((a.cpu_secs() - b.cpu_secs()) * 1e6 / delivered as f64)
@@ -272,5 +333,28 @@ async fn drive(args: &ChatLoadArgs) -> Result<ChatReport> {
             _ => None,
         },
         server_rss_bytes: cpu_after.map(|a| a.rss_bytes),
+        server_peak_rss_bytes: cpu_after.map(|a| a.peak_rss_bytes),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_below_one_line_a_second_are_accepted_and_shown_short() {
+        assert_eq!(parse_rate("0.1"), Ok(0.1));
+        assert_eq!(parse_rate("10"), Ok(10.0));
+        assert_eq!(parse_rate("1000"), Ok(1000.0));
+        for bad in ["0", "-1", "1001", "NaN", "inf", "0.0001", "fast"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(rate_text(10.0), "10");
+        assert_eq!(rate_text(555.555), "556");
+        assert_eq!(rate_text(5.0505), "5.05");
+        assert_eq!(rate_text(0.05), "0.05");
+        assert_eq!(rate_text(50_000.0 / 999_000.0), "0.0501");
+        assert_eq!(rate_text(0.0505), "0.0505");
+        assert_eq!(rate_text(0.001), "0.001");
+    }
 }
