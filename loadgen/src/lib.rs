@@ -8,7 +8,7 @@
 //! | [`drive`]   | the engine and its configuration (`RunConfig`, `Proto`): a writer and a reader per connection |
 //! | [`payload`] | a different payload per request, verified byte for byte       |
 //! | [`tls`]     | the TLS flags (`TlsArgs`) and the rustls client behind them   |
-//! | [`compare`] | every server, the same matrix, one table and charts           |
+//! | [`compare`] | every server, the same matrix, one table and charts; `--chat`: the chat designs |
 //! | [`chart`]   | the SVG charts of `compare` (plotters, no system fonts)       |
 //! | [`sys`]     | the machine: CPU pinning, kernel, CPU count, fd limit, date   |
 //! | [`check`]   | conformance and robustness cases, `PASS`/`FAIL`/`SKIP` per case |

@@ -10,6 +10,7 @@
 //! loadgen merge   a.hlog b.hlog           # ...then the exact combined percentiles
 //! loadgen chat-check --addr 127.0.0.1:7007 --slow skip   # the chat room's cases
 //! loadgen chat    --addr 127.0.0.1:7007 --members 100 --rate 10   # fan-out latency
+//! loadgen compare --chat --quick          # the chat room's three designs, one table
 //! ```
 //!
 //! Each subcommand lives in its own module; this file only dispatches.

@@ -11,6 +11,7 @@
 //! target/release/loadgen compare --pin --publish  # the published matrix, 5 rounds, refreshing results/
 //! target/release/loadgen compare --servers async-tokio,python-asyncio --conns 1,100
 //! target/release/loadgen compare --servers event-loop --extra 'before=/tmp/old/async-server server --model event-loop'
+//! target/release/loadgen compare --chat --quick    # the chat room's three designs instead (compare/chat.rs)
 //! ```
 //!
 //! For every cell (server × connections × message size × work) it starts
@@ -45,7 +46,8 @@
 //! Layout: this file runs the matrix; `compare/servers.rs` is the server
 //! table, `compare/plan.rs` the flags and the plan they make,
 //! `compare/cell.rs` one cell (start, load, stop, medians),
-//! `compare/report.rs` the files written.
+//! `compare/report.rs` the files written, `compare/chat.rs` the chat
+//! matrix (`--chat`: the chat designs x members x stalled members).
 
 use std::time::Duration;
 
@@ -53,6 +55,7 @@ use anyhow::{Context, Result};
 use common::Framing;
 
 mod cell;
+pub mod chat;
 mod plan;
 mod report;
 mod servers;
@@ -69,6 +72,9 @@ use report::write_outputs;
 
 /// `loadgen compare`. Ok(false) when a cell had errors or a server failed.
 pub fn execute(args: CompareArgs) -> Result<bool> {
+    if args.chat {
+        return chat::execute(&args);
+    }
     if args.list {
         // writeln! on a locked stdout: a closed pipe (`| head -1`) is an
         // error `main` turns into a quiet exit 0, not a panic.

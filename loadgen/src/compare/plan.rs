@@ -207,6 +207,48 @@ pub struct CompareArgs {
     /// a Unix socket, and compare.md a table of the two side by side.
     #[arg(long)]
     pub unix: bool,
+
+    /// The chat matrix instead of the echo matrix: rows are the chat
+    /// room's designs (`chat server --model threads|tokio|event-loop`;
+    /// `--servers` picks among them), cells are --members x --stalled,
+    /// each run is `loadgen chat` against a fresh server. Output goes to
+    /// target/compare/chat/ unless --out; --duration defaults to 5s
+    /// (quick: 1s, with 10 and 100 members). Not with --publish.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "conns", "sizes", "work", "framing", "warmup", "pipeline",
+            "timeout", "threads", "over_limit", "no_reference", "unix",
+        ]
+    )]
+    pub chat: bool,
+
+    /// With --chat: room sizes [default: 10,100,1000; quick: 10,100].
+    #[arg(long, value_delimiter = ',', value_name = "LIST", requires = "chat")]
+    pub members: Vec<u32>,
+
+    /// With --chat: members that join and never read, per cell
+    /// [default: 0,1].
+    #[arg(long, value_delimiter = ',', value_name = "LIST", requires = "chat")]
+    pub stalled: Vec<u32>,
+
+    /// With --chat: every member says R lines a second (fractions
+    /// allowed: 0.1), whatever the room size. Without it the rate follows
+    /// --chat-deliveries.
+    #[arg(long, value_name = "R", requires = "chat", value_parser = crate::chat::load::parse_rate)]
+    pub chat_rate: Option<f64>,
+
+    /// With --chat and no --chat-rate: each cell's rate is
+    /// N / (M·(M-1)) lines per member per second, so every room size is
+    /// asked for about N deliveries a second (1,000 members: 0.05 lines a
+    /// second each) [default: 50000].
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "chat",
+        conflicts_with = "chat_rate"
+    )]
+    pub chat_deliveries: Option<f64>,
 }
 
 /// The settings of one comparison, after defaults.
@@ -237,6 +279,19 @@ pub(crate) struct Plan {
 }
 
 impl CompareArgs {
+    /// (server CPUs, load generator CPUs): `--server-cpus` and
+    /// `--loadgen-cpus` as given, else `--pin`'s CPU 0 and CPU 1 on a
+    /// machine with two or more, else not pinned.
+    pub(crate) fn pinning(&self) -> (Option<Vec<usize>>, Option<Vec<usize>>) {
+        let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+        match (self.pin && two, &self.server_cpus, &self.loadgen_cpus) {
+            (_, Some(s), l) => (Some(s.clone()), l.clone()),
+            (_, None, Some(l)) => (None, Some(l.clone())),
+            (true, None, None) => (Some(vec![0]), Some(vec![1])),
+            (false, None, None) => (None, None),
+        }
+    }
+
     pub(crate) fn plan(&self) -> Result<Plan> {
         if self.publish {
             let subsets: Vec<&str> = [
@@ -326,14 +381,7 @@ impl CompareArgs {
                 full.to_vec()
             }
         };
-        let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
-        let (server_cpus, loadgen_cpus) =
-            match (self.pin && two, &self.server_cpus, &self.loadgen_cpus) {
-                (_, Some(s), l) => (Some(s.clone()), l.clone()),
-                (_, None, Some(l)) => (None, Some(l.clone())),
-                (true, None, None) => (Some(vec![0]), Some(vec![1])),
-                (false, None, None) => (None, None),
-            };
+        let (server_cpus, loadgen_cpus) = self.pinning();
         Ok(Plan {
             servers,
             conns: if self.publish {
@@ -402,7 +450,7 @@ pub(crate) const PUBLISHED_CONNS: [usize; 4] = [1, 100, 1000, 10_000];
 
 /// A seed for the rounds' shuffle when none is given: the clock's
 /// nanoseconds (printed, so any order can be repeated with --seed).
-fn time_seed() -> u64 {
+pub(crate) fn time_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)

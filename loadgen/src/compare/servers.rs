@@ -157,7 +157,7 @@ pub struct ServerSpec {
 /// The name of the reference row.
 pub const REFERENCE: &str = "epoll-ref";
 
-const ALL_FRAMINGS: &[Framing] = &Framing::ALL;
+pub(crate) const ALL_FRAMINGS: &[Framing] = &Framing::ALL;
 
 /// Every server of the workspace.
 pub const SERVERS: &[ServerSpec] = &[
