@@ -165,13 +165,22 @@ prepare() {
     python3 book/tools/charts.py results "$GEN/zh-CN" --zh
     timed "building the chapter binaries, peek and impair (debug) to record transcripts" \
         cargo build --quiet -p tcp-echo -p udp-echo -p threaded-server -p async-server -p tls-echo -p lab \
-        -p peek -p impair
+        -p peek -p impair -p chat
     local bin=target/debug
     record tcp-echo-demo "cargo run -p tcp-echo" "$bin/tcp-echo"
     record udp-echo-demo "cargo run -p udp-echo" "$bin/udp-echo"
     record threaded-demo "cargo run -p threaded-server" "$bin/threaded-server"
     record async-demo "cargo run -p async-server" "$bin/async-server"
     record tls-demo "cargo run -p tls-echo 2>/dev/null" "$bin/tls-echo"
+    # The chat chapter's demo: three scripted members, one at a time, so the
+    # lines come in one order on every run (only the port changes). What the
+    # chapter says about it is checked: who hears what, and what nobody hears.
+    shows chat-demo '^ alice <- \* The room contains: ?$' '^   bob <- \[alice\] hi bob$' \
+        '^ carol <- \* The room contains: alice, bob$' '^ alice <- \* carol has left the room$' \
+        '^   bob <- \* server shutting down$' -- \
+        record chat-demo "cargo run -p chat" "$bin/chat"
+    ! grep -Eq '^ (alice <- \[alice\]|carol <- \[alice\] hi bob)' "$GEN/chat-demo.txt" ||
+        die "chat-demo: a member heard its own line, or a line said before it joined; the chat chapter says not"
     record server-help "cargo run -p tcp-echo -- server --help" "$bin/tcp-echo" server --help
     local port
     port=$(free_port)

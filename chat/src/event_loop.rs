@@ -336,6 +336,7 @@ impl Loop {
             }
             _ => return,
         };
+        // ANCHOR: deliver
         let (conns, dirty, stats) = (&mut self.conns, &mut self.dirty, &self.stats);
         let mut deliver = |to: Id, _: &mut (), msg: &Bytes| match conns.get_mut(&to) {
             Some(c) => {
@@ -344,6 +345,7 @@ impl Loop {
             }
             None => true,
         };
+        // ANCHOR_END: deliver
         if joined {
             ChatStats::bump(&stats.said);
             let evicted = self.room.say(id, line, &mut deliver);
@@ -396,6 +398,7 @@ impl Loop {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
+            // ANCHOR: flush
             let mut failed = None;
             while let Some(chunk) = c.out.chunk() {
                 match c.stream.write(&chunk) {
@@ -412,6 +415,7 @@ impl Loop {
                     }
                 }
             }
+            // ANCHOR_END: flush
             if let Some(end) = failed {
                 self.closing.push((id, end));
                 continue;
@@ -429,6 +433,7 @@ impl Loop {
             } else if c.stalled_since.is_none() {
                 c.stalled_since = Some(Instant::now());
             }
+            // ANCHOR: writable
             let want = !c.out.is_empty();
             if want != c.writable {
                 let interest = if want {
@@ -445,6 +450,7 @@ impl Loop {
                     Err(e) => self.closing.push((id, End::from(e))),
                 }
             }
+            // ANCHOR_END: writable
         }
     }
 

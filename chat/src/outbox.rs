@@ -72,6 +72,7 @@ impl Budget {
         }
     }
 
+    // ANCHOR: admit
     /// May a message of `len` bytes join this member's queue? An empty
     /// queue always takes one message, so a message longer than the limit
     /// still reaches a member who keeps up: the bound is `limit` plus one
@@ -89,6 +90,7 @@ impl Budget {
             SlowPolicy::Disconnect => Admit::Overflow,
         }
     }
+    // ANCHOR_END: admit
 
     /// Undo [`Budget::admit`] for a message its queue would not take after
     /// all (a channel full by its message count): the policy decides.
@@ -113,6 +115,7 @@ impl Budget {
         self.queued
     }
 
+    // ANCHOR: take-missed
     /// Once the queue is empty again: how many messages were skipped since
     /// the last notice (and reset the count). `None` while still queued, or
     /// if nothing was missed.
@@ -123,6 +126,7 @@ impl Budget {
             None
         }
     }
+    // ANCHOR_END: take-missed
 }
 
 /// A budget and the queue it guards: shared messages and how much of the
@@ -144,6 +148,7 @@ impl Outbox {
         }
     }
 
+    // ANCHOR: push
     /// Offer a room message (a pointer clone, never a copy of the bytes).
     pub fn push(&mut self, msg: &Bytes) -> Admit {
         let verdict = self.budget.admit(msg.len());
@@ -152,6 +157,7 @@ impl Outbox {
         }
         verdict
     }
+    // ANCHOR_END: push
 
     /// Queue a line of the server's own (the welcome, a refusal, the
     /// shutdown notice): a few bytes, always accepted, still counted.

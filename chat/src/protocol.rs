@@ -99,6 +99,7 @@ pub fn left(name: &str) -> Bytes {
     line(format!("* {name} has left the room"))
 }
 
+// ANCHOR: said
 /// `[NAME] text\n`, built once and shared by every recipient's outbox.
 pub fn said(name: &str, text: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(name.len() + text.len() + 4);
@@ -109,6 +110,7 @@ pub fn said(name: &str, text: &[u8]) -> Bytes {
     b.put_u8(b'\n');
     b.freeze()
 }
+// ANCHOR_END: said
 
 /// Told once to a `--slow skip` member whose outbox has drained again.
 pub fn missed(n: u64) -> Bytes {

@@ -74,6 +74,7 @@ impl<T> Room<T> {
         self.members.iter().map(|(id, m)| (*id, m))
     }
 
+    // ANCHOR: join
     /// Join `id` as `name` (already checked by [`protocol::check_name`]):
     /// refused if the name is taken; otherwise the joiner is given the
     /// presence list first, then everyone else hears it entered. `deliver`
@@ -99,6 +100,7 @@ impl<T> Room<T> {
         self.members.insert(id, member);
         Ok(evicted)
     }
+    // ANCHOR_END: join
 
     /// `id` said `text`: `[NAME] text` to every other member. Nothing if
     /// `id` has not joined (or was closed meanwhile).
@@ -127,6 +129,7 @@ impl<T> Room<T> {
         Some((member, evicted))
     }
 
+    // ANCHOR: fan-out
     /// Offer `msg` to every member except `from`; members refused by
     /// `deliver` are removed, and their leave is sent in turn.
     pub fn send(
@@ -157,6 +160,7 @@ impl<T> Room<T> {
         }
         evicted
     }
+    // ANCHOR_END: fan-out
 }
 
 #[cfg(test)]

@@ -114,12 +114,14 @@ struct Shared {
 }
 
 impl Shared {
+    // ANCHOR: deliver
     /// The room's delivery: a pointer into the member's outbox, and a
     /// wake-up for its writer. Runs under the room lock; never touches a
     /// socket.
     fn deliver(&self) -> impl FnMut(Id, &mut Arc<Mailbox>, &Bytes) -> bool + '_ {
         move |_, mailbox, msg| mailbox.with(|st| crate::count(st.out.push(msg), &self.stats))
     }
+    // ANCHOR_END: deliver
 
     fn kick(&self, evicted: Vec<Evicted<Arc<Mailbox>>>) {
         for e in evicted {
@@ -468,6 +470,7 @@ impl Reader<'_> {
     }
 }
 
+// ANCHOR: write
 /// The writer thread: sleep until the outbox has bytes, write them with no
 /// lock held, record what the kernel took.
 fn write_loop(shared: &Shared, id: Id, mailbox: &Mailbox, mut stream: TcpStream) {
@@ -499,6 +502,7 @@ fn write_loop(shared: &Shared, id: Id, mailbox: &Mailbox, mut stream: TcpStream)
                 drop(st);
                 mailbox.ready.notify_all();
             }
+            // ANCHOR_END: write
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // SO_SNDTIMEO expired with no byte taken: stalled. Anything

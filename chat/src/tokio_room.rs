@@ -71,6 +71,7 @@ struct Shared {
 }
 
 impl Shared {
+    // ANCHOR: deliver
     fn deliver(&self) -> impl FnMut(Id, &mut MemberTx, &Bytes) -> bool + '_ {
         move |_, m, msg| {
             let mut budget = lock(&m.budget);
@@ -86,6 +87,7 @@ impl Shared {
             crate::count(verdict, &self.stats)
         }
     }
+    // ANCHOR_END: deliver
 
     fn kick(&self, evicted: Vec<Evicted<MemberTx>>) {
         for e in evicted {
