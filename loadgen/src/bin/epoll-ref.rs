@@ -191,10 +191,12 @@ fn serve(args: &Args) -> io::Result<()> {
         let timeout = paused_until.map_or(-1, |t| {
             t.saturating_duration_since(Instant::now()).as_millis() as i32 + 1
         });
+        // ANCHOR: wait
         // SAFETY: `events` is a valid, writable array of `len` epoll_events;
         // the kernel writes at most that many.
         let n =
             unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), events.len() as i32, timeout) };
+        // ANCHOR_END: wait
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

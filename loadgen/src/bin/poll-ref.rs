@@ -84,6 +84,7 @@ fn serve(args: &Args) -> io::Result<()> {
     let mut paused_until: Option<Instant> = None;
 
     'run: loop {
+        // ANCHOR: wait
         // The whole interest set, rebuilt for every call (a real server
         // would update it in place; the kernel's cost is the same: it
         // walks every entry either way). A negative fd is skipped by
@@ -108,6 +109,7 @@ fn serve(args: &Args) -> io::Result<()> {
         // SAFETY: `fds` is a valid, writable array of `len` pollfds; the
         // kernel writes only their `revents`.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        // ANCHOR_END: wait
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

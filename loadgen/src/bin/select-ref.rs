@@ -125,6 +125,7 @@ fn serve(args: &Args) -> io::Result<()> {
     let mut paused_until: Option<Instant> = None;
 
     'run: loop {
+        // ANCHOR: wait
         // The whole interest set, rebuilt for every call: select
         // overwrites its arguments with the ready subset.
         let mut readable = empty_set();
@@ -165,6 +166,7 @@ fn serve(args: &Args) -> io::Result<()> {
                 timeout_ptr,
             )
         };
+        // ANCHOR_END: wait
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
