@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use super::cell::quantile;
 use super::plan::{CompareArgs, scratch_dir};
-use super::report::ServerRow;
+use super::report::{ServerRow, environment_rows};
 use super::servers::{ALL_FRAMINGS, Needs, Program, ServerSpec, extra_spec};
 use super::{SplitMix64, about};
 use crate::chat::load::{ChatLoadArgs, RATE_RANGE, check_rate, rate_text};
@@ -803,31 +803,9 @@ fn mib(b: u64) -> String {
 fn markdown(c: &ChatComparison) -> String {
     let e = &c.environment;
     let mut md = String::new();
-    let pin = |p: &Option<Vec<usize>>| {
-        p.as_ref().map_or("not pinned".to_string(), |v| {
-            format!(
-                "CPU {}",
-                v.iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        })
-    };
     let _ = writeln!(md, "# Chat rooms compared\n");
     let _ = writeln!(md, "Run on {} with `{}`.\n", e.date_utc, e.command);
-    let _ = writeln!(
-        md,
-        "| environment | |\n|---|---|\n| CPUs (nproc) | {} × {} |\n| kernel | {} |\n| fd limit (soft, after raising) | {} |\n| server pinned to | {} |\n| loadgen pinned to | {} ({} runtime worker{}) |\n",
-        e.nproc,
-        e.cpu_model,
-        e.kernel,
-        e.fd_limit,
-        pin(&e.server_cpus),
-        pin(&e.loadgen_cpus),
-        e.loadgen_threads,
-        if e.loadgen_threads == 1 { "" } else { "s" },
-    );
+    let _ = writeln!(md, "{}", environment_rows(e, "worker"));
     let runs = if c.rounds > 1 {
         format!(
             "{} interleaved rounds (the rows of each load in a shuffled order, seed {}: `--rounds {} --seed {}` repeats it); figures are medians over the rounds",

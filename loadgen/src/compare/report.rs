@@ -122,9 +122,10 @@ pub(crate) fn write_outputs(plan: &Plan, c: &Comparison) -> Result<()> {
     Ok(())
 }
 
-fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
-    let e = &c.environment;
-    let mut md = String::new();
+/// The environment table both comparisons (echo and chat) open with:
+/// where the figures come from. `unit` names the load generator's runtime
+/// threads ("thread", "worker"); no trailing blank line.
+pub(super) fn environment_rows(e: &crate::sys::Environment, unit: &str) -> String {
     let pin = |p: &Option<Vec<usize>>| {
         p.as_ref().map_or("not pinned".to_string(), |v| {
             format!(
@@ -136,11 +137,8 @@ fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
             )
         })
     };
-    let _ = writeln!(md, "# Echo servers compared\n");
-    let _ = writeln!(md, "Run on {} with `{}`.\n", e.date_utc, e.command);
-    let _ = writeln!(
-        md,
-        "| environment | |\n|---|---|\n| CPUs (nproc) | {} × {} |\n| kernel | {} |\n| fd limit (soft, after raising) | {} |\n| server pinned to | {} |\n| loadgen pinned to | {} ({} runtime thread{}) |\n| python | {} |\n",
+    format!(
+        "| environment | |\n|---|---|\n| CPUs (nproc) | {} × {} |\n| kernel | {} |\n| fd limit (soft, after raising) | {} |\n| server pinned to | {} |\n| loadgen pinned to | {} ({} runtime {unit}{}) |\n",
         e.nproc,
         e.cpu_model,
         e.kernel,
@@ -149,6 +147,18 @@ fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
         pin(&e.loadgen_cpus),
         e.loadgen_threads,
         if e.loadgen_threads == 1 { "" } else { "s" },
+    )
+}
+
+fn markdown(c: &Comparison, charts: &[(String, String)]) -> String {
+    let e = &c.environment;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Echo servers compared\n");
+    let _ = writeln!(md, "Run on {} with `{}`.\n", e.date_utc, e.command);
+    let _ = writeln!(
+        md,
+        "{}| python | {} |\n",
+        environment_rows(e, "thread"),
         e.python
     );
     let runs = if c.rounds > 1 {
