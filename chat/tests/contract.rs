@@ -52,16 +52,16 @@ fn shutdown_tells_members_delivers_and_ends_within_grace() {
         let (a, b) = (name(model, "a"), name(model, "b"));
         let (mut ma, _) = Member::join(addr, &a).unwrap();
         let (mut mb, _) = Member::join(addr, &b).unwrap();
-        ma.expect(&format!("* {b} has entered the room"), "join")
+        ma.expect_line(&format!("* {b} has entered the room"), "join")
             .unwrap();
         // A line in flight when the signal comes is still delivered first.
         ma.send("last words").unwrap();
-        mb.expect(&format!("[{a}] last words"), "before shutdown")
+        mb.expect_line(&format!("[{a}] last words"), "before shutdown")
             .unwrap();
         let t = Instant::now();
         shutdown.trigger();
         for m in [&mut ma, &mut mb] {
-            m.expect(
+            m.expect_line(
                 "* server shutting down",
                 &format!("{model}: the shutdown notice"),
             )
@@ -131,7 +131,7 @@ fn an_idle_member_is_closed_and_its_leave_announced() {
         let (a, b) = (name(model, "talker"), name(model, "quiet"));
         let (mut ma, _) = Member::join(addr, &a).unwrap();
         let (mut mb, _) = Member::join(addr, &b).unwrap();
-        ma.expect(&format!("* {b} has entered the room"), "join")
+        ma.expect_line(&format!("* {b} has entered the room"), "join")
             .unwrap();
         // a keeps talking (every 300 ms, so it is never idle) from a
         // thread, while this thread waits for b (silent) to be announced.
@@ -185,7 +185,7 @@ fn a_member_that_stops_reading_is_closed_after_the_stall_timeout() {
         let (a, s) = (name(model, "flood"), name(model, "stall"));
         let (mut ma, _) = Member::join(addr, &a).unwrap();
         let (ms, _) = Member::join(addr, &s).unwrap();
-        ma.expect(&format!("* {s} has entered the room"), "join")
+        ma.expect_line(&format!("* {s} has entered the room"), "join")
             .unwrap();
         // a says lines until it hears s leave (s never reads); at most 64 MiB
         // and 60 s. a reads nothing meanwhile (it receives nothing but that).

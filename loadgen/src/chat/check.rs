@@ -291,7 +291,7 @@ impl Member {
     }
 
     /// The next line must be exactly `want`.
-    pub fn expect(&mut self, want: &str, why: &str) -> Result<(), String> {
+    pub fn expect_line(&mut self, want: &str, why: &str) -> Result<(), String> {
         match self.line() {
             Ok(got) if got == want => Ok(()),
             Ok(got) => Err(format!(
@@ -443,7 +443,7 @@ fn name_16(ctx: &Ctx) -> Result<String, String> {
             "{name:?} (16 characters) should be in the room, but the next joiner was told {presence:?}"
         ));
     }
-    m.expect(
+    m.expect_line(
         &format!("* {other} has entered the room"),
         "a 16-character member hears the next joiner",
     )?;
@@ -515,7 +515,7 @@ fn join_notice(ctx: &Ctx) -> Result<String, String> {
     let [a, b] = names::<2>("joinnot");
     let (mut ma, _) = Member::join(ctx.addr, &a)?;
     let (mb, _) = Member::join(ctx.addr, &b)?;
-    ma.expect(&format!("* {b} has entered the room"), "the join notice")?;
+    ma.expect_line(&format!("* {b} has entered the room"), "the join notice")?;
     ma.close();
     mb.close();
     Ok("exact notice".into())
@@ -531,8 +531,8 @@ fn no_echo(ctx: &Ctx) -> Result<String, String> {
     mb.expect_notice(&c, "enter")?;
     ma.send("hello room")?;
     let want = format!("[{a}] hello room");
-    mb.expect(&want, "a line said by another member")?;
-    mc.expect(&want, "a line said by another member")?;
+    mb.expect_line(&want, "a line said by another member")?;
+    mc.expect_line(&want, "a line said by another member")?;
     ma.nothing_then(&mut mb, "its own line must not come back")?;
     for m in [ma, mb, mc] {
         m.close();
@@ -555,7 +555,7 @@ fn order(ctx: &Ctx) -> Result<String, String> {
         .write_all(batch.as_bytes())
         .map_err(|e| e.to_string())?;
     for i in 0..n {
-        mb.expect(
+        mb.expect_line(
             &format!("[{a}] line {i}"),
             "lines in the order they were sent",
         )?;
@@ -571,7 +571,7 @@ fn no_history(ctx: &Ctx) -> Result<String, String> {
     let (mut mb, _) = Member::join(ctx.addr, &b)?;
     ma.expect_notice(&b, "enter")?;
     ma.send("said before c joined")?;
-    mb.expect(&format!("[{a}] said before c joined"), "a line said")?;
+    mb.expect_line(&format!("[{a}] said before c joined"), "a line said")?;
     let (mut mc, _) = Member::join(ctx.addr, &c)?;
     mb.expect_notice(&c, "enter")?;
     mc.nothing_then(&mut ma, "what was said before it joined")?;
@@ -591,7 +591,7 @@ fn leave_with(ctx: &Ctx, case: &str, reset: bool) -> Result<String, String> {
     } else {
         mb.close()
     }
-    ma.expect(&format!("* {b} has left the room"), "the leave notice")?;
+    ma.expect_line(&format!("* {b} has left the room"), "the leave notice")?;
     ma.close();
     Ok("exact notice".into())
 }
@@ -632,7 +632,7 @@ fn long_line(ctx: &Ctx) -> Result<String, String> {
             .map(|i| char::from(b'a' + (i % 26) as u8))
             .collect();
         ma.send(&text)?;
-        mb.expect(&format!("[{a}] {text}"), &format!("a {len}-character line"))?;
+        mb.expect_line(&format!("[{a}] {text}"), &format!("a {len}-character line"))?;
     }
     ma.close();
     mb.close();
@@ -654,16 +654,16 @@ fn over_limit(ctx: &Ctx) -> Result<String, String> {
         .write_all(&big)
         .and_then(|()| mc.stream.write_all(b"\n"));
     mc.expect_closed(1)?;
-    ma.expect(
+    ma.expect_line(
         &format!("* {c} has left the room"),
         "the closed member's leave",
     )?;
-    mb.expect(
+    mb.expect_line(
         &format!("* {c} has left the room"),
         "the closed member's leave",
     )?;
     ma.send("still here")?;
-    mb.expect(&format!("[{a}] still here"), "the others are unaffected")?;
+    mb.expect_line(&format!("[{a}] still here"), "the others are unaffected")?;
     ma.close();
     mb.close();
     Ok(format!(
@@ -691,7 +691,7 @@ fn flood(ctx: &Ctx, a: &mut Member, b: &mut Member) -> Result<(usize, String), S
         a.send(&format!("{i} {text}"))?;
         if i >= WINDOW {
             let t = Instant::now();
-            b.expect(
+            b.expect_line(
                 &format!("[{}] {} {text}", a.name, i - WINDOW),
                 "every line while one member does not read",
             )
@@ -705,7 +705,7 @@ fn flood(ctx: &Ctx, a: &mut Member, b: &mut Member) -> Result<(usize, String), S
         }
     }
     for i in n.saturating_sub(WINDOW)..n {
-        b.expect(
+        b.expect_line(
             &format!("[{}] {i} {text}", a.name),
             "every line while one member does not read",
         )?;
@@ -807,7 +807,7 @@ fn slow_skip(ctx: &Ctx) -> Result<String, String> {
         ));
     }
     ma.send("after")?;
-    ms.expect(
+    ms.expect_line(
         &format!("[{a}] after"),
         "the skipped member is back in the conversation",
     )?;
@@ -860,7 +860,7 @@ fn slow_disconnect(ctx: &Ctx) -> Result<String, String> {
     }
     recv(&mut mb, n, &mut left_seen)?;
     if !left_seen {
-        mb.expect(&want_left, "the slow member closed by --slow disconnect")
+        mb.expect_line(&want_left, "the slow member closed by --slow disconnect")
             .map_err(|e| {
                 format!(
                     "{e} (it never read during a {} KiB flood)",
